@@ -1,0 +1,84 @@
+// Package store keeps the host records and the cluster settings, and the audit
+// trail of every change to them.
+//
+// A mutation is a list of Steps applied in order, under the store's lock, to
+// a copy of the record. Each step carries the audit message users know from
+// Mayu's git log ("updated host state to installing"); the git-backed store
+// records one commit per step, each holding the record as that step left it.
+// If any step fails, nothing is written. Lookups are served from an in-memory
+// index kept in step with the files.
+package store
+
+import (
+	"errors"
+	"net"
+
+	"mayu/pkg/host"
+)
+
+// Errors returned by every Store implementation. The API maps them to
+// status codes with errors.Is.
+var (
+	ErrNotFound = errors.New("store: host not found")
+	ErrExists   = errors.New("store: host already exists")
+	// ErrStorage wraps a failure to persist (disk full, git failure): the
+	// change did not happen.
+	ErrStorage = errors.New("store: storage failure")
+)
+
+// Step is one audited change: Apply mutates the record, Message is the audit
+// message (without the "<serial>: " prefix the store adds).
+type Step struct {
+	Message string
+	Apply   func(h *host.Host) error
+}
+
+// Cluster is cluster.json.
+type Cluster struct {
+	GitStore bool
+	Config   ClusterConfig
+}
+
+// ClusterConfig holds the cluster-wide settings of cluster.json.
+type ClusterConfig struct {
+	DefaultEtcdClusterToken string
+	// EtcdDiscoveryURL is deprecated (Mayu < 0.11); it is read, converted to
+	// DefaultEtcdClusterToken, and not written again.
+	EtcdDiscoveryURL string `json:",omitempty"`
+}
+
+// Store is the persistence seam. Implementations are safe for concurrent use.
+// Every Host returned is a copy the caller may modify.
+type Store interface {
+	// Get returns the host with this serial (already normalized).
+	Get(serial string) (host.Host, error)
+	// ByMAC returns the host that has this MAC address (normalized form).
+	ByMAC(mac string) (host.Host, error)
+	// ByIP returns the host whose InternalAddr is ip.
+	ByIP(ip net.IP) (host.Host, error)
+	// List returns every host, sorted by serial.
+	List() []host.Host
+	// ProfileCount returns how many hosts have this profile.
+	ProfileCount(profile string) int
+
+	// Create makes a new record for serial (ErrExists if there is one) and
+	// applies the steps to it. The first step's message is typically
+	// "host created"; the record passed to it has only Serial set.
+	Create(serial string, steps ...Step) (host.Host, error)
+	// Update applies the steps to the existing record (ErrNotFound if none).
+	// Steps that leave the record unchanged are not committed.
+	Update(serial string, steps ...Step) (host.Host, error)
+
+	// Cluster returns cluster.json's content.
+	Cluster() Cluster
+	// UpdateCluster changes cluster.json; message is the full audit message
+	// (for example "Set default etcd cluster to '<token>'").
+	UpdateCluster(message string, apply func(c *Cluster) error) (Cluster, error)
+
+	// Subscribe registers fn to be called (asynchronously, coalesced) after
+	// any host record changed, including hand edits picked up from disk.
+	Subscribe(fn func())
+
+	// Close releases resources (file watchers, git handles).
+	Close() error
+}
