@@ -1,0 +1,112 @@
+package config
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+const valid = `
+default_coreos_version: 1068.6.0
+network:
+  pxe: true
+  interface: eth1
+  bind_addr: 192.168.2.2
+  bootstrap_range: {start: 192.168.2.100, end: 192.168.2.200}
+  ip_range: {start: 192.168.2.21, end: 192.168.2.99}
+  dns: [8.8.8.8]
+  router: 192.168.2.2
+profiles:
+  - name: core-services
+    quantity: 3
+    tags: ["role-core=true"]
+  - name: default
+templates_env:
+  ssh_authorized_keys: ["ssh-rsa AAAA"]
+`
+
+func TestParseValid(t *testing.T) {
+	c, err := Parse([]byte(valid))
+	require.NoError(t, err)
+	assert.Equal(t, "1068.6.0", c.DefaultCoreOSVersion)
+	assert.Equal(t, "singlenic", c.Network.NetworkModel, "default network model")
+	assert.True(t, c.Network.PXE)
+	p, ok := c.Profile("core-services")
+	require.True(t, ok)
+	assert.Equal(t, 3, p.Quantity)
+	assert.Equal(t, "1068.6.0", c.CoreOSVersion(p))
+	assert.NotNil(t, c.TemplatesEnv["ssh_authorized_keys"])
+}
+
+func TestShippedExampleIsValid(t *testing.T) {
+	b, err := os.ReadFile("../../config.yaml.example")
+	require.NoError(t, err)
+	c, err := Parse(b)
+	require.NoError(t, err)
+	p, ok := c.Profile("core-services")
+	require.True(t, ok)
+	assert.Equal(t, 3, p.Quantity)
+	assert.Equal(t, "192.168.2.2", c.Network.BindAddr)
+}
+
+func TestValidationReportsEveryProblem(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want []string
+	}{
+		{"unknown key", strings.Replace(valid, "  pxe: true", "  pxe: true\n  pxe_enabled: true", 1),
+			[]string{"line 5", "field pxe_enabled not found"}},
+		{"missing version", strings.Replace(valid, "default_coreos_version: 1068.6.0", "", 1),
+			[]string{"default_coreos_version is required"}},
+		{"bad bind addr", strings.Replace(valid, "bind_addr: 192.168.2.2", "bind_addr: nope", 1),
+			[]string{"line 6: network.bind_addr \"nope\" is not an IPv4 address"}},
+		{"unparsable range", strings.Replace(valid, "start: 192.168.2.21", "start: 192.168.2.", 1),
+			[]string{"network.ip_range.start \"192.168.2.\" is not an IPv4 address"}},
+		{"reversed range", strings.Replace(valid, "{start: 192.168.2.21, end: 192.168.2.99}", "{start: 192.168.2.99, end: 192.168.2.21}", 1),
+			[]string{"network.ip_range is reversed"}},
+		{"overlap", strings.Replace(valid, "end: 192.168.2.99", "end: 192.168.2.150", 1),
+			[]string{"overlaps network.bootstrap_range"}},
+		{"duplicate profile", strings.Replace(valid, "  - name: default", "  - name: core-services", 1),
+			[]string{"duplicate profile name \"core-services\""}},
+		{"negative quantity", strings.Replace(valid, "quantity: 3", "quantity: -1", 1),
+			[]string{"quantity -1 is negative"}},
+		{"unknown network model", strings.Replace(valid, "  router: 192.168.2.2", "  router: 192.168.2.2\n  network_model: tripleNIC", 1),
+			[]string{"network_model \"tripleNIC\" is unknown"}},
+		{"several at once", strings.NewReplacer("bind_addr: 192.168.2.2", "bind_addr: x", "quantity: 3", "quantity: -2", "default_coreos_version: 1068.6.0", "").Replace(valid),
+			[]string{"3 problem(s)", "default_coreos_version is required", "bind_addr \"x\"", "quantity -2"}},
+		{"empty", "", []string{"empty"}},
+		{"wrong type", strings.Replace(valid, "quantity: 3", "quantity: three", 1), []string{"cannot unmarshal"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.yaml))
+			require.Error(t, err)
+			for _, w := range tt.want {
+				assert.Contains(t, err.Error(), w)
+			}
+		})
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(valid))
+	f.Add([]byte("network: {ip_range: {start: 1.2.3.4, end: 1.2.3.1}}"))
+	f.Add([]byte("profiles: [{name: a, quantity: -1}, {name: a}]"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := Parse(b)
+		if err == nil && c == nil {
+			t.Fatal("nil config without error")
+		}
+		if err == nil {
+			// Whatever parsed must be usable by the allocator.
+			lo, hi := c.Network.IPRange.Bounds()
+			if lo == nil || hi == nil || IPToUint32(lo) > IPToUint32(hi) {
+				t.Fatalf("accepted an unusable ip_range %+v", c.Network.IPRange)
+			}
+		}
+	})
+}
