@@ -69,7 +69,9 @@ func TestSetters(t *testing.T) {
 	}{
 		{
 			name: "metadata", from: host.Running,
-			call:    func(c *client.Client) error { return c.SetMetadata(context.Background(), serial, []string{"a=b", "c=d"}) },
+			call: func(c *client.Client) error {
+				return c.SetMetadata(context.Background(), serial, []string{"a=b", "c=d"})
+			},
 			path:    "/admin/host/" + serial + "/set_metadata",
 			body:    `{"FleetMetadata":["a=b","c=d"]}`,
 			message: "updated host metadata",
@@ -128,7 +130,9 @@ func TestSetters(t *testing.T) {
 			path:    "/admin/host/" + serial + "/set_etcd_cluster_token",
 			body:    `{"EtcdClusterToken":"416b381afbc752dfc77e48ba7a99ccc3"}`,
 			message: "updated host etcd cluster token",
-			check:   func(t *testing.T, h host.Host) { assert.Equal(t, "416b381afbc752dfc77e48ba7a99ccc3", h.EtcdClusterToken) },
+			check: func(t *testing.T, h host.Host) {
+				assert.Equal(t, "416b381afbc752dfc77e48ba7a99ccc3", h.EtcdClusterToken)
+			},
 		},
 		{
 			name: "override", from: host.Running,
