@@ -1,0 +1,229 @@
+package dnsmasq
+
+import (
+	"flag"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"mayu/pkg/config"
+	"mayu/pkg/host"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+// shippedTemplate is the template mayu ships.
+const shippedTemplate = "../../templates/dnsmasq_template.conf"
+
+func seedNetwork() config.Network {
+	return config.Network{
+		PXE:            true,
+		Interface:      "eth1",
+		BindAddr:       "192.168.2.2",
+		BootstrapRange: config.IPRange{Start: "192.168.2.100", End: "192.168.2.200"},
+		IPRange:        config.IPRange{Start: "192.168.2.21", End: "192.168.2.99"},
+		DNS:            []string{"8.8.8.8", "8.8.4.4"},
+		Router:         "192.168.2.2",
+		NetworkModel:   "singlenic",
+	}
+}
+
+func TestRenderShippedTemplate(t *testing.T) {
+	noPXE := seedNetwork()
+	noPXE.PXE = false
+	noRouter := seedNetwork()
+	noRouter.Router = ""
+	noRouter.DNS = nil
+	uefi := seedNetwork()
+	uefi.UEFI = true
+	tests := []struct {
+		name    string
+		network config.Network
+		noTLS   bool
+		port    int
+	}{
+		{"pxe-tls", seedNetwork(), false, 4080},
+		{"pxe-notls", seedNetwork(), true, 8080},
+		{"pxe-uefi", uefi, true, 4080},
+		{"nopxe", noPXE, true, 4080},
+		{"norouter-nodns", noRouter, true, 4080},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := New(Config{
+				Binary: "/usr/sbin/dnsmasq", Template: shippedTemplate, RuntimeDir: t.TempDir(),
+				Network: tt.network, TFTPRoot: "/usr/lib/mayu/tftproot", NoTLS: tt.noTLS, HTTPPort: tt.port,
+			})
+			require.NoError(t, err)
+			// Host state must not show in the shipped template's output:
+			// that is what keeps dnsmasq running across host changes.
+			s.Sync([]host.Host{{Serial: "a", State: host.Installed, MacAddresses: []string{"00:11:22:33:44:55"}, InternalAddr: net.ParseIP("192.168.2.21")}})
+			got, err := s.render()
+			require.NoError(t, err)
+			s.Sync(nil)
+			again, err := s.render()
+			require.NoError(t, err)
+			assert.Equal(t, string(got), string(again), "shipped template output depends on host state")
+			golden(t, filepath.Join("testdata", "shipped-"+tt.name+".conf"), got)
+		})
+	}
+}
+
+// TestShippedTemplateAcceptedByDnsmasq runs dnsmasq --test (no root needed)
+// on every rendering of the shipped template.
+func TestShippedTemplateAcceptedByDnsmasq(t *testing.T) {
+	bin := requireDnsmasq(t)
+	noPXE := seedNetwork()
+	noPXE.PXE = false
+	uefi := seedNetwork()
+	uefi.UEFI = true
+	for name, n := range map[string]config.Network{"pxe": seedNetwork(), "nopxe": noPXE, "uefi": uefi} {
+		t.Run(name, func(t *testing.T) {
+			s, err := New(Config{Binary: bin, Template: shippedTemplate, RuntimeDir: t.TempDir(),
+				Network: n, TFTPRoot: "/srv/tftproot", HTTPPort: 4080})
+			require.NoError(t, err)
+			require.NoError(t, s.Check())
+		})
+	}
+}
+
+func TestCheckReportsDnsmasqComplaint(t *testing.T) {
+	bin := requireDnsmasq(t)
+	dir := t.TempDir()
+	tmpl := filepath.Join(dir, "broken.conf")
+	require.NoError(t, os.WriteFile(tmpl, []byte("listen-address={{.Network.BindAddr}}\nno-such-option={{.Global.HTTPPort}}\n"), 0o644))
+	s, err := New(Config{Binary: bin, Template: tmpl, RuntimeDir: dir, Network: seedNetwork(), TFTPRoot: dir, HTTPPort: 4080})
+	require.NoError(t, err)
+	err = s.Check()
+	require.ErrorIs(t, err, ErrConfigRejected)
+	assert.Contains(t, err.Error(), "bad option at line 2")
+	assert.Contains(t, err.Error(), `rendered line 2: "no-such-option=4080"`)
+	assert.Contains(t, err.Error(), tmpl)
+	// The check leaves no temporary file behind.
+	left, _ := filepath.Glob(filepath.Join(dir, ".dnsmasq-check-*"))
+	assert.Empty(t, left)
+}
+
+func TestTemplateErrors(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name, text string
+		atNew      bool
+	}{
+		{"does not parse", "interface={{.Network.Interface\n", true},
+		{"unknown field", "interface={{.Network.NoSuchField}}\n", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := filepath.Join(dir, "t.conf")
+			require.NoError(t, os.WriteFile(p, []byte(tt.text), 0o644))
+			s, err := New(Config{Binary: "/bin/false", Template: p, RuntimeDir: dir, Network: seedNetwork(), TFTPRoot: dir})
+			if tt.atNew {
+				require.ErrorIs(t, err, ErrTemplate)
+				return
+			}
+			require.NoError(t, err)
+			require.ErrorIs(t, s.Check(), ErrTemplate)
+		})
+	}
+	_, err := New(Config{Template: filepath.Join(dir, "missing.conf"), RuntimeDir: dir})
+	require.ErrorIs(t, err, ErrTemplate)
+	_, err = New(Config{})
+	require.ErrorIs(t, err, ErrSettings)
+}
+
+func TestComputeHostSet(t *testing.T) {
+	hosts := []host.Host{
+		{Serial: "installed", State: host.Installed, MacAddresses: []string{"00:11:22:33:44:02", "00-11-22-33-44-01"}, InternalAddr: net.ParseIP("192.168.2.21")},
+		{Serial: "running", State: host.Running, MacAddresses: []string{"00:11:22:33:44:03"}},
+		{Serial: "configured", State: host.Configured, MacAddresses: []string{"00:11:22:33:44:04"}, InternalAddr: net.ParseIP("192.168.2.22")},
+		{Serial: "installing", State: host.Installing, MacAddresses: []string{"00:11:22:33:44:05"}},
+		{Serial: "fresh", State: host.Configured},
+		{Serial: "broken", State: host.Installed, MacAddresses: []string{"not-a-mac"}},
+	}
+	set, bad := computeHostSet(hosts)
+	assert.Equal(t, []string{"00:11:22:33:44:01", "00:11:22:33:44:02", "00:11:22:33:44:03"}, set.Ignored)
+	assert.Equal(t, []StaticHost{
+		{IP: "192.168.2.21", MacAddr: "00:11:22:33:44:01"},
+		{IP: "192.168.2.21", MacAddr: "00:11:22:33:44:02"},
+		{IP: "192.168.2.22", MacAddr: "00:11:22:33:44:04"},
+	}, set.Static)
+	assert.Equal(t, []string{`broken: "not-a-mac"`}, bad)
+	golden(t, filepath.Join("testdata", "hosts"), renderHostsFile(set))
+}
+
+// TestLegacyTemplateSeesHosts: a Mayu 0.11 template that ranges over the
+// host lists gets them filled.
+func TestLegacyTemplateSeesHosts(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "legacy.conf")
+	require.NoError(t, os.WriteFile(p, []byte(legacyTemplate), 0o644))
+	s, err := New(Config{Template: p, RuntimeDir: dir, Network: seedNetwork(), TFTPRoot: "/srv/tftproot", HTTPPort: 4080})
+	require.NoError(t, err)
+	s.Sync([]host.Host{
+		{Serial: "a", State: host.Installed, MacAddresses: []string{"00:11:22:33:44:01"}, InternalAddr: net.ParseIP("192.168.2.21")},
+		{Serial: "b", State: host.Configured, MacAddresses: []string{"00:11:22:33:44:02"}},
+	})
+	got, err := s.render()
+	require.NoError(t, err)
+	golden(t, filepath.Join("testdata", "legacy.conf"), got)
+}
+
+// legacyTemplate is the Mayu 0.11 shipped template.
+const legacyTemplate = `interface={{.Network.Interface}}
+listen-address={{.Network.BindAddr}}
+bind-interfaces
+except-interface=lo
+{{if .Network.Router}}dhcp-option=option:router,{{.Network.Router}}{{end}}
+dhcp-option=option:dns-server{{ range $dns := .Network.DNS}},{{$dns}}{{end}}
+{{if .Network.PXE}}enable-tftp
+dhcp-range={{.Network.BootstrapRange.Start}},{{.Network.BootstrapRange.End}},1m
+tftp-root={{.Global.TFTPRoot}}
+dhcp-match=set:ipxe,175
+dhcp-vendorclass=set:pxe,PXEClient
+dhcp-boot=tag:!ipxe,undionly.kpxe
+dhcp-boot=tag:ipxe,http{{if not .Global.NoTLS}}s{{end}}://{{.Network.BindAddr}}:{{.Global.HTTPPort}}/ipxebootscript
+{{end}}
+{{range $ignoredHost := .Network.IgnoredHosts}}dhcp-mac=set:installed,{{$ignoredHost}}
+{{end}}dhcp-ignore=tag:installed
+{{range $staticHost := .Network.StaticHosts}}dhcp-host={{$staticHost.MacAddr}},{{$staticHost.IP}}
+{{end}}`
+
+func TestBootScriptURL(t *testing.T) {
+	assert.Equal(t, "https://192.168.2.2:4080/ipxebootscript", bootScriptURL("192.168.2.2", 4080, false))
+	assert.Equal(t, "http://192.168.2.2:8080/ipxebootscript", bootScriptURL("192.168.2.2", 8080, true))
+}
+
+func golden(t *testing.T, path string, got []byte) {
+	t.Helper()
+	if *update {
+		require.NoError(t, os.WriteFile(path, got, 0o644))
+		return
+	}
+	want, err := os.ReadFile(path)
+	require.NoError(t, err, "run go test -update to create %s", path)
+	assert.Equal(t, string(want), string(got), "output differs from %s (go test -update rewrites it)", path)
+}
+
+// requireDnsmasq returns the dnsmasq binary, or skips the test loudly when
+// it is missing (fails when MAYU_E2E=required).
+func requireDnsmasq(t *testing.T) string {
+	t.Helper()
+	const bin = DefaultBinary
+	if _, err := os.Stat(bin); err != nil {
+		skipOrFail(t, "dnsmasq not installed (Debian package dnsmasq-base): %v", err)
+	}
+	return bin
+}
+
+func skipOrFail(t *testing.T, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("MAYU_E2E") == "required" {
+		t.Fatalf("MAYU_E2E=required but: "+format, args...)
+	}
+	t.Skipf("SKIPPED (set up the machine to run it): "+format, args...)
+}
