@@ -255,10 +255,6 @@ type Facts struct {
 // moves it to installing: the machine has asked for its final config. An
 // unknown serial is registered first.
 func (p *Provisioner) ReportFacts(serial string, f Facts) (host.Host, error) {
-	h, _, err := p.Register(serial)
-	if err != nil {
-		return host.Host{}, err
-	}
 	macs := make([]string, 0, len(f.MACs))
 	for _, m := range f.MACs {
 		n, err := host.NormalizeMAC(m)
@@ -274,6 +270,12 @@ func (p *Provisioner) ReportFacts(serial string, f Facts) (host.Host, error) {
 		if ipmi = net.ParseIP(s); ipmi == nil {
 			return host.Host{}, fmt.Errorf("%w: IPMI address %q does not parse", ErrInvalid, s)
 		}
+	}
+	// Register only once the request is known to be good: a refused request
+	// leaves no record behind.
+	h, _, err := p.Register(serial)
+	if err != nil {
+		return host.Host{}, err
 	}
 	for _, m := range macs {
 		if other, err := p.store.ByMAC(m); err == nil && other.Serial != h.Serial {

@@ -1,0 +1,145 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"mayu/pkg/provision"
+)
+
+// The image files of one OS version, under images/<version>/.
+const (
+	pxeKernel    = "coreos_production_pxe.vmlinuz"
+	pxeInitrd    = "coreos_production_pxe_image.cpio.gz"
+	installImage = "coreos_production_image.bin.bz2"
+)
+
+// qemuFiles are the files served under /images/<serial>/qemu/.
+var qemuFiles = map[string]bool{
+	"coreos_production_qemu.vmlinuz":                   true,
+	"coreos_production_qemu.vmlinuz.sha256":            true,
+	"coreos_production_qemu_usr_image.squashfs":        true,
+	"coreos_production_qemu_usr_image.squashfs.sha256": true,
+}
+
+// defaultImage serves a file of the default OS version.
+func (s *Server) defaultImage(name string) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		return s.serveFileIn(c, filepath.Join(s.cfg.ImagesDir, s.cfg.Cluster.DefaultCoreOSVersion), name)
+	}
+}
+
+// hostImage serves a file of the OS version of one host: its
+// Overrides["CoreOSVersion"], else its CoreOSVersion, else the default.
+func (s *Server) hostImage(name string) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		version, err := s.hostVersion(c.Param("serial"))
+		if err != nil {
+			return err
+		}
+		return s.serveFileIn(c, filepath.Join(s.cfg.ImagesDir, version), name)
+	}
+}
+
+func (s *Server) qemuImage(c echo.Context) error {
+	file := c.Param("file")
+	if !qemuFiles[file] {
+		return fmt.Errorf("%w: no qemu asset %q", errNotServed, file)
+	}
+	version, err := s.hostVersion(c.Param("serial"))
+	if err != nil {
+		return err
+	}
+	return s.serveFileIn(c, filepath.Join(s.cfg.ImagesDir, "qemu", version), file)
+}
+
+func (s *Server) hostVersion(rawSerial string) (string, error) {
+	serial, err := provision.Serial(rawSerial)
+	if err != nil {
+		return "", err
+	}
+	h, err := s.cfg.Store.Get(serial)
+	if err != nil {
+		return "", err
+	}
+	version := s.cfg.Cluster.DefaultCoreOSVersion
+	if h.CoreOSVersion != "" {
+		version = h.CoreOSVersion
+	}
+	if v, ok := h.OverrideString("CoreOSVersion"); ok {
+		version = v
+	}
+	if !validPathElem(version) {
+		return "", fmt.Errorf("%w: OS version %q of %s cannot name a directory", errBadRequest, version, serial)
+	}
+	return version, nil
+}
+
+// dirFile serves the request path (the route's wildcard) from a directory.
+func (s *Server) dirFile(dir func() string) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		return s.serveFileIn(c, dir(), c.Param("*"))
+	}
+}
+
+// serveFileIn serves name from dir. Name is cleaned as a rooted path first,
+// so no request can escape dir; directories and missing files are 404s
+// naming the path that was looked for.
+func (s *Server) serveFileIn(c echo.Context, dir, name string) error {
+	clean := strings.TrimPrefix(path.Clean("/"+name), "/")
+	if clean == "" {
+		clean = "index.html"
+	}
+	full := filepath.Join(dir, filepath.FromSlash(clean))
+	f, err := os.Open(full)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("%w: %s does not exist", errNotServed, full)
+		}
+		return fmt.Errorf("%w: %s: %v", errNotServed, full, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() {
+		return fmt.Errorf("%w: %s is a directory", errNotServed, full)
+	}
+	// http.ServeContent handles Range, If-Modified-Since, Content-Length
+	// and HEAD; the writer passes ReadFrom through so the kernel copies the
+	// file to the socket (sendfile) instead of a user-space loop.
+	http.ServeContent(sendfileWriter{c.Response()}, c.Request(), fi.Name(), fi.ModTime(), f)
+	return nil
+}
+
+// sendfileWriter exposes the underlying ResponseWriter's ReadFrom, which
+// echo's Response hides.
+type sendfileWriter struct {
+	*echo.Response
+}
+
+func (w sendfileWriter) ReadFrom(r io.Reader) (int64, error) {
+	if !w.Committed {
+		w.WriteHeader(http.StatusOK)
+	}
+	if rf, ok := w.Response.Writer.(io.ReaderFrom); ok {
+		n, err := rf.ReadFrom(r)
+		w.Size += n
+		return n, err
+	}
+	return io.Copy(struct{ io.Writer }{w.Response}, r)
+}
+
+func validPathElem(s string) bool {
+	return s != "" && s != "." && s != ".." && !strings.ContainsAny(s, `/\`+"\x00")
+}

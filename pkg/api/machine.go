@@ -1,0 +1,146 @@
+package api
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"mayu/pkg/host"
+	"mayu/pkg/provision"
+	"mayu/pkg/render"
+)
+
+func (s *Server) welcome(c echo.Context) error {
+	return c.String(http.StatusOK, fmt.Sprintf("Welcome to Mayu %s. Machines boot from /ipxebootscript; operators use mayuctl or /index.html.\n", s.cfg.Version))
+}
+
+// ipxeBootScript is what iPXE runs after its second DHCP: boot the PXE
+// kernel and initrd, which fetch the first-stage script for their serial.
+func (s *Server) ipxeBootScript(c echo.Context) error {
+	b := s.base
+	script := "#!ipxe\n" +
+		"kernel " + b + "/images/vmlinuz coreos.autologin maybe-install-coreos=stable console=ttyS0,115200n8 mayu=" + b +
+		" next-script=" + b + "/first-stage-script/__SERIAL__\n" +
+		"initrd " + b + "/images/initrd.cpio.gz\n" +
+		"boot\n"
+	return c.String(http.StatusOK, script)
+}
+
+// firstStageScript registers the machine on first sight and answers its
+// install script.
+func (s *Server) firstStageScript(c echo.Context) error {
+	h, _, err := s.cfg.Provisioner.Register(c.Param("serial"))
+	if err != nil {
+		return err
+	}
+	d := render.FirstStageData{
+		HostInfoHelperURL: s.base + "/hostinfo-helper",
+		InstallImageURL:   s.base + "/images/" + h.Serial + "/install_image.bin.bz2",
+		SetInstalledURL:   s.base + "/admin/host/__SERIAL__/set_installed",
+		MayuURL:           s.base,
+		MayuVersion:       s.cfg.Version,
+		MachineID:         h.MachineID,
+	}
+	if s.cfg.UseIgnition {
+		d.IgnitionConfigURL = s.base + "/final-ignition-config.json"
+	} else {
+		d.CloudConfigURL = s.base + "/final-cloud-config.yaml"
+	}
+	out, err := s.cfg.Renderer.FirstStage(d)
+	if err != nil {
+		return err
+	}
+	return c.Blob(http.StatusOK, "text/x-shellscript; charset=utf-8", out)
+}
+
+func (s *Server) hostinfoHelper(c echo.Context) error {
+	return s.serveFileIn(c, s.cfg.StaticHTMLDir, "infopusher")
+}
+
+// hostFacts is what the host-info helper posts. Field names are the wire
+// format of Mayu 0.11's helper.
+type hostFacts struct {
+	Serial  string
+	NetDevs []struct {
+		Name       string
+		MacAddress string
+	}
+	IPMIAddress  string
+	ConnectedNIC string
+}
+
+// finalConfig records what the installing machine reports and answers its
+// final cloud-config (or Ignition config).
+func (s *Server) finalConfig(ignition bool) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if ignition != s.cfg.UseIgnition {
+			if s.cfg.UseIgnition {
+				return fmt.Errorf("%w: mayu serves Ignition (--use-ignition); ask /final-ignition-config.json", errNotServed)
+			}
+			return fmt.Errorf("%w: mayu serves cloud-config (started without --use-ignition); ask /final-cloud-config.yaml", errNotServed)
+		}
+		var req hostFacts
+		if err := decodeJSON(c, &req); err != nil {
+			return err
+		}
+		if req.Serial == "" {
+			return fmt.Errorf("%w: body has no Serial", errBadRequest)
+		}
+		f := provision.Facts{ConnectedNIC: req.ConnectedNIC, IPMIAddr: req.IPMIAddress}
+		for _, d := range req.NetDevs {
+			if d.MacAddress != "" {
+				f.MACs = append(f.MACs, d.MacAddress)
+			}
+		}
+		h, err := s.cfg.Provisioner.ReportFacts(req.Serial, f)
+		if err != nil {
+			return err
+		}
+		out, err := s.renderFinal(h)
+		if err != nil {
+			return err
+		}
+		if ignition {
+			return c.Blob(http.StatusOK, "application/json", out)
+		}
+		return c.Blob(http.StatusOK, "text/yaml; charset=utf-8", out)
+	}
+}
+
+// renderFinal renders the final config of a host.
+func (s *Server) renderFinal(h host.Host) ([]byte, error) {
+	token := h.EtcdClusterToken
+	if token == "" {
+		token = s.cfg.Store.Cluster().Config.DefaultEtcdClusterToken
+	}
+	var discoveryURL string
+	if s.cfg.Discovery != nil && token != "" {
+		discoveryURL = s.cfg.Discovery.URL(token)
+	}
+	return s.cfg.Renderer.Final(render.FinalData{
+		Host:             h,
+		EtcdDiscoveryUrl: discoveryURL,
+		ClusterNetwork:   s.cfg.Cluster.Network,
+		MayuHost:         s.cfg.Host,
+		MayuPort:         s.cfg.Port,
+		MayuURL:          s.base,
+		NoTLS:            s.cfg.NoTLS,
+		PostBootURL:      s.base + "/admin/host/" + h.Serial + "/boot_complete",
+		TemplatesEnv:     s.cfg.Cluster.TemplatesEnv,
+	})
+}
+
+// decodeJSON decodes a JSON body into v. Unknown fields are ignored: Mayu
+// 0.11's mayuctl sends whole host records where we read one field.
+func decodeJSON(c echo.Context, v interface{}) error {
+	dec := json.NewDecoder(c.Request().Body)
+	if err := dec.Decode(v); err != nil {
+		if err.Error() == "http: request body too large" {
+			return echo.NewHTTPError(http.StatusRequestEntityTooLarge)
+		}
+		return fmt.Errorf("%w: body is not valid JSON: %v", errBadRequest, err)
+	}
+	return nil
+}

@@ -1,0 +1,207 @@
+// Package api is mayu's HTTP server: the routes PXE-booting machines use
+// (boot script, first-stage script, images, final config) and the admin API
+// mayuctl uses. Handlers decode a small request type, call one provision
+// method and encode the answer; one error handler turns errors into status
+// codes with a one-line reason.
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+
+	"mayu/pkg/config"
+	"mayu/pkg/provision"
+	"mayu/pkg/render"
+	"mayu/pkg/store"
+)
+
+// MaxBodyBytes bounds request bodies: host facts and admin setters are a few
+// hundred bytes; anything near this limit is an error or an attack.
+const MaxBodyBytes = 1 << 20
+
+// Renderer renders the first-stage script and the final config.
+type Renderer interface {
+	FirstStage(d render.FirstStageData) ([]byte, error)
+	Final(d render.FinalData) ([]byte, error)
+}
+
+// Discovery is the etcd discovery service: it names the discovery URL of a
+// token and may serve the protocol under /etcd.
+type Discovery interface {
+	URL(token string) string
+	Register(g *echo.Group)
+}
+
+// Config is what the server needs.
+type Config struct {
+	Cluster     *config.Config
+	Store       store.Store
+	Provisioner *provision.Provisioner
+	Renderer    Renderer
+	Discovery   Discovery // nil: no /etcd routes, discovery URL left empty
+
+	ImagesDir     string // --images-cache-dir
+	YochuDir      string // --yochu-path
+	StaticHTMLDir string // --static-html-path
+
+	// Host and Port are what machines use to reach mayu: bind_addr of the
+	// config and --http-port.
+	Host        string
+	Port        int
+	NoTLS       bool
+	UseIgnition bool
+	Version     string
+
+	Logger *slog.Logger
+}
+
+// Server is the HTTP server.
+type Server struct {
+	cfg  Config
+	e    *echo.Echo
+	log  *slog.Logger
+	base string
+}
+
+// New builds the server and its route table.
+func New(cfg Config) (*Server, error) {
+	if cfg.Cluster == nil || cfg.Store == nil || cfg.Provisioner == nil || cfg.Renderer == nil {
+		return nil, errors.New("api: cluster config, store, provisioner and renderer are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	scheme := "https"
+	if cfg.NoTLS {
+		scheme = "http"
+	}
+	s := &Server{
+		cfg:  cfg,
+		log:  cfg.Logger,
+		base: scheme + "://" + net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)),
+	}
+	e := echo.New()
+	e.HideBanner = true
+	e.HidePort = true
+	e.HTTPErrorHandler = s.handleError
+	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{
+		DisableStackAll: true,
+		LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
+			s.log.Error("handler panicked (a bug)", "method", c.Request().Method, "path", c.Request().URL.Path,
+				"err", err, "stack", string(stack))
+			return err
+		},
+	}))
+	e.Use(middleware.BodyLimit(strconv.Itoa(MaxBodyBytes/1024) + "K"))
+	e.Use(s.logRequests)
+	s.e = e
+	s.routes()
+	return s, nil
+}
+
+// BaseURL is the URL machines use to reach mayu.
+func (s *Server) BaseURL() string { return s.base }
+
+// Handler returns the HTTP handler, for tests.
+func (s *Server) Handler() http.Handler { return s.e }
+
+func (s *Server) routes() {
+	e := s.e
+	e.GET("/", s.welcome)
+	e.GET("/ipxebootscript", s.ipxeBootScript)
+	e.GET("/first-stage-script/:serial", s.firstStageScript)
+	e.GET("/hostinfo-helper", s.hostinfoHelper)
+	e.POST("/final-cloud-config.yaml", s.finalConfig(false))
+	e.POST("/final-ignition-config.json", s.finalConfig(true))
+
+	e.GET("/images/vmlinuz", s.defaultImage(pxeKernel))
+	e.GET("/images/initrd.cpio.gz", s.defaultImage(pxeInitrd))
+	e.GET("/images/:serial/vmlinuz", s.hostImage(pxeKernel))
+	e.GET("/images/:serial/initrd.cpio.gz", s.hostImage(pxeInitrd))
+	e.GET("/images/:serial/install_image.bin.bz2", s.hostImage(installImage))
+	e.GET("/images/:serial/qemu/:file", s.qemuImage)
+	e.GET("/yochu/*", s.dirFile(func() string { return s.cfg.YochuDir }))
+
+	admin := e.Group("/admin")
+	admin.GET("/hosts", s.listHosts)
+	for _, r := range s.adminRoutes() {
+		admin.PUT("/host/:serial/"+r.name, r.handler)
+	}
+
+	if s.cfg.Discovery != nil {
+		s.cfg.Discovery.Register(e.Group("/etcd"))
+	}
+	// Everything else comes from the static directory (index.html, mayuctl,
+	// infopusher).
+	e.GET("/*", s.dirFile(func() string { return s.cfg.StaticHTMLDir }))
+	e.Match([]string{http.MethodPut, http.MethodPost, http.MethodDelete, http.MethodPatch}, "/*", func(c echo.Context) error {
+		return fmt.Errorf("%w: no route %s %s", errNotServed, c.Request().Method, c.Request().URL.Path)
+	})
+}
+
+// Serve answers HTTP (or HTTPS with certFile/keyFile) on ln until ctx is
+// done, then shuts down gracefully: in-flight requests get up to grace to
+// finish.
+func (s *Server) Serve(ctx context.Context, ln net.Listener, certFile, keyFile string, grace time.Duration) error {
+	srv := &http.Server{
+		Handler:           s.e,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		// No WriteTimeout: install images are hundreds of megabytes and a
+		// slow machine must be able to finish its download.
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	errc := make(chan error, 1)
+	go func() {
+		var err error
+		if certFile != "" {
+			err = srv.ServeTLS(ln, certFile, keyFile)
+		} else {
+			err = srv.Serve(ln)
+		}
+		errc <- err
+	}()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("api: serve: %w", err)
+	case <-ctx.Done():
+	}
+	// The root context is already cancelled: shut down with a fresh one.
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		_ = srv.Close()
+		return fmt.Errorf("api: shutdown: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("api: serve: %w", err)
+	}
+	return nil
+}
+
+func (s *Server) logRequests(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		err := next(c)
+		if s.log.Enabled(c.Request().Context(), slog.LevelDebug) {
+			status := c.Response().Status
+			var he *echo.HTTPError
+			if err != nil && errors.As(err, &he) {
+				status = he.Code
+			}
+			s.log.Debug("request", "method", c.Request().Method, "path", c.Request().URL.Path,
+				"status", status, "remote", c.RealIP(), "duration", time.Since(start))
+		}
+		return err
+	}
+}
