@@ -51,7 +51,7 @@ var (
 	ErrNotFound = errors.New("client: host not found")
 	// ErrUnreachable: no HTTP answer at all (refused, DNS, TLS handshake,
 	// timeout). The wrapped error says which.
-	ErrUnreachable = errors.New("client: mayu unreachable")
+	ErrUnreachable = errors.New("client: cannot reach mayu")
 	// ErrInvalidArgument: a value was refused before anything was sent.
 	ErrInvalidArgument = errors.New("client: invalid argument")
 	// ErrBadResponse: a 2xx answer whose body could not be understood.
