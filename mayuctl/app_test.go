@@ -49,7 +49,9 @@ type fakeMayu struct {
 }
 
 // args prefixes the global flags that point mayuctl at the fake.
-func (f fakeMayu) args(args ...string) []string { return append(append([]string{}, f.flags...), args...) }
+func (f fakeMayu) args(args ...string) []string {
+	return append(append([]string{}, f.flags...), args...)
+}
 
 func startFake(t *testing.T, hosts ...host.Host) fakeMayu {
 	t.Helper()
@@ -336,7 +338,9 @@ func TestSetCommands(t *testing.T) {
 	}{
 		{"metadata", []string{"set", s, "metadata", "role-core=true, rack=7,"},
 			`{"FleetMetadata":["role-core=true","rack=7"]}`, "updated host metadata",
-			func(t *testing.T, h host.Host) { assert.Equal(t, host.FleetMeta{"role-core=true", "rack=7"}, h.FleetMetadata) }},
+			func(t *testing.T, h host.Host) {
+				assert.Equal(t, host.FleetMeta{"role-core=true", "rack=7"}, h.FleetMetadata)
+			}},
 		{"providerid", []string{"set", s, "providerid", "rack-7/u12"},
 			`{"ProviderId":"rack-7/u12"}`, "updated host provider id",
 			func(t *testing.T, h host.Host) { assert.Equal(t, "rack-7/u12", h.ProviderId) }},
@@ -354,7 +358,9 @@ func TestSetCommands(t *testing.T) {
 			func(t *testing.T, h host.Host) { assert.Equal(t, host.Configured, h.State) }},
 		{"etcdtoken", []string{"set", s, "etcdtoken", "416b381afbc752dfc77e48ba7a99ccc3"},
 			`{"EtcdClusterToken":"416b381afbc752dfc77e48ba7a99ccc3"}`, "updated host etcd cluster token",
-			func(t *testing.T, h host.Host) { assert.Equal(t, "416b381afbc752dfc77e48ba7a99ccc3", h.EtcdClusterToken) }},
+			func(t *testing.T, h host.Host) {
+				assert.Equal(t, "416b381afbc752dfc77e48ba7a99ccc3", h.EtcdClusterToken)
+			}},
 		{"override", []string{"override", s, "CoreOSVersion", "1122.2.0"},
 			`{"Overrides":{"CoreOSVersion":"1122.2.0"}}`, "updated host overrides: CoreOSVersion",
 			func(t *testing.T, h host.Host) { assert.Equal(t, "1122.2.0", h.Overrides["CoreOSVersion"]) }},
