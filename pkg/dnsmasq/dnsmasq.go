@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -458,21 +459,41 @@ func (s *Supervisor) prepareAndStart() (*child, error) {
 // death signal (it must not outlive a killed mayu).
 func (s *Supervisor) start() (*child, error) {
 	out := &outputLog{log: s.log, tail: lastLines{n: 20}}
+	// Our own pipe rather than exec's copying goroutine: Wait then returns
+	// as soon as dnsmasq exits, even if a helper it forked still holds the
+	// pipe.
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("dnsmasq: output pipe: %w", err)
+	}
 	cmd := exec.Command(s.cfg.Binary, s.args(s.confPath, true)...)
-	cmd.Stdout = out
-	cmd.Stderr = out
+	cmd.Stdout = w
+	cmd.Stderr = w
 	cmd.SysProcAttr = sysProcAttr()
-	// dnsmasq may leave a helper holding the output pipe; Wait must not
-	// hang on it.
-	cmd.WaitDelay = 2 * time.Second
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		r.Close()
 		return nil, fmt.Errorf("dnsmasq: start %s: %w", s.cfg.Binary, err)
 	}
 	ch := &child{cmd: cmd, pid: cmd.Process.Pid, started: time.Now(), out: out, exited: make(chan struct{})}
 	out.setPID(ch.pid)
+	copied := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(out, r)
+		r.Close()
+		out.flush()
+		close(copied)
+	}()
 	go func() {
 		ch.err = cmd.Wait()
-		out.flush()
+		// Whatever is left of its process group (a dhcp-script helper)
+		// goes with it; the group id stays reserved while members live.
+		_ = syscall.Kill(-ch.pid, syscall.SIGKILL)
+		select {
+		case <-copied:
+		case <-time.After(2 * time.Second):
+		}
 		close(ch.exited)
 	}()
 	s.mu.Lock()

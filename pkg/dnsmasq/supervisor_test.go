@@ -1,0 +1,354 @@
+package dnsmasq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"mayu/pkg/host"
+)
+
+// fakeDnsmasq behaves like dnsmasq as far as the supervisor can tell:
+// --test accepts a configuration unless it holds "broken-option", a run
+// prints "started", re-reads (here: counts the lines of) the hosts file on
+// SIGHUP and exits on SIGTERM (unless told to ignore it).
+const fakeDnsmasq = `#!/bin/sh
+conf= hosts= test=
+for a in "$@"; do
+  case "$a" in
+    --test) test=1 ;;
+    --conf-file=*) conf=${a#--conf-file=} ;;
+    --dhcp-hostsfile=*) hosts=${a#--dhcp-hostsfile=} ;;
+  esac
+done
+if [ -n "$test" ]; then
+  n=$(grep -n broken-option "$conf" | cut -d: -f1 | head -n1)
+  if [ -n "$n" ]; then echo "dnsmasq: bad option at line $n of $conf" >&2; exit 1; fi
+  echo "dnsmasq: syntax check OK."; exit 0
+fi
+if grep -q ignore-term "$conf"; then trap '' TERM; else trap 'echo "dnsmasq: exiting on receipt of SIGTERM"; exit 0' TERM; fi
+trap 'echo "dnsmasq-dhcp: read $hosts - $(grep -vc "^#" "$hosts") addresses"' HUP
+echo "dnsmasq: started, version fake"
+while :; do sleep 1 & wait $!; done
+`
+
+// logSink collects log records so tests can wait for dnsmasq's output.
+type logSink struct {
+	mu    sync.Mutex
+	lines []string
+	attrs []map[string]string
+}
+
+func (l *logSink) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logSink) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *logSink) WithGroup(string) slog.Handler            { return l }
+func (l *logSink) Handle(_ context.Context, r slog.Record) error {
+	a := map[string]string{}
+	r.Attrs(func(at slog.Attr) bool { a[at.Key] = at.Value.String(); return true })
+	l.mu.Lock()
+	l.lines = append(l.lines, r.Message)
+	l.attrs = append(l.attrs, a)
+	l.mu.Unlock()
+	return nil
+}
+
+// count returns how many messages contain sub.
+func (l *logSink) count(sub string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, s := range l.lines {
+		if strings.Contains(s, sub) {
+			n++
+		}
+	}
+	return n
+}
+
+// find returns the attributes of the last message containing sub.
+func (l *logSink) find(sub string) (map[string]string, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := len(l.lines) - 1; i >= 0; i-- {
+		if strings.Contains(l.lines[i], sub) {
+			return l.attrs[i], true
+		}
+	}
+	return nil, false
+}
+
+// waitCount waits (bounded) until at least n messages contain sub.
+func (l *logSink) waitCount(t *testing.T, sub string, n int, timeout time.Duration) {
+	t.Helper()
+	require.Eventually(t, func() bool { return l.count(sub) >= n }, timeout, 2*time.Millisecond,
+		"waited %s for %d log lines containing %q (have %d)", timeout, n, sub, l.count(sub))
+}
+
+type fakeEnv struct {
+	dir  string
+	bin  string
+	tmpl string
+	sink *logSink
+}
+
+func newFakeEnv(t *testing.T, template string) *fakeEnv {
+	t.Helper()
+	if _, err := os.Stat("/bin/sh"); err != nil {
+		t.Fatalf("no /bin/sh: %v", err)
+	}
+	dir := t.TempDir()
+	e := &fakeEnv{dir: dir, bin: filepath.Join(dir, "dnsmasq"), tmpl: filepath.Join(dir, "template.conf"), sink: &logSink{}}
+	require.NoError(t, os.WriteFile(e.bin, []byte(fakeDnsmasq), 0o755))
+	require.NoError(t, os.WriteFile(e.tmpl, []byte(template), 0o644))
+	return e
+}
+
+func (e *fakeEnv) supervisor(t *testing.T) *Supervisor {
+	t.Helper()
+	s, err := New(Config{
+		Binary: e.bin, Template: e.tmpl, RuntimeDir: filepath.Join(e.dir, "run"), Network: seedNetwork(),
+		TFTPRoot: e.dir, HTTPPort: 4080, Logger: slog.New(e.sink),
+		RestartBackoff: 20 * time.Millisecond, MaxRestartBackoff: 100 * time.Millisecond, StopTimeout: 300 * time.Millisecond,
+	})
+	require.NoError(t, err)
+	return s
+}
+
+// run starts Run and returns a stop function that cancels it and returns
+// its result, bounded.
+func run(t *testing.T, s *Supervisor) func() error {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	stopped := false
+	stop := func() error {
+		if stopped {
+			return nil
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(10 * time.Second):
+			t.Fatal("Run did not return within 10s of cancel")
+			return nil
+		}
+	}
+	t.Cleanup(func() { _ = stop() })
+	return stop
+}
+
+func waitPID(t *testing.T, s *Supervisor, not int) int {
+	t.Helper()
+	var pid int
+	require.Eventually(t, func() bool { pid = s.PID(); return pid != 0 && pid != not }, 10*time.Second, 5*time.Millisecond,
+		"no dnsmasq pid (other than %d)", not)
+	return pid
+}
+
+func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
+
+func installed(mac string, st host.State) []host.Host {
+	return []host.Host{{Serial: "s1", State: st, MacAddresses: []string{mac}, InternalAddr: net.ParseIP("192.168.2.21")}}
+}
+
+func TestSupervisorSyncSignalsWithoutRestart(t *testing.T) {
+	e := newFakeEnv(t, "listen-address={{.Network.BindAddr}}\n")
+	s := e.supervisor(t)
+	stop := run(t, s)
+	pid := waitPID(t, s, 0)
+	e.sink.waitCount(t, "started, version fake", 1, 10*time.Second)
+	_, hostsPath, _ := s.Paths()
+
+	states := []host.State{host.Installed, host.Configured, host.Running, host.Installing}
+	for i := 0; i < 40; i++ {
+		st := states[i%len(states)]
+		s.Sync(installed("00:11:22:33:44:55", st))
+		e.sink.waitCount(t, "dnsmasq-dhcp: read "+hostsPath, i+1, 10*time.Second)
+		b, err := os.ReadFile(hostsPath)
+		require.NoError(t, err)
+		if st == host.Installed || st == host.Running {
+			assert.Contains(t, string(b), "00:11:22:33:44:55,ignore\n")
+		} else {
+			assert.Contains(t, string(b), "00:11:22:33:44:55,192.168.2.21\n")
+		}
+	}
+	assert.Equal(t, pid, s.PID(), "dnsmasq was restarted by a host change")
+	assert.Equal(t, 0, s.Restarts())
+	attrs, ok := e.sink.find("hosts file rewritten")
+	require.True(t, ok)
+	assert.NotEmpty(t, attrs["latency"])
+
+	// A Sync that changes nothing dnsmasq sees (another host's unrelated
+	// field) does not signal at all.
+	s.Sync(installed("00:11:22:33:44:55", host.Installing))
+	s.Sync(installed("00:11:22:33:44:55", host.Configured))
+	time.Sleep(50 * time.Millisecond)
+	assert.Equal(t, 40, e.sink.count("dnsmasq-dhcp: read "))
+
+	require.NoError(t, stop())
+	assert.Equal(t, 0, s.PID())
+	assert.False(t, alive(pid), "dnsmasq pid %d still alive after stop", pid)
+	assert.Equal(t, 1, e.sink.count("exiting on receipt of SIGTERM"))
+}
+
+func TestSupervisorCoalescesBursts(t *testing.T) {
+	e := newFakeEnv(t, "listen-address={{.Network.BindAddr}}\n")
+	s := e.supervisor(t)
+	run(t, s)
+	pid := waitPID(t, s, 0)
+	e.sink.waitCount(t, "started, version fake", 1, 10*time.Second)
+	_, hostsPath, _ := s.Paths()
+	for i := 0; i < 200; i++ {
+		st := host.Installed
+		if i%2 == 1 {
+			st = host.Configured
+		}
+		s.Sync(installed(fmt.Sprintf("00:11:22:33:44:%02x", i%256), st))
+	}
+	// The last state wins, whatever happened in between.
+	require.Eventually(t, func() bool {
+		b, _ := os.ReadFile(hostsPath)
+		return strings.Contains(string(b), "00:11:22:33:44:c7,192.168.2.21\n") && !strings.Contains(string(b), "ignore")
+	}, 10*time.Second, 5*time.Millisecond)
+	assert.Equal(t, pid, s.PID())
+	t.Logf("200 Syncs in a burst caused %d hosts file rewrites", e.sink.count("hosts file rewritten"))
+	assert.Less(t, e.sink.count("hosts file rewritten"), 200)
+}
+
+func TestSupervisorRestartsCrashedChild(t *testing.T) {
+	e := newFakeEnv(t, "listen-address={{.Network.BindAddr}}\n")
+	s := e.supervisor(t)
+	s.Sync(installed("00:11:22:33:44:55", host.Installed))
+	stop := run(t, s)
+	for i := 1; i <= 3; i++ {
+		pid := waitPID(t, s, 0)
+		e.sink.waitCount(t, "started, version fake", i, 10*time.Second)
+		require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
+		waitPID(t, s, pid)
+		assert.Equal(t, i, s.Restarts())
+	}
+	attrs, ok := e.sink.find("exited unexpectedly")
+	require.True(t, ok)
+	assert.Equal(t, "signal: killed", attrs["status"])
+	assert.Contains(t, attrs["last_output"], "started, version fake")
+	// The restarted child still gets host changes by SIGHUP.
+	pid := waitPID(t, s, 0)
+	e.sink.waitCount(t, "started, version fake", 4, 10*time.Second)
+	s.Sync(installed("00:11:22:33:44:55", host.Configured))
+	e.sink.waitCount(t, "dnsmasq-dhcp: read ", 1, 10*time.Second)
+	assert.Equal(t, pid, s.PID())
+	require.NoError(t, stop())
+	assert.False(t, alive(pid))
+}
+
+func TestSupervisorLegacyTemplateRestarts(t *testing.T) {
+	e := newFakeEnv(t, legacyTemplate)
+	s := e.supervisor(t)
+	run(t, s)
+	pid := waitPID(t, s, 0)
+	confPath, _, _ := s.Paths()
+	s.Sync(installed("00:11:22:33:44:55", host.Installed))
+	pid2 := waitPID(t, s, pid)
+	assert.False(t, alive(pid))
+	assert.Equal(t, 1, s.Restarts())
+	b, err := os.ReadFile(confPath)
+	require.NoError(t, err)
+	assert.Contains(t, string(b), "dhcp-mac=set:installed,00:11:22:33:44:55\n")
+	s.Sync(installed("00:11:22:33:44:55", host.Configured))
+	waitPID(t, s, pid2)
+	b, err = os.ReadFile(confPath)
+	require.NoError(t, err)
+	assert.NotContains(t, string(b), "dhcp-mac=")
+}
+
+func TestSupervisorReload(t *testing.T) {
+	e := newFakeEnv(t, "listen-address={{.Network.BindAddr}}\n")
+	s := e.supervisor(t)
+	run(t, s)
+	pid := waitPID(t, s, 0)
+	confPath, _, _ := s.Paths()
+
+	// A broken template is refused with dnsmasq's complaint; dnsmasq keeps
+	// running with the old configuration.
+	require.NoError(t, os.WriteFile(e.tmpl, []byte("listen-address={{.Network.BindAddr}}\nbroken-option\n"), 0o644))
+	err := s.Reload(seedNetwork())
+	require.ErrorIs(t, err, ErrConfigRejected)
+	assert.Contains(t, err.Error(), "bad option at line 2")
+	time.Sleep(50 * time.Millisecond)
+	assert.Equal(t, pid, s.PID())
+
+	// Same rendering: nothing to do.
+	require.NoError(t, os.WriteFile(e.tmpl, []byte("listen-address={{.Network.BindAddr}}\n"), 0o644))
+	require.NoError(t, s.Reload(seedNetwork()))
+	time.Sleep(50 * time.Millisecond)
+	assert.Equal(t, pid, s.PID())
+
+	// A new bind address changes the configuration: restart.
+	n := seedNetwork()
+	n.BindAddr = "192.168.3.2"
+	require.NoError(t, s.Reload(n))
+	waitPID(t, s, pid)
+	b, err := os.ReadFile(confPath)
+	require.NoError(t, err)
+	assert.Equal(t, "listen-address=192.168.3.2\n", string(b))
+}
+
+func TestSupervisorKillsChildIgnoringSIGTERM(t *testing.T) {
+	e := newFakeEnv(t, "# ignore-term\n")
+	s := e.supervisor(t)
+	stop := run(t, s)
+	pid := waitPID(t, s, 0)
+	e.sink.waitCount(t, "started, version fake", 1, 10*time.Second)
+	require.NoError(t, stop())
+	assert.False(t, alive(pid))
+	assert.Equal(t, 1, e.sink.count("did not stop after SIGTERM"))
+}
+
+func TestSupervisorFirstStartErrors(t *testing.T) {
+	e := newFakeEnv(t, "broken-option\n")
+	s := e.supervisor(t)
+	err := s.Run(context.Background())
+	require.ErrorIs(t, err, ErrConfigRejected)
+
+	e2 := newFakeEnv(t, "ok\n")
+	s2, err := New(Config{Binary: filepath.Join(e2.dir, "missing"), Template: e2.tmpl, RuntimeDir: e2.dir, Network: seedNetwork(), TFTPRoot: e2.dir})
+	require.NoError(t, err)
+	err = s2.Run(context.Background())
+	require.Error(t, err)
+	assert.False(t, errors.Is(err, ErrConfigRejected))
+}
+
+func TestSupervisorRunTwice(t *testing.T) {
+	e := newFakeEnv(t, "ok\n")
+	s := e.supervisor(t)
+	run(t, s)
+	waitPID(t, s, 0)
+	require.ErrorIs(t, s.Run(context.Background()), ErrAlreadyRunning)
+}
+
+func TestOutputLogSplitsLines(t *testing.T) {
+	sink := &logSink{}
+	o := &outputLog{log: slog.New(sink), tail: lastLines{n: 2}}
+	for _, chunk := range []string{"dnsmasq: one\ndnsm", "asq: two\r\n\n", "dnsmasq: failed to bind\n", "tail"} {
+		_, err := o.Write([]byte(chunk))
+		require.NoError(t, err)
+	}
+	o.flush()
+	assert.Equal(t, []string{"dnsmasq: one", "dnsmasq: two", "dnsmasq: failed to bind", "tail"}, sink.lines)
+	assert.Equal(t, "dnsmasq: failed to bind\ntail", o.last())
+}
