@@ -61,6 +61,8 @@ type Renderer struct {
 	log     *slog.Logger
 	set     atomic.Pointer[templateSet]
 	reloads atomic.Uint64 // reload attempts, successful or not; lets tests wait for Watch
+
+	watching func() // test hook: called once Watch has its directories watched
 }
 
 // templateSet is one consistent generation of parsed templates.
@@ -229,7 +231,7 @@ func loadSet(cfg Config) (*templateSet, error) {
 }
 
 func parseFirstStage(path string) (*template.Template, error) {
-	b, err := os.ReadFile(path)
+	b, err := readTemplate(path)
 	if err != nil {
 		return nil, fmt.Errorf("first-stage script: %w", err)
 	}
@@ -256,7 +258,7 @@ func parseFinal(path, snippetDir string) (*template.Template, error) {
 	// fields are not affected: a misspelt {{.Host.Hostnme}} still fails.
 	root.Option("missingkey=default").Funcs(finalFuncs(root))
 
-	b, err := os.ReadFile(path)
+	b, err := readTemplate(path)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("final template: %w", err))
 	} else if _, err := root.Parse(string(b)); err != nil {
@@ -288,6 +290,21 @@ func parseFinal(path, snippetDir string) (*template.Template, error) {
 		return nil, errors.Join(errs...)
 	}
 	return root, nil
+}
+
+// readTemplate reads a main template. An empty one is an error: it is
+// never what an operator meant, and it is what Watch sees when it reads a
+// file an editor has truncated but not yet written; taking it as the new
+// good set would serve nothing until the next change.
+func readTemplate(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if len(bytes.TrimSpace(b)) == 0 {
+		return nil, fmt.Errorf("%s: file is empty", path)
+	}
+	return b, nil
 }
 
 // snippetFiles lists the snippet files of dir in name order, so that when

@@ -461,6 +461,11 @@ func TestNewReportsEveryBrokenTemplate(t *testing.T) {
 			want: []string{"include cannot recurse"},
 		},
 		{
+			name:  "empty final template",
+			files: map[string]string{"final.yaml": " \n"},
+			want:  []string{"final.yaml: file is empty"},
+		},
+		{
 			name:  "missing final template",
 			files: map[string]string{},
 			want:  []string{"nope.yaml"},

@@ -54,6 +54,9 @@ func (r *Renderer) Watch(ctx context.Context) error {
 			return fmt.Errorf("render: watch %s: %w", d, err)
 		}
 	}
+	if r.watching != nil {
+		r.watching()
+	}
 	relevant := func(ev fsnotify.Event) bool {
 		if ev.Op == fsnotify.Chmod {
 			return false
