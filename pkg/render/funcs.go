@@ -165,8 +165,11 @@ func join(sep string, list interface{}) (string, error) {
 // quote renders v as a double-quoted string that is valid in both YAML and
 // JSON, so keys and free text from templates_env cannot break the document.
 func quote(v interface{}) string {
-	b, _ := json.Marshal(str(v)) // a string always marshals
-	return string(b)
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false) // "<&>" stays readable; both formats take it as is
+	_ = enc.Encode(str(v))   // a string always encodes; Builder never fails
+	return strings.TrimSuffix(b.String(), "\n")
 }
 
 // cidr joins an address and a network size to "addr/prefix". size may be a

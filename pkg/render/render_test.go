@@ -544,13 +544,19 @@ func TestTemplatesEnvMissingKeysRenderEmpty(t *testing.T) {
 		"e: \"{{range .TemplatesEnv.absent}}x{{end}}\"\n" +
 		"f: \"{{if .TemplatesEnv.absent}}set{{else}}unset{{end}}\"\n" +
 		"g: \"{{.TemplatesEnv.present}}\"\n" +
-		"h: \"{{.TemplatesEnv.nothing}}\"\n"
-	r, err := New(writeTemplates(t, false, map[string]string{"final.yaml": final}))
+		"h: \"{{.TemplatesEnv.nothing}}\"\n" +
+		"i: \"{{include \"inc\" . | dataurl}}\"\n" +
+		"j: \"{{b64 .TemplatesEnv.absent}}\"\n" +
+		"k: {{quote .TemplatesEnv.absent}}\n"
+	r, err := New(writeTemplates(t, false, map[string]string{
+		"final.yaml":      final,
+		"snippets/i.yaml": `{{define "inc"}}x={{.TemplatesEnv.absent}};{{end}}`,
+	}))
 	require.NoError(t, err)
 	env := map[string]interface{}{"present": "here", "nothing": nil}
 	out, err := r.Final(finalData(PlaceholderHost(), network("singlenic"), env, false))
 	require.NoError(t, err)
-	assert.Equal(t, "#cloud-config\na: \"\"\nb: \"\"\nc: \"\"\nd: \"fallback\"\ne: \"\"\nf: \"unset\"\ng: \"here\"\nh: \"\"\n", string(out))
+	assert.Equal(t, "#cloud-config\na: \"\"\nb: \"\"\nc: \"\"\nd: \"fallback\"\ne: \"\"\nf: \"unset\"\ng: \"here\"\nh: \"\"\ni: \"data:,x=;\"\nj: \"\"\nk: \"\"\n", string(out))
 }
 
 func TestFleetMetadataHasInSnippet(t *testing.T) {
