@@ -14,9 +14,6 @@ import (
 	"text/template/parse"
 )
 
-// FuncNames lists the template functions, for --help and the docs.
-var FuncNames = []string{"b64", "cidr", "dataurl", "default", "fail", "include", "indent", "join", "quote"}
-
 // baseFuncs are the functions of the first-stage script; it has no
 // snippets, so no include.
 func baseFuncs() template.FuncMap {

@@ -29,7 +29,7 @@ const repoRoot = "../.."
 // shipped is the Config of the templates this repository ships. The
 // first-stage script comes from templates/ when it is there (another part
 // of the project writes it) and from testdata otherwise.
-func shipped(t *testing.T, useIgnition bool) Config {
+func shipped(t testing.TB, useIgnition bool) Config {
 	t.Helper()
 	first := filepath.Join(repoRoot, "templates/first_stage_script.sh")
 	if _, err := os.Stat(first); err != nil {
@@ -639,5 +639,30 @@ func TestConcurrentRendersAndReloads(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// BenchmarkFinal is the cost of one final-config render with the shipped
+// templates, the part of POST /final-*-config that does not touch the store.
+func BenchmarkFinal(b *testing.B) {
+	for _, useIgnition := range []bool{false, true} {
+		name := "cloudconfig"
+		if useIgnition {
+			name = "ignition"
+		}
+		b.Run(name, func(b *testing.B) {
+			r, err := New(shipped(b, useIgnition))
+			if err != nil {
+				b.Fatal(err)
+			}
+			c := goldenCases()[1]
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := r.Final(c.data); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
