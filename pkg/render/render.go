@@ -43,6 +43,9 @@ type Config struct {
 	Snippets             string // dir, --template-snippets; every *.yaml / *.tmpl file is parsed with the final template
 	UseIgnition          bool
 	Logger               *slog.Logger
+	// MayuVersion is the daemon's version; ShowTemplates hands it to the
+	// first-stage script as FirstStage's callers do.
+	MayuVersion string
 }
 
 // FinalPath is the final template in use: the Ignition one with
@@ -190,7 +193,7 @@ func (r *Renderer) ShowTemplates(w io.Writer, d FinalData) error {
 		InstallImageURL:   base + "/images/" + d.Host.Serial + "/install_image.bin.bz2",
 		SetInstalledURL:   base + "/admin/host/__SERIAL__/set_installed",
 		MayuURL:           base,
-		MayuVersion:       d.Host.MayuVersion,
+		MayuVersion:       r.cfg.MayuVersion,
 		MachineID:         d.Host.MachineID,
 	}
 	if r.cfg.UseIgnition {

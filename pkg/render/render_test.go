@@ -292,11 +292,16 @@ func decodeDataURL(t *testing.T, s string) string {
 
 func TestShowTemplatesShipped(t *testing.T) {
 	for _, useIgnition := range []bool{false, true} {
-		r := newShipped(t, useIgnition)
+		cfg := shipped(t, useIgnition)
+		cfg.MayuVersion = "9.8.7-test"
+		r, err := New(cfg)
+		require.NoError(t, err)
 		var buf bytes.Buffer
 		require.NoError(t, r.ShowTemplates(&buf, finalData(PlaceholderHost(), network("singlenic"), baseEnv(), false)))
 		out := buf.String()
 		assert.Contains(t, out, "# ---- first-stage script (first_stage_script.sh) ----\n#!")
+		assert.Contains(t, out, "9.8.7-test")
+		assert.Contains(t, out, "https://192.168.2.2:4080/images/placeholder-serial/install_image.bin.bz2")
 		if useIgnition {
 			assert.Contains(t, out, "# ---- final config (gs_install.yaml) ----\n{")
 			assert.Contains(t, out, "https://192.168.2.2:4080/final-ignition-config.json")
