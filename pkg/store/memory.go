@@ -25,6 +25,9 @@ func NewMemory() *Memory {
 
 // Get implements Store.
 func (m *Memory) Get(serial string) (host.Host, error) {
+	if err := checkSerial(serial); err != nil {
+		return host.Host{}, err
+	}
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	h, ok := m.ix.get(serial)
@@ -72,6 +75,9 @@ func (m *Memory) ProfileCount(profile string) int {
 
 // Create implements Store.
 func (m *Memory) Create(serial string, steps ...Step) (host.Host, error) {
+	if err := checkSerial(serial); err != nil {
+		return host.Host{}, err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.ix.get(serial); ok {
@@ -82,6 +88,9 @@ func (m *Memory) Create(serial string, steps ...Step) (host.Host, error) {
 
 // Update implements Store.
 func (m *Memory) Update(serial string, steps ...Step) (host.Host, error) {
+	if err := checkSerial(serial); err != nil {
+		return host.Host{}, err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	h, ok := m.ix.get(serial)
@@ -98,8 +107,10 @@ func (m *Memory) apply(h host.Host, steps []Step) (host.Host, error) {
 	}
 	if len(snaps) == 0 {
 		if _, ok := m.ix.get(h.Serial); !ok {
-			// A create whose steps changed nothing still creates the record.
+			// A create whose steps changed nothing still creates the
+			// record, audited as the git-backed store commits it.
 			m.ix.put(h)
+			m.messages = append(m.messages, h.Serial+": host created")
 			m.notes.notify()
 		}
 		return h.Clone(), nil

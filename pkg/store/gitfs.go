@@ -1,0 +1,294 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// tmpPrefix starts the name of every temporary file the store creates in
+// the working tree. It is listed in .git/info/exclude, so a temp file left
+// by a crash never shows in `git status`, and OpenDir removes leftovers.
+const tmpPrefix = ".mayu-tmp-"
+
+// objTmpPrefix names temporary loose objects. git fsck tolerates files named
+// tmp_obj_* inside objects/xx/ (git itself writes them there), so a crash
+// while an object is being written never makes fsck complain.
+const objTmpPrefix = "tmp_obj_mayu-"
+
+// fsyncParallel bounds the concurrent fsync calls of one batch. On a
+// journaling filesystem concurrent fsyncs share one journal commit, so a
+// batch of N files costs far less than N sequential fsyncs.
+const fsyncParallel = 8
+
+// writeBatch makes a set of files appear atomically and durably: every file
+// is written under a temporary name in its final directory, all are fsynced
+// (in parallel), then renamed into place in the order they were added, and
+// finally the directories that received them are fsynced. A reader never
+// sees a partly written file, and a crash leaves either the old or the new
+// file, plus at worst a temporary file that OpenDir removes.
+type writeBatch struct {
+	files []*batchFile
+	dirs  map[string]bool // extra directories to fsync (new entries in them)
+}
+
+type batchFile struct {
+	f     *os.File
+	tmp   string
+	final string
+	// renamed is set once the file is in place; done once it needs no
+	// cleanup (renamed, or removed by abort).
+	renamed, done bool
+}
+
+func newWriteBatch() *writeBatch {
+	return &writeBatch{dirs: map[string]bool{}}
+}
+
+// add writes data to a temporary file beside final. The caller's prefix
+// keeps temp names recognisable (tmpPrefix in the working tree, objTmpPrefix
+// among objects).
+func (b *writeBatch) add(final, prefix string, data []byte, perm fs.FileMode) error {
+	dir := filepath.Dir(final)
+	f, err := os.CreateTemp(dir, prefix+"*")
+	if err != nil {
+		return err
+	}
+	bf := &batchFile{f: f, tmp: f.Name(), final: final}
+	b.files = append(b.files, bf)
+	if _, err := f.Write(data); err != nil {
+		return err
+	}
+	if err := f.Chmod(perm); err != nil {
+		return err
+	}
+	return nil
+}
+
+// syncDir asks for dir to be fsynced after the renames, for a directory
+// that got a new entry the batch did not create itself (a new host
+// directory in the cluster directory).
+func (b *writeBatch) syncDir(dir string) { b.dirs[dir] = true }
+
+// commit fsyncs, renames and fsyncs the directories. On error the files not
+// yet renamed are removed.
+func (b *writeBatch) commit() error {
+	defer b.abort()
+	files := make([]*os.File, 0, len(b.files))
+	for _, bf := range b.files {
+		files = append(files, bf.f)
+	}
+	if err := parallel(len(files), func(i int) error { return unix.Fdatasync(int(files[i].Fd())) }); err != nil {
+		return fmt.Errorf("fsync: %w", err)
+	}
+	for _, bf := range b.files {
+		if err := bf.f.Close(); err != nil {
+			return err
+		}
+		bf.f = nil
+	}
+	for _, bf := range b.files {
+		if err := os.Rename(bf.tmp, bf.final); err != nil {
+			return err
+		}
+		bf.renamed, bf.done = true, true
+		b.dirs[filepath.Dir(bf.final)] = true
+	}
+	return syncDirs(b.dirs)
+}
+
+// landed reports whether every file was renamed into place: after that,
+// only the directory fsync can have failed, and the change has happened.
+func (b *writeBatch) landed() bool {
+	for _, bf := range b.files {
+		if !bf.renamed {
+			return false
+		}
+	}
+	return len(b.files) > 0
+}
+
+// abort closes and removes whatever was not renamed into place.
+func (b *writeBatch) abort() {
+	for _, bf := range b.files {
+		if bf.f != nil {
+			_ = bf.f.Close()
+			bf.f = nil
+		}
+		if !bf.done {
+			_ = os.Remove(bf.tmp)
+			bf.done = true
+		}
+	}
+}
+
+// syncDirs fsyncs the directories in parallel, so their new entries (the
+// renames) are durable.
+func syncDirs(dirs map[string]bool) error {
+	list := make([]string, 0, len(dirs))
+	for d := range dirs {
+		list = append(list, d)
+	}
+	return parallel(len(list), func(i int) error { return syncDir(list[i]) })
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// parallel runs fn(0..n-1) with at most fsyncParallel at a time and returns
+// the first error.
+func parallel(n int, fn func(i int) error) error {
+	if n == 1 {
+		return fn(0)
+	}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+		sem   = make(chan struct{}, fsyncParallel)
+	)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(i int) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := fn(i); err != nil {
+				mu.Lock()
+				if first == nil {
+					first = err
+				}
+				mu.Unlock()
+			}
+		}(i)
+	}
+	wg.Wait()
+	return first
+}
+
+// writeFileAtomic writes one file with the batch protocol.
+func writeFileAtomic(path string, data []byte, perm fs.FileMode) error {
+	b := newWriteBatch()
+	if err := b.add(path, tmpPrefix, data, perm); err != nil {
+		b.abort()
+		return err
+	}
+	return b.commit()
+}
+
+// lockFile is git's lock protocol: <path>.lock created exclusively, written,
+// fsynced, renamed over <path>. Stock git uses the same names, so a git
+// command running in the cluster directory at the same time waits for us
+// (or we for it) instead of both writing.
+type lockFile struct {
+	path string
+	f    *os.File
+}
+
+// errLocked says the lock is held by someone else past the wait.
+var errLocked = errors.New("lock held by another process")
+
+// acquireLock creates path.lock, waiting up to wait for a holder to finish.
+func acquireLock(path string, wait time.Duration) (*lockFile, error) {
+	deadline := time.Now().Add(wait)
+	delay := time.Millisecond
+	for {
+		f, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+		if err == nil {
+			return &lockFile{path: path, f: f}, nil
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			return nil, err
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%s.lock: %w", path, errLocked)
+		}
+		time.Sleep(delay)
+		if delay < 50*time.Millisecond {
+			delay *= 2
+		}
+	}
+}
+
+func (l *lockFile) write(data []byte) error {
+	_, err := l.f.Write(data)
+	return err
+}
+
+func (l *lockFile) sync() error { return unix.Fdatasync(int(l.f.Fd())) }
+
+// commit renames the lock over the target.
+func (l *lockFile) commit() error {
+	if err := l.f.Close(); err != nil {
+		_ = os.Remove(l.path + ".lock")
+		return err
+	}
+	l.f = nil
+	if err := os.Rename(l.path+".lock", l.path); err != nil {
+		_ = os.Remove(l.path + ".lock")
+		return err
+	}
+	return nil
+}
+
+// release drops the lock without changing the target.
+func (l *lockFile) release() {
+	if l.f != nil {
+		_ = l.f.Close()
+		l.f = nil
+		_ = os.Remove(l.path + ".lock")
+	}
+}
+
+// removeStaleLock deletes path.lock when it is older than maxAge: a lock
+// left by a process that was killed (kill -9 in the middle of a commit).
+// git holds its locks for milliseconds, so an old lock has no owner.
+func removeStaleLock(path string, maxAge time.Duration) (bool, error) {
+	fi, err := os.Lstat(path + ".lock")
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if time.Since(fi.ModTime()) < maxAge {
+		return false, nil
+	}
+	if err := os.Remove(path + ".lock"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, err
+	}
+	return true, nil
+}
+
+// removeTemps deletes leftover temporary files with the prefix in dir.
+func removeTemps(dir, prefix string) (int, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), prefix) {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err == nil {
+				n++
+			}
+		}
+	}
+	return n, nil
+}
