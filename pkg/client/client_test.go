@@ -460,3 +460,29 @@ func TestOldMayuctlBodies(t *testing.T) {
 	assert.EqualValues(t, 3, h.Cabinet)
 	assert.Equal(t, host.Running, h.State)
 }
+
+func TestOldMayuEmptyList(t *testing.T) {
+	// Mayu 0.11 encodes an empty cluster as null.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("null\n"))
+	}))
+	defer srv.Close()
+	hosts, err := newClient(t, srv.URL).List(context.Background())
+	require.NoError(t, err)
+	assert.Empty(t, hosts)
+}
+
+func TestOldMayuRecords(t *testing.T) {
+	// A record as Mayu 0.11 serves it, with the oldest integer state.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte(`[{"Id":1,"Enabled":true,"Serial":"abc","MacAddresses":["08:00:27:8e:15:8a"],
+			"InternalAddr":"192.168.2.21","ConnectedNIC":"eth0","FleetMetadata":["role-core=true"],
+			"LastBoot":"2016-08-09T15:49:02.344687863+02:00","Profile":"core-services","State":3}]`))
+	}))
+	defer srv.Close()
+	h, err := newClient(t, srv.URL).Get(context.Background(), "ABC")
+	require.NoError(t, err)
+	assert.Equal(t, host.Running, h.State)
+	assert.Equal(t, "192.168.2.21", h.InternalAddr.String())
+	assert.Equal(t, "2016-08-09 15:49:02.344687863 +0200 +0200", h.LastBoot.String())
+}
