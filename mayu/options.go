@@ -1,0 +1,160 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+)
+
+const defaultShutdownTimeout = 10 * time.Second
+
+// options are the validated flags.
+type options struct {
+	configPath       string
+	clusterDir       string
+	showTemplates    bool
+	noGit            bool
+	noTLS            bool
+	certFile         string
+	keyFile          string
+	tftpRoot         string
+	yochuPath        string
+	staticHTMLPath   string
+	firstStageScript string
+	lastStageCC      string
+	ignitionConfig   string
+	useIgnition      bool
+	dnsmasqTemplate  string
+	snippets         string
+	dnsmasqBinary    string
+	noDnsmasq        bool
+	runtimeDir       string
+	imagesDir        string
+	httpPort         int
+	bindAddress      string
+
+	internalDiscovery bool
+	quorumSize        int
+	externalDiscovery string
+	etcdEndpoint      string // set only when given explicitly: proxy mode
+
+	shutdownTimeout time.Duration
+	debug           bool
+}
+
+// optionsFrom reads the flags and reports every contradiction at once.
+func optionsFrom(c *cli.Context) (options, error) {
+	o := options{
+		configPath:        c.String("config"),
+		clusterDir:        c.String("cluster-directory"),
+		showTemplates:     c.Bool("show-templates"),
+		noGit:             c.Bool("no-git"),
+		noTLS:             c.Bool("no-tls"),
+		certFile:          c.String("tls-cert-file"),
+		keyFile:           c.String("tls-key-file"),
+		tftpRoot:          c.String("tftproot"),
+		yochuPath:         c.String("yochu-path"),
+		staticHTMLPath:    c.String("static-html-path"),
+		firstStageScript:  c.String("first-stage-script"),
+		lastStageCC:       c.String("last-stage-cloudconfig"),
+		ignitionConfig:    c.String("ignition-config"),
+		useIgnition:       c.Bool("use-ignition"),
+		dnsmasqTemplate:   c.String("dnsmasq-template"),
+		snippets:          c.String("template-snippets"),
+		dnsmasqBinary:     c.String("dnsmasq"),
+		noDnsmasq:         c.Bool("no-dnsmasq"),
+		runtimeDir:        c.String("runtime-dir"),
+		imagesDir:         c.String("images-cache-dir"),
+		httpPort:          c.Int("http-port"),
+		bindAddress:       c.String("http-bind-address"),
+		internalDiscovery: c.Bool("use-internal-etcd-discovery"),
+		quorumSize:        c.Int("etcd-quorum-size"),
+		externalDiscovery: c.String("etcd-discovery"),
+		shutdownTimeout:   c.Duration("shutdown-timeout"),
+		debug:             c.Bool("debug") || c.Int("v") > 0,
+	}
+	if c.IsSet("etcd-endpoint") {
+		o.etcdEndpoint = c.String("etcd-endpoint")
+	}
+	if o.useIgnition && !c.IsSet("template-snippets") {
+		o.snippets = "./template_snippets/ignition"
+	}
+
+	var problems []string
+	if o.internalDiscovery && o.externalDiscovery != "" {
+		problems = append(problems, "--etcd-discovery and the internal etcd discovery are exclusive: add --use-internal-etcd-discovery=false to use the external one")
+	}
+	if !o.internalDiscovery && o.externalDiscovery == "" && o.etcdEndpoint == "" {
+		problems = append(problems, "no etcd discovery: --use-internal-etcd-discovery=false needs --etcd-discovery=<url> (or --etcd-endpoint for proxy mode)")
+	}
+	if o.externalDiscovery != "" && o.etcdEndpoint != "" {
+		problems = append(problems, "--etcd-discovery and --etcd-endpoint are exclusive")
+	}
+	if o.quorumSize < 1 {
+		problems = append(problems, fmt.Sprintf("--etcd-quorum-size=%d: must be at least 1", o.quorumSize))
+	}
+	if !o.noTLS && !o.showTemplates {
+		if o.certFile == "" || o.keyFile == "" {
+			problems = append(problems, "TLS needs --tls-cert-file and --tls-key-file (or run with --no-tls)")
+		}
+		for _, f := range []struct{ flag, path string }{{"--tls-cert-file", o.certFile}, {"--tls-key-file", o.keyFile}} {
+			if f.path == "" {
+				continue
+			}
+			if err := readable(f.path); err != nil {
+				problems = append(problems, fmt.Sprintf("%s: %v", f.flag, err))
+			}
+		}
+	}
+	if o.httpPort < 1 || o.httpPort > 65535 {
+		problems = append(problems, fmt.Sprintf("--http-port=%d: not a port", o.httpPort))
+	}
+	if net.ParseIP(o.bindAddress) == nil {
+		problems = append(problems, fmt.Sprintf("--http-bind-address=%q: not an IP address", o.bindAddress))
+	}
+	if o.shutdownTimeout <= 0 {
+		o.shutdownTimeout = defaultShutdownTimeout
+	}
+	abs, err := filepath.Abs(o.tftpRoot)
+	if err != nil {
+		problems = append(problems, fmt.Sprintf("--tftproot: %v", err))
+	}
+	o.tftpRoot = abs
+	if len(problems) > 0 {
+		return o, problemsError(problems)
+	}
+	return o, nil
+}
+
+// problemsError joins start-up problems, one per line.
+func problemsError(problems []string) error {
+	if len(problems) == 1 {
+		return errors.New(problems[0])
+	}
+	return fmt.Errorf("%d problems:\n  %s", len(problems), strings.Join(problems, "\n  "))
+}
+
+func readable(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// newLogger returns the daemon's logger: text to stderr, debug with -d or -v.
+func newLogger(w io.Writer, debug bool) *slog.Logger {
+	level := slog.LevelInfo
+	if debug {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
