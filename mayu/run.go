@@ -51,6 +51,7 @@ func prepare(o options, log *slog.Logger) (*prepared, error) {
 		IgnitionConfig:       o.ignitionConfig,
 		Snippets:             o.snippets,
 		UseIgnition:          o.useIgnition,
+		MayuVersion:          version,
 		Logger:               log.With("component", "render"),
 	})
 	if err != nil {
