@@ -224,7 +224,7 @@ func TestFinalConfig(t *testing.T) {
 		{"not json", "/final-cloud-config.yaml", "{", 400, "not valid JSON"},
 		{"no serial", "/final-cloud-config.yaml", `{"NetDevs":[]}`, 400, "no Serial"},
 		{"bad mac", "/final-cloud-config.yaml", `{"Serial":"zz","NetDevs":[{"Name":"e","MacAddress":"nope"}]}`, 400, "invalid MAC"},
-		{"bad ipmi", "/final-cloud-config.yaml", `{"Serial":"zz","IPMIAddress":"x.y"}`, 400, "IPMI address"},
+		{"bad ipmi", "/final-cloud-config.yaml", `{"Serial":"zz","IPMIAddress":"x.y"}`, 400, "invalid IP address: x.y"},
 		{"bad serial", "/final-cloud-config.yaml", `{"Serial":"../../etc"}`, 400, "invalid serial"},
 		{"too large", "/final-cloud-config.yaml", `{"Serial":"` + strings.Repeat("a", 2<<20) + `"}`, 413, "larger than"},
 	}

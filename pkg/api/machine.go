@@ -8,6 +8,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"mayu/pkg/host"
+	"mayu/pkg/hostinfo"
 	"mayu/pkg/provision"
 	"mayu/pkg/render"
 )
@@ -59,18 +60,6 @@ func (s *Server) hostinfoHelper(c echo.Context) error {
 	return s.serveFileIn(c, s.cfg.StaticHTMLDir, "infopusher")
 }
 
-// hostFacts is what the host-info helper posts. Field names are the wire
-// format of Mayu 0.11's helper.
-type hostFacts struct {
-	Serial  string
-	NetDevs []struct {
-		Name       string
-		MacAddress string
-	}
-	IPMIAddress  string
-	ConnectedNIC string
-}
-
 // finalConfig records what the installing machine reports and answers its
 // final cloud-config (or Ignition config).
 func (s *Server) finalConfig(ignition bool) echo.HandlerFunc {
@@ -81,14 +70,18 @@ func (s *Server) finalConfig(ignition bool) echo.HandlerFunc {
 			}
 			return fmt.Errorf("%w: mayu serves cloud-config (started without --use-ignition); ask /final-cloud-config.yaml", errNotServed)
 		}
-		var req hostFacts
+		// The host-info helper's wire format (Mayu 0.11's).
+		var req hostinfo.Info
 		if err := decodeJSON(c, &req); err != nil {
 			return err
 		}
 		if req.Serial == "" {
 			return fmt.Errorf("%w: body has no Serial", errBadRequest)
 		}
-		f := provision.Facts{ConnectedNIC: req.ConnectedNIC, IPMIAddr: req.IPMIAddress}
+		f := provision.Facts{ConnectedNIC: req.ConnectedNIC}
+		if req.IPMIAddress != nil {
+			f.IPMIAddr = req.IPMIAddress.String()
+		}
 		for _, d := range req.NetDevs {
 			if d.MacAddress != "" {
 				f.MACs = append(f.MACs, d.MacAddress)
