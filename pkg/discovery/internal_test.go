@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -464,4 +465,48 @@ func TestNewInternalConfig(t *testing.T) {
 	}
 	s := newInternal(t, t.TempDir())
 	assert.Equal(t, "http://mayu.test:4080/etcd/abc", s.URL("abc"))
+}
+
+// FuzzKeysRequest: no request, however odd, makes the protocol panic or
+// answer anything but etcd's JSON; nothing outside the registry alphabet is
+// ever stored.
+func FuzzKeysRequest(f *testing.F) {
+	f.Add("PUT", "/m1?prevExist=false", "value=m1%3Dhttp%3A%2F%2Fa")
+	f.Add("GET", "?wait=true&waitIndex=1&recursive=true", "")
+	f.Add("DELETE", "/m1?prevIndex=2", "")
+	f.Add("PUT", "/%2e%2e/x", "value=1")
+	f.Add("GET", "/_config/size?quorum=false", "")
+	s, err := NewInternal(InternalConfig{Dir: f.TempDir(), BaseURL: "http://a", MaxWait: time.Millisecond})
+	require.NoError(f, err)
+	tok, err := s.NewToken(context.Background(), 3)
+	require.NoError(f, err)
+	e := echo.New()
+	s.Register(e.Group("/etcd"))
+	f.Fuzz(func(t *testing.T, method, rest, body string) {
+		switch method {
+		case "GET", "PUT", "DELETE":
+		default:
+			return
+		}
+		req, err := http.NewRequest(method, "http://a/etcd/"+tok+rest, strings.NewReader(body))
+		if err != nil {
+			return
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		rec := httptest.NewRecorder()
+		e.ServeHTTP(rec, req)
+		if rec.Code >= 500 {
+			t.Fatalf("%s %s: %d %s", method, rest, rec.Code, rec.Body)
+		}
+		if b := bytes.TrimSpace(rec.Body.Bytes()); len(b) > 0 && !json.Valid(b) {
+			t.Fatalf("%s %s: not JSON: %q", method, rest, b)
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for k := range s.regs[tok].Leaves {
+			if validKey(k) != nil {
+				t.Fatalf("stored key %q", k)
+			}
+		}
+	})
 }
