@@ -102,3 +102,66 @@ assert_no_leftovers() {
     return 1
   fi
 }
+
+# require_cmd CMD PACKAGE skips the test loudly when CMD is missing, and
+# fails it instead when MAYU_E2E=required (as in CI).
+require_cmd() {
+  command -v "$1" >/dev/null 2>&1 && return 0
+  if [ "${MAYU_E2E:-}" = required ]; then
+    echo "$1 is missing (Debian package $2) and MAYU_E2E=required" >&2
+    return 1
+  fi
+  skip "$1 is missing: install the Debian package $2 to run this test"
+}
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# start_mayu DIR ARGS... runs mayu from DIR (its working directory) on
+# loopback without dnsmasq; sets MAYU_PID, MAYU_PORT, MAYU_URL, MAYU_LOG.
+start_mayu() {
+  local dir=$1 bin=$2
+  shift 2
+  MAYU_PORT=$(free_port)
+  MAYU_URL=http://127.0.0.1:$MAYU_PORT
+  MAYU_LOG=$BATS_TEST_TMPDIR/mayu.log
+  (cd "$dir" && exec "$bin" "$@" --no-dnsmasq --http-bind-address=127.0.0.1 --http-port="$MAYU_PORT" \
+    --runtime-dir="$BATS_TEST_TMPDIR/run" >"$MAYU_LOG" 2>&1 3>&-) &
+  MAYU_PID=$!
+  local i
+  for ((i = 0; i < 200; i++)); do
+    curl -fsS -o /dev/null "$MAYU_URL/" 2>/dev/null && return 0
+    if ! kill -0 "$MAYU_PID" 2>/dev/null; then
+      echo "mayu exited at start:" >&2
+      cat "$MAYU_LOG" >&2
+      MAYU_PID=
+      return 1
+    fi
+    sleep 0.1
+  done
+  echo "mayu did not answer on $MAYU_URL within 20s:" >&2
+  cat "$MAYU_LOG" >&2
+  return 1
+}
+
+# stop_mayu sends SIGTERM to the mayu start_mayu started, waits up to 20s,
+# and returns its exit status (SIGKILL and failure after that).
+stop_mayu() {
+  [ -n "${MAYU_PID:-}" ] || return 0
+  local pid=$MAYU_PID i rc=0
+  MAYU_PID=
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 200; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "mayu (pid $pid) did not stop within 20s of SIGTERM" >&2
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    return 1
+  fi
+  wait "$pid" || rc=$?
+  return "$rc"
+}

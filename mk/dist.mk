@@ -1,0 +1,61 @@
+# Release tree and tarball, and the tests of what ships in them: the fetch
+# scripts, the Dockerfile, the service units, the dashboard page and the
+# Vagrant flavour of the sandbox.
+
+DIST_NAME := mayu.$(VERSION)-linux-amd64
+DIST_DIR  := dist/$(DIST_NAME)
+DIST_TAR  := dist/$(DIST_NAME).tar.gz
+# undionly.kpxe and ipxe.efi come from Debian's ipxe package, not our tree.
+IPXE_DIR  ?= /usr/lib/ipxe
+# Reproducible tarballs: every entry gets the time of the last commit.
+DIST_MTIME ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+BATS ?= bats
+
+DIST_EXEC_SCRIPTS := fetch-coreos-image fetch-coreos-qemu-image fetch-flatcar-image fetch-yochu-assets
+SHELL_SCRIPTS := $(addprefix scripts/,$(DIST_EXEC_SCRIPTS) fetch-lib.bash mayu.init) \
+  $(wildcard scripts/vagrant/*.sh) scripts/tests/helpers.bash $(wildcard scripts/tests/*.bats) \
+  $(wildcard scripts/vagrant/*.bats)
+# Bats files that need no release tree; dist.bats and dockerfile.bats do.
+SCRIPT_TESTS := $(filter-out scripts/tests/dist.bats scripts/tests/dockerfile.bats,$(wildcard scripts/tests/*.bats))
+
+TEST_TARGETS += test-scripts test-dist
+
+.PHONY: dist
+dist: build ## release tree dist/mayu.<version>-linux-amd64/ and its .tar.gz
+	@for f in $(IPXE_DIR)/undionly.kpxe $(IPXE_DIR)/ipxe.efi; do \
+	  [ -r "$$f" ] || { echo "make dist: $$f is missing: install Debian's ipxe package (apt-get install ipxe) or set IPXE_DIR" >&2; exit 1; }; \
+	done
+	@for f in templates template_snippets static_html/index.html config.yaml.example Dockerfile .dockerignore; do \
+	  [ -e "$$f" ] || { echo "make dist: $$f is missing from the tree" >&2; exit 1; }; \
+	done
+	rm -rf $(DIST_DIR) $(DIST_TAR)
+	mkdir -p $(DIST_DIR)/tftproot $(DIST_DIR)/static_html $(DIST_DIR)/contrib/systemd
+	install -m 0755 bin/mayu bin/mayuctl $(DIST_DIR)/
+	install -m 0755 bin/mayuctl bin/infopusher $(DIST_DIR)/static_html/
+	install -m 0644 static_html/index.html $(DIST_DIR)/static_html/
+	install -m 0644 $(IPXE_DIR)/undionly.kpxe $(IPXE_DIR)/ipxe.efi $(DIST_DIR)/tftproot/
+	cp -R templates template_snippets $(DIST_DIR)/
+	install -m 0644 config.yaml.example Dockerfile .dockerignore VERSION $(DIST_DIR)/
+	install -m 0755 $(addprefix scripts/,$(DIST_EXEC_SCRIPTS)) $(DIST_DIR)/
+	install -m 0644 scripts/fetch-lib.bash $(DIST_DIR)/
+	install -m 0644 contrib/systemd/mayu.service contrib/systemd/mayu-native.service $(DIST_DIR)/contrib/systemd/
+	install -m 0755 scripts/mayu.init $(DIST_DIR)/contrib/
+	@# No top-level directory, like Mayu's own tarballs: unpack into a
+	@# directory of your choosing (the sandbox walkthrough does).
+	cd $(DIST_DIR) && LC_ALL=C tar --sort=name --owner=0 --group=0 --numeric-owner \
+	  --mtime=@$(DIST_MTIME) -cf - $$(LC_ALL=C ls -A) | gzip -9n >$(CURDIR)/$(DIST_TAR)
+	@echo "release tree: $(DIST_DIR)"
+	@echo "tarball:      $(DIST_TAR)"
+
+.PHONY: test-scripts
+test-scripts: build ## shellcheck and bats tests of the scripts, units, dashboard and Vagrant files
+	@command -v shellcheck >/dev/null || { echo "test-scripts: shellcheck is missing (apt-get install shellcheck)" >&2; exit 1; }
+	@command -v $(BATS) >/dev/null || { echo "test-scripts: bats is missing (apt-get install bats)" >&2; exit 1; }
+	shellcheck -x $(SHELL_SCRIPTS)
+	$(BATS) $(SCRIPT_TESTS)
+
+.PHONY: test-dist
+test-dist: dist ## unpack the release and run mayu from it; check the Dockerfile against it
+	@command -v $(BATS) >/dev/null || { echo "test-dist: bats is missing (apt-get install bats)" >&2; exit 1; }
+	MAYU_DIST_DIR=$(CURDIR)/$(DIST_DIR) MAYU_DIST_TAR=$(CURDIR)/$(DIST_TAR) \
+	  $(BATS) scripts/tests/dist.bats scripts/tests/dockerfile.bats

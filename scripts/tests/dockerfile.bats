@@ -1,0 +1,226 @@
+#!/usr/bin/env bats
+#
+# No Docker engine runs where the tests run, so this checks the Dockerfile
+# without one: every path it copies exists in both build contexts (the
+# source tree and an unpacked release) and survives .dockerignore, the
+# entrypoint's flags parse, and mayu runs from the layout the Dockerfile's
+# COPY lines produce. Run through `make test-dist` (MAYU_DIST_DIR names the
+# release tree).
+
+bats_require_minimum_version 1.5.0
+
+setup() {
+  load helpers
+  if [ -z "${MAYU_DIST_DIR:-}" ] || [ ! -d "$MAYU_DIST_DIR" ]; then
+    echo "MAYU_DIST_DIR must name the release tree: run this through make test-dist" >&2
+    return 1
+  fi
+  DOCKERFILE=$REPO_DIR/Dockerfile
+}
+
+teardown() {
+  stop_mayu || true
+}
+
+# instructions prints the Dockerfile one instruction per line, continuation
+# lines joined and comments dropped, each prefixed with its stage name (the
+# last, unnamed stage is "final").
+instructions() {
+  sed -e '/^[[:space:]]*#/d' -e :a -e '/\\$/N; s/\\\n//; ta' "$DOCKERFILE" |
+    awk 'BEGIN { stage = "" }
+      toupper($1) == "FROM" { stage = (toupper($3) == "AS") ? $4 : "final" }
+      NF > 0 { print (stage == "" ? "global" : stage) "\t" $0 }'
+}
+
+# copies STAGE... prints "FROM<TAB>SRC<TAB>DEST" for each source of each COPY
+# in those stages (FROM is "-" for the build context).
+copies() {
+  local want=" $* " stage line from args dest i
+  while IFS=$'\t' read -r stage line; do
+    [[ $want == *" $stage "* ]] || continue
+    read -ra args <<<"$line"
+    [ "${args[0]^^}" = COPY ] || continue
+    [[ ${args[1]} != \[* ]] || {
+      echo "JSON-form COPY is not understood by this test: $line" >&2
+      return 1
+    }
+    from=-
+    args=("${args[@]:1}")
+    while [[ ${args[0]} == --* ]]; do
+      [[ ${args[0]} == --from=* ]] && from=${args[0]#--from=}
+      args=("${args[@]:1}")
+    done
+    dest=${args[-1]}
+    for ((i = 0; i < ${#args[@]} - 1; i++)); do
+      printf '%s\t%s\t%s\n' "$from" "${args[i]}" "$dest"
+    done
+  done < <(instructions)
+}
+
+# json_instruction NAME prints the JSON array of ENTRYPOINT/CMD/VOLUME, one
+# element per line.
+json_instruction() {
+  instructions | awk -F'\t' -v n="$1" 'toupper(substr($2, 1, length(n) + 1)) == n " " { sub("^[^ ]* ", "", $2); print $2 }' |
+    tail -n1 | python3 -c 'import json, sys; [print(x) for x in json.load(sys.stdin)]'
+}
+
+ignored() {
+  local path=${1%/} pattern
+  while read -r pattern; do
+    [ -z "$pattern" ] || [[ $pattern == \#* ]] && continue
+    pattern=${pattern#\*\*/}
+    # shellcheck disable=SC2053 # the pattern is a glob on purpose
+    [[ $path == $pattern || ${path%%/*} == $pattern || ${path##*/} == $pattern ]] && return 0
+  done <"$REPO_DIR/.dockerignore"
+  return 1
+}
+
+# check_context DIR STAGE... fails unless every context COPY source of those
+# stages matches something in DIR that .dockerignore lets through.
+check_context() {
+  local dir=$1 from src dest n=0
+  shift
+  while IFS=$'\t' read -r from src dest; do
+    [ "$from" = - ] || continue
+    n=$((n + 1))
+    # shellcheck disable=SC2086 # sources may be globs
+    compgen -G "$dir/${src%/}" >/dev/null || {
+      echo "COPY source $src does not exist in $dir" >&2
+      return 1
+    }
+    ! ignored "$src" || {
+      echo "COPY source $src is excluded by .dockerignore" >&2
+      return 1
+    }
+  done < <(copies "$@")
+  [ "$n" -gt 0 ]
+}
+
+@test "every COPY source of the source build exists in the tree and passes .dockerignore" {
+  check_context "$REPO_DIR" source final
+  # Each module of the workspace reaches the builder.
+  local m
+  while read -r m; do
+    copies source | grep -q "^-	$m/go.mod	" || {
+      echo "go.work uses ./$m but the Dockerfile does not copy $m/go.mod" >&2
+      return 1
+    }
+    copies source | grep -q "^-	$m/	" || {
+      echo "go.work uses ./$m but the Dockerfile does not copy $m/" >&2
+      return 1
+    }
+  done < <(sed -n 's|^[[:space:]]*\./\([A-Za-z0-9_-]*\)$|\1|p' "$REPO_DIR/go.work")
+}
+
+@test "every COPY source of the release build exists in the release tree and passes .dockerignore" {
+  check_context "$MAYU_DIST_DIR" release final
+  cmp "$MAYU_DIST_DIR/Dockerfile" "$DOCKERFILE"
+  cmp "$MAYU_DIST_DIR/.dockerignore" "$REPO_DIR/.dockerignore"
+}
+
+@test "both binary stages produce every file the runtime stage takes from them" {
+  local from src dest built released
+  built=$(instructions | grep -o 'for t in [^;]*;' | sed 's/for t in //; s/;//' | tr ' ' '\n' | cut -d: -f1 | sort | tr '\n' ' ')
+  released=$(copies release | cut -f2 | xargs -n1 basename | sort | tr '\n' ' ')
+  [ "$built" = "infopusher mayu mayuctl " ]
+  [ "$released" = "infopusher mayu mayuctl " ]
+  while IFS=$'\t' read -r from src dest; do
+    [ "$from" = binaries ] || continue
+    [[ " $built " == *" ${src#/out/} "* ]] || {
+      echo "runtime copies $src, which no binaries stage makes" >&2
+      return 1
+    }
+  done < <(copies final)
+  grep -qF "FROM \${MAYU_BINARIES} AS binaries" "$DOCKERFILE"
+}
+
+@test "the runtime image: dnsmasq-base, ca-certificates and ipxe, no git; volumes and ports declared" {
+  local install
+  install=$(instructions | grep -P '^final\tRUN ' | grep -o 'apt-get install [^&]*')
+  [[ $install == *dnsmasq-base* && $install == *ca-certificates* && $install == *" ipxe"* ]]
+  [[ $install != *" git"* ]]
+  instructions | grep -qF 'cp /usr/lib/ipxe/undionly.kpxe /usr/lib/ipxe/ipxe.efi /usr/lib/mayu/tftproot/'
+  [ "$(json_instruction VOLUME | tr '\n' ' ')" = "/var/lib/mayu /usr/lib/mayu/images /usr/lib/mayu/yochu " ]
+  [ "$(instructions | awk -F'\t' '$1 == "final" && $2 ~ /^EXPOSE / { sub("^EXPOSE ", "", $2); print $2 }')" = "4080 67/udp 69/udp 53/udp 53/tcp" ]
+  [ "$(instructions | awk -F'\t' '$1 == "final" && $2 ~ /^WORKDIR / { print $2 }')" = "WORKDIR /usr/lib/mayu" ]
+  [ "$(json_instruction ENTRYPOINT | tr '\n' ' ')" = "mayu --cluster-directory=/var/lib/mayu " ]
+  for p in images yochu cluster .git dist bin; do
+    ignored "$p" || {
+      echo ".dockerignore lets $p into the build context" >&2
+      return 1
+    }
+  done
+}
+
+@test "the entrypoint and default command parse: mayu <entrypoint> <cmd> --help" {
+  local -a entry cmd
+  mapfile -t entry < <(json_instruction ENTRYPOINT)
+  mapfile -t cmd < <(json_instruction CMD)
+  [ "${#cmd[@]}" -gt 0 ]
+  run "$REPO_DIR/bin/${entry[0]}" "${entry[@]:1}" "${cmd[@]}" --help
+  echo "$output" | head -n 5
+  [ "$status" -eq 0 ]
+  [[ $output == *"--cluster-directory"* ]]
+  # An unknown flag does fail, so the exit status above means something.
+  run "$REPO_DIR/bin/${entry[0]}" "${entry[@]:1}" --no-such-flag --help
+  [ "$status" -ne 0 ]
+}
+
+# image_root ROOT lays out what the runtime stage's COPY lines (and its
+# tftproot RUN line) produce, from the release tree, under ROOT.
+image_root() {
+  local root=$1 from src dest
+  mkdir -p "$root/usr/lib/mayu/tftproot" "$root/var/lib/mayu" "$root/etc/mayu"
+  cp /usr/lib/ipxe/undionly.kpxe /usr/lib/ipxe/ipxe.efi "$root/usr/lib/mayu/tftproot/"
+  while IFS=$'\t' read -r from src dest; do
+    if [ "$from" = binaries ]; then
+      case ${src#/out/} in
+        infopusher) src=$MAYU_DIST_DIR/static_html/infopusher ;;
+        *) src=$MAYU_DIST_DIR/${src#/out/} ;;
+      esac
+    else
+      src=$MAYU_DIST_DIR/${src%/}
+    fi
+    if [[ $dest == */ ]]; then
+      mkdir -p "$root$dest"
+      if [ -d "$src" ]; then
+        cp -R "$src/." "$root$dest"
+      else
+        cp "$src" "$root$dest"
+      fi
+    else
+      mkdir -p "$(dirname "$root$dest")"
+      cp -R "$src" "$root$dest"
+    fi
+  done < <(copies final)
+}
+
+@test "mayu runs from the image's /usr/lib/mayu layout: --show-templates and a short start" {
+  local root=$BATS_TEST_TMPDIR/image workdir
+  local -a entry cmd
+  image_root "$root"
+  for f in usr/bin/mayu usr/bin/mayuctl usr/lib/mayu/static_html/mayuctl usr/lib/mayu/static_html/infopusher \
+    usr/lib/mayu/static_html/index.html usr/lib/mayu/templates/dnsmasq_template.conf \
+    usr/lib/mayu/template_snippets/cloudconfig usr/lib/mayu/tftproot/undionly.kpxe etc/mayu/config.yaml; do
+    [ -e "$root/$f" ] || {
+      echo "the image would lack /$f" >&2
+      return 1
+    }
+  done
+  workdir=$root$(instructions | awk -F'\t' '$1 == "final" && $2 ~ /^WORKDIR / { print $2 }' | cut -d' ' -f2)
+  mapfile -t entry < <(json_instruction ENTRYPOINT)
+  mapfile -t cmd < <(json_instruction CMD)
+  # No chroot: absolute paths the container would see move under ROOT, and
+  # the config mayu reads by default is named explicitly.
+  entry=("${entry[@]//=\//=$root/}")
+  entry[0]=$root/usr/bin/${entry[0]}
+  cd "$workdir" || return 1
+  run "${entry[@]}" --config="$root/etc/mayu/config.yaml" --show-templates
+  echo "$output" | head -n 20
+  [ "$status" -eq 0 ]
+  start_mayu "$workdir" "${entry[@]}" "${cmd[@]}" --config="$root/etc/mayu/config.yaml"
+  curl -fsS "$MAYU_URL/index.html" | cmp - "$root/usr/lib/mayu/static_html/index.html"
+  curl -fsS "$MAYU_URL/hostinfo-helper" | cmp - "$root/usr/lib/mayu/static_html/infopusher"
+  stop_mayu
+  [ -f "$root/var/lib/mayu/cluster.json" ]
+}
