@@ -193,12 +193,9 @@ func etcdctl(bins etcdBins, args ...string) (string, error) {
 }
 
 // discoveryServer serves a Service on a fixed loopback address so that it
-// can be stopped and started again where the members expect it. Request
-// contexts derive from its own context, so stopping it ends the waits the
-// way a stopping mayu does.
+// can be stopped and started again where the members expect it.
 type discoveryServer struct {
 	srv    *http.Server
-	cancel context.CancelFunc
 	served chan struct{}
 }
 
@@ -206,15 +203,13 @@ func startDiscovery(t *testing.T, ln net.Listener, svc Service) *discoveryServer
 	t.Helper()
 	e := echo.New()
 	svc.Register(e.Group("/etcd"))
-	ctx, cancel := context.WithCancel(context.Background())
 	d := &discoveryServer{
-		srv: &http.Server{
-			Handler:           e,
-			ReadHeaderTimeout: 10 * time.Second,
-			BaseContext:       func(net.Listener) context.Context { return ctx },
-		},
-		cancel: cancel,
+		srv:    &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second},
 		served: make(chan struct{}),
+	}
+	// The wiring mayu uses: a graceful stop ends the waits at once.
+	if sd, ok := svc.(interface{ Shutdown() }); ok {
+		d.srv.RegisterOnShutdown(sd.Shutdown)
 	}
 	go func() {
 		defer close(d.served)
@@ -225,7 +220,6 @@ func startDiscovery(t *testing.T, ln net.Listener, svc Service) *discoveryServer
 }
 
 func (d *discoveryServer) stop() {
-	d.cancel()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = d.srv.Shutdown(ctx)

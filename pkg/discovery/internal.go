@@ -55,6 +55,10 @@ type Internal struct {
 	// changed[token] is closed (and replaced) on every change of that
 	// registry, waking its waiting watches.
 	changed map[string]chan struct{}
+
+	// stopping is closed by Shutdown to end every wait.
+	stopping chan struct{}
+	stopOnce sync.Once
 }
 
 var _ interface {
@@ -95,6 +99,7 @@ func NewInternal(cfg InternalConfig) (*Internal, error) {
 		log:         cfg.Logger,
 		regs:        regs,
 		changed:     make(map[string]chan struct{}, len(regs)),
+		stopping:    make(chan struct{}),
 	}
 	for t, r := range regs {
 		s.index = max(s.index, r.Index)
@@ -157,6 +162,14 @@ func (s *Internal) create(token string, size int) (bool, error) {
 	s.changed[token] = make(chan struct{})
 	s.log.Info("etcd discovery token created", "token", token, "size", size)
 	return true, nil
+}
+
+// Shutdown ends every wait=true request at once (members ask again, of
+// the restarted daemon), so that a graceful http.Server.Shutdown is not held
+// up by members waiting for their peers. Register it with
+// http.Server.RegisterOnShutdown. Later waits end at once too.
+func (s *Internal) Shutdown() {
+	s.stopOnce.Do(func() { close(s.stopping) })
 }
 
 // URL is <base>/etcd/<token>.
@@ -416,6 +429,8 @@ func (s *Internal) handleWait(c echo.Context, token, rel string) error {
 	for {
 		select {
 		case <-ctx.Done():
+			return nil
+		case <-s.stopping:
 			return nil
 		case <-timer.C:
 			return nil

@@ -298,6 +298,24 @@ func TestWaitEnds(t *testing.T) {
 		got := do(t, srv, "GET", "/etcd/"+tok+"?wait=true&recursive=true", nil)
 		assert.Equal(t, answer{200, "1", ""}, got)
 	})
+	t.Run("shutdown", func(t *testing.T) {
+		long := newInternal(t, t.TempDir(), func(c *InternalConfig) { c.MaxWait = time.Hour })
+		srv := serve(t, long)
+		tok, err := long.NewToken(context.Background(), 3)
+		require.NoError(t, err)
+		resp, err := srv.Client().Get(srv.URL + "/etcd/" + tok + "?wait=true")
+		require.NoError(t, err) // headers are there, the wait is on
+		defer resp.Body.Close()
+		long.Shutdown()
+		body := make(chan string, 1)
+		go func() { b, _ := io.ReadAll(resp.Body); body <- string(b) }()
+		select {
+		case b := <-body:
+			assert.Empty(t, b)
+		case <-time.After(10 * time.Second):
+			t.Fatal("wait still running 10s after Shutdown")
+		}
+	})
 	t.Run("client gone", func(t *testing.T) {
 		long := newInternal(t, t.TempDir(), func(c *InternalConfig) { c.MaxWait = time.Hour })
 		tok, err := long.NewToken(context.Background(), 3)
