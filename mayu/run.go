@@ -142,6 +142,10 @@ func run(parent context.Context, o options, log *slog.Logger) error {
 		return err
 	}
 
+	if in, ok := disc.(*discovery.Internal); ok {
+		srv.RegisterOnShutdown(in.Shutdown)
+	}
+
 	// Bind before starting anything, so a busy port is a start-up error.
 	addr := net.JoinHostPort(o.bindAddress, strconv.Itoa(o.httpPort))
 	ln, err := net.Listen("tcp", addr)

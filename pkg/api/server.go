@@ -66,10 +66,11 @@ type Config struct {
 
 // Server is the HTTP server.
 type Server struct {
-	cfg  Config
-	e    *echo.Echo
-	log  *slog.Logger
-	base string
+	cfg        Config
+	e          *echo.Echo
+	log        *slog.Logger
+	base       string
+	onShutdown []func()
 }
 
 // New builds the server and its route table.
@@ -110,6 +111,11 @@ func New(cfg Config) (*Server, error) {
 
 // BaseURL is the URL machines use to reach mayu.
 func (s *Server) BaseURL() string { return s.base }
+
+// RegisterOnShutdown adds a function called when graceful shutdown starts,
+// to end long-running requests (etcd discovery waits) that would otherwise
+// hold the shutdown until its deadline.
+func (s *Server) RegisterOnShutdown(f func()) { s.onShutdown = append(s.onShutdown, f) }
 
 // Handler returns the HTTP handler, for tests.
 func (s *Server) Handler() http.Handler { return s.e }
@@ -160,6 +166,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, certFile, keyFile s
 		// No WriteTimeout: install images are hundreds of megabytes and a
 		// slow machine must be able to finish its download.
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	for _, f := range s.onShutdown {
+		srv.RegisterOnShutdown(f)
 	}
 	errc := make(chan error, 1)
 	go func() {
