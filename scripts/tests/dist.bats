@@ -150,3 +150,12 @@ teardown() {
   run "$REL/contrib/mayu.init" bogus
   [ "$status" -eq 2 ]
 }
+
+@test "make dist without Debian's ipxe files says so and leaves the last release alone" {
+  run make -C "$REPO_DIR" --no-print-directory dist IPXE_DIR="$BATS_TEST_TMPDIR/no-ipxe"
+  echo "$output" | tail -n 3
+  [ "$status" -ne 0 ]
+  [[ $output == *"$BATS_TEST_TMPDIR/no-ipxe/undionly.kpxe is missing: install Debian's ipxe package"* ]]
+  [ -x "$MAYU_DIST_DIR/mayu" ]
+  [ -f "$MAYU_DIST_TAR" ]
+}
