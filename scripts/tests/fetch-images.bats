@@ -171,7 +171,7 @@ assert_pxe_images() {
 }
 
 @test "fetch-coreos-image with wget: good download, 404 and interrupted download" {
-  command -v wget || skip "wget is not installed"
+  require_cmd wget wget
   coreos_mirror
   export FETCH_TOOL=wget
   run "$SCRIPTS_DIR/fetch-coreos-image" "$V"
@@ -249,7 +249,7 @@ assert_pxe_images() {
   [ "$(python3 "$FIXTURES/newc-list.py" "$WORK/images/$V/coreos_production_pxe_image.cpio.gz" | grep -c cloud-config.yml)" -eq 1 ]
 }
 
-# make_key creates a signing key in the test's own keyring and signs every
+# sign_release creates a signing key in the test's own keyring and signs every
 # release file with it.
 sign_release() {
   gpg --batch --quiet --passphrase '' --quick-gen-key 'Mayu Test Signer <signer@example.invalid>' ed25519 sign 1d
@@ -260,7 +260,7 @@ sign_release() {
 }
 
 @test "fetch-coreos-image: good signatures are checked when the key is in the keyring" {
-  command -v gpg || skip "gpg is not installed"
+  require_cmd gpg gpg
   coreos_mirror
   sign_release
   FETCH_REQUIRE_SIGNATURE=1 run "$SCRIPTS_DIR/fetch-coreos-image" "$V"
@@ -270,7 +270,7 @@ sign_release() {
 }
 
 @test "fetch-coreos-image: a bad signature fails and leaves nothing behind" {
-  command -v gpg || skip "gpg is not installed"
+  require_cmd gpg gpg
   coreos_mirror
   sign_release
   # A genuine signature, but of another file.
@@ -283,7 +283,7 @@ sign_release() {
 }
 
 @test "fetch-coreos-image: without the signing key it warns, and fails when signatures are required" {
-  command -v gpg || skip "gpg is not installed"
+  require_cmd gpg gpg
   coreos_mirror
   sign_release
   # Same signatures, fresh keyring without the key.
