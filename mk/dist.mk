@@ -12,11 +12,11 @@ DIST_MTIME ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 BATS ?= bats
 
 DIST_EXEC_SCRIPTS := fetch-coreos-image fetch-coreos-qemu-image fetch-flatcar-image fetch-yochu-assets
-SHELL_SCRIPTS := $(addprefix scripts/,$(DIST_EXEC_SCRIPTS) fetch-lib.bash mayu.init) \
+DIST_SHELL_SCRIPTS := $(addprefix scripts/,$(DIST_EXEC_SCRIPTS) fetch-lib.bash mayu.init) \
   $(wildcard scripts/vagrant/*.sh) scripts/tests/helpers.bash $(wildcard scripts/tests/*.bats) \
   $(wildcard scripts/vagrant/*.bats)
 # Bats files that need no release tree; dist.bats and dockerfile.bats do.
-SCRIPT_TESTS := $(filter-out scripts/tests/dist.bats scripts/tests/dockerfile.bats,$(wildcard scripts/tests/*.bats))
+DIST_SCRIPT_TESTS := $(filter-out scripts/tests/dist.bats scripts/tests/dockerfile.bats,$(wildcard scripts/tests/*.bats))
 
 TEST_TARGETS += test-scripts test-dist
 
@@ -51,8 +51,8 @@ dist: build ## release tree dist/mayu.<version>-linux-amd64/ and its .tar.gz
 test-scripts: build ## shellcheck and bats tests of the scripts, units, dashboard and Vagrant files
 	@command -v shellcheck >/dev/null || { echo "test-scripts: shellcheck is missing (apt-get install shellcheck)" >&2; exit 1; }
 	@command -v $(BATS) >/dev/null || { echo "test-scripts: bats is missing (apt-get install bats)" >&2; exit 1; }
-	shellcheck -x $(SHELL_SCRIPTS)
-	$(BATS) $(SCRIPT_TESTS)
+	shellcheck -x $(DIST_SHELL_SCRIPTS)
+	$(BATS) $(DIST_SCRIPT_TESTS)
 
 .PHONY: test-dist
 test-dist: dist ## unpack the release and run mayu from it; check the Dockerfile against it
