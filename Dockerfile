@@ -20,17 +20,14 @@ ARG GO_VERSION=1.26
 # --- binaries built from the source tree (go.work workspace) ---------------
 FROM golang:${GO_VERSION}-bookworm AS source
 WORKDIR /src
-COPY go.work* ./
-COPY pkg/go.mod pkg/go.sum pkg/
-COPY mayu/go.mod mayu/go.sum mayu/
-COPY mayuctl/go.mod mayuctl/go.sum mayuctl/
-# Module downloads get their own layer: it survives source edits.
-RUN cd pkg && go mod download && cd ../mayu && go mod download && cd ../mayuctl && go mod download
-COPY VERSION ./
+COPY go.work* VERSION ./
 COPY pkg/ pkg/
 COPY mayu/ mayu/
 COPY mayuctl/ mayuctl/
-RUN set -e; v=$(cat VERSION); \
+# Cache mounts keep modules and compiled packages across builds; only the
+# modules the binaries need are downloaded.
+RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
+    set -e; v=$(cat VERSION); \
     for t in mayu:./mayu mayuctl:./mayuctl infopusher:./mayuctl/cmd/infopusher; do \
       CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$v" -o "/out/${t%%:*}" "${t#*:}"; \
     done

@@ -101,10 +101,6 @@ check_context() {
   # Each module of the workspace reaches the builder.
   local m
   while read -r m; do
-    copies source | grep -q "^-	$m/go.mod	" || {
-      echo "go.work uses ./$m but the Dockerfile does not copy $m/go.mod" >&2
-      return 1
-    }
     copies source | grep -q "^-	$m/	" || {
       echo "go.work uses ./$m but the Dockerfile does not copy $m/" >&2
       return 1
@@ -223,4 +219,49 @@ image_root() {
   curl -fsS "$MAYU_URL/hostinfo-helper" | cmp - "$root/usr/lib/mayu/static_html/infopusher"
   stop_mayu
   [ -f "$root/var/lib/mayu/cluster.json" ]
+}
+
+@test "the builder stage builds all three binaries from exactly what its COPY lines bring in" {
+  # The source stage replayed on this machine: its COPY lines into a fresh
+  # directory, its RUN lines with /src and /out moved there. The module
+  # proxy is the local module cache (no network), so a module or go.sum
+  # entry the COPY lines miss fails here as it would in docker build.
+  local t=$BATS_TEST_TMPDIR/builder from src dest stage line cmd modcache
+  modcache=$(go env GOMODCACHE)
+  mkdir -p "$t/src" "$t/out"
+  while IFS=$'\t' read -r from src dest; do
+    [ "$from" = - ] || continue
+    # shellcheck disable=SC2086 # sources may be globs
+    for s in $(cd "$REPO_DIR" && compgen -G "${src%/}"); do
+      if [[ $dest == */ || $dest == . || $dest == ./ ]]; then
+        mkdir -p "$t/src/$dest"
+        if [ -d "$REPO_DIR/$s" ]; then cp -R "$REPO_DIR/$s/." "$t/src/$dest"; else cp "$REPO_DIR/$s" "$t/src/$dest"; fi
+      else
+        mkdir -p "$(dirname "$t/src/$dest")"
+        cp -R "$REPO_DIR/$s" "$t/src/$dest"
+      fi
+    done
+  done < <(copies source)
+  instructions | awk -F'\t' '$1 == "source" && $2 ~ /^WORKDIR / { print $2 }' | grep -qx 'WORKDIR /src'
+  while IFS=$'\t' read -r stage line; do
+    [ "$stage" = source ] && [[ $line == RUN\ * ]] || continue
+    cmd=${line#RUN }
+    # BuildKit's cache mounts have no meaning outside a build.
+    while [[ $cmd == --mount=* ]]; do cmd=${cmd#--mount=* }; done
+    cmd=${cmd//\/out\//$t/out/}
+    (cd "$t/src" && env -u GOWORK -u GOFLAGS GOPROXY="file://$modcache/cache/download" GOSUMDB=off bash -ec "$cmd") || {
+      echo "builder step failed: $cmd" >&2
+      return 1
+    }
+  done < <(instructions)
+  local b
+  for b in mayu mayuctl infopusher; do
+    [ -x "$t/out/$b" ] || {
+      echo "the builder made no /out/$b" >&2
+      return 1
+    }
+  done
+  run "$t/out/mayu" --version
+  [ "$status" -eq 0 ]
+  [[ $output == *"$(cat "$REPO_DIR/VERSION")"* ]]
 }
