@@ -243,7 +243,9 @@ func checkSerial(serial string) error {
 // between the directory and HEAD, and rebuilds .git/index.
 func (d *Dir) loadGit(cluster Cluster, clusterData []byte, clusterSt *unix.Stat_t, hosts map[string]*diskHost) ([]byte, error) {
 	gitDir := filepath.Join(d.dir, ".git")
-	if _, err := os.Lstat(gitDir); errors.Is(err, fs.ErrNotExist) {
+	if fi, err := os.Lstat(gitDir); err == nil && !fi.IsDir() {
+		return nil, fmt.Errorf("%w in %s: .git is not a directory", ErrDamagedRepo, d.dir)
+	} else if errors.Is(err, fs.ErrNotExist) {
 		if err := initGitDir(d.dir); err != nil {
 			return nil, fmt.Errorf("%w: initialise git repository: %w", ErrStorage, err)
 		}

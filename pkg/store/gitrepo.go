@@ -33,8 +33,8 @@ const (
 const lockWait = 2 * time.Second
 
 // staleLock is the age past which a lock file at open is taken to be left
-// by a killed process.
-const staleLock = 5 * time.Second
+// by a killed process. Opening waits for a younger lock to go or to age.
+const staleLock = 3 * time.Second
 
 // errHeadMoved says the branch changed under us (someone committed with the
 // git CLI): the store reloads and retries.
@@ -306,10 +306,22 @@ func newGitRepo(workDir string, hs *headState, log *slog.Logger) *gitRepo {
 func (g *gitRepo) cleanStale() {
 	locks := []string{filepath.Join(g.gitDir, "index"), filepath.Join(g.gitDir, g.refName)}
 	for _, l := range locks {
-		if removed, err := removeStaleLock(l, staleLock); err != nil {
-			g.log.Warn("cannot remove stale lock", "path", l+".lock", "err", err)
-		} else if removed {
-			g.log.Warn("removed stale lock left by a killed process", "path", l+".lock")
+		for {
+			removed, err := removeStaleLock(l, staleLock)
+			if err != nil {
+				g.log.Warn("cannot remove stale lock", "path", l+".lock", "err", err)
+				break
+			}
+			if removed {
+				g.log.Warn("removed stale lock left by a killed process", "path", l+".lock")
+				break
+			}
+			if _, err := os.Lstat(l + ".lock"); errors.Is(err, fs.ErrNotExist) {
+				break
+			}
+			// A young lock: a git command at work, or a process killed
+			// a moment ago. Wait for it to finish or to age.
+			time.Sleep(50 * time.Millisecond)
 		}
 	}
 	for i, ok := range g.fanout {
