@@ -49,6 +49,7 @@ type logSink struct {
 	mu    sync.Mutex
 	lines []string
 	attrs []map[string]string
+	at    []time.Time
 }
 
 func (l *logSink) Enabled(context.Context, slog.Level) bool { return true }
@@ -60,6 +61,7 @@ func (l *logSink) Handle(_ context.Context, r slog.Record) error {
 	l.mu.Lock()
 	l.lines = append(l.lines, r.Message)
 	l.attrs = append(l.attrs, a)
+	l.at = append(l.at, time.Now())
 	l.mu.Unlock()
 	return nil
 }
@@ -87,6 +89,29 @@ func (l *logSink) find(sub string) (map[string]string, bool) {
 		}
 	}
 	return nil, false
+}
+
+// nth returns when the n-th (1-based) message containing sub was logged.
+func (l *logSink) nth(sub string, n int) (time.Time, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, s := range l.lines {
+		if strings.Contains(s, sub) {
+			n--
+			if n == 0 {
+				return l.at[i], true
+			}
+		}
+	}
+	return time.Time{}, false
+}
+
+// tail returns the last n messages, for failure reports.
+func (l *logSink) tail(n int) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	from := max(0, len(l.lines)-n)
+	return strings.Join(l.lines[from:], "\n")
 }
 
 // waitCount waits (bounded) until at least n messages contain sub.
