@@ -1,12 +1,14 @@
 package dnsmasq
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -185,7 +187,86 @@ func waitPID(t *testing.T, s *Supervisor, not int) int {
 	return pid
 }
 
-func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
+// alive reports whether pid is a live process (a zombie waiting for a
+// reaper that is not us counts as dead).
+func alive(pid int) bool {
+	if syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// pid (comm) S ...: the state follows the last ')'.
+	i := strings.LastIndexByte(string(b), ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
+}
+
+// TestMain doubles as a stand-in for mayu: with MAYU_DNSMASQ_HELPER set,
+// the test binary runs a Supervisor and prints dnsmasq's PID, so a test can
+// kill "mayu" and watch what happens to dnsmasq.
+func TestMain(m *testing.M) {
+	if os.Getenv("MAYU_DNSMASQ_HELPER") != "" {
+		os.Exit(supervisorHelper())
+	}
+	os.Exit(m.Run())
+}
+
+func supervisorHelper() int {
+	dir := os.Getenv("MAYU_DNSMASQ_HELPER")
+	s, err := New(Config{Binary: filepath.Join(dir, "dnsmasq"), Template: filepath.Join(dir, "template.conf"),
+		RuntimeDir: filepath.Join(dir, "run"), Network: seedNetwork(), TFTPRoot: dir})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	go func() {
+		for s.PID() == 0 {
+			time.Sleep(5 * time.Millisecond)
+		}
+		fmt.Printf("PID %d\n", s.PID())
+	}()
+	if err := s.Run(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+	}
+	return 1
+}
+
+// TestDnsmasqDiesWithKilledMayu: SIGKILL to the process running the
+// supervisor takes dnsmasq with it (parent death signal), so no orphan keeps
+// answering DHCP.
+func TestDnsmasqDiesWithKilledMayu(t *testing.T) {
+	e := newFakeEnv(t, "ok\n")
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "MAYU_DNSMASQ_HELPER="+e.dir)
+	out, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	pidLine := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "PID ") {
+				pidLine <- sc.Text()
+			}
+		}
+	}()
+	var pid int
+	select {
+	case l := <-pidLine:
+		_, err := fmt.Sscanf(l, "PID %d", &pid)
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("helper did not report a dnsmasq PID")
+	}
+	require.True(t, alive(pid))
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
+	_ = cmd.Wait()
+	require.Eventually(t, func() bool { return !alive(pid) }, 10*time.Second, 10*time.Millisecond,
+		"dnsmasq pid %d outlived the killed supervisor", pid)
+}
 
 func installed(mac string, st host.State) []host.Host {
 	return []host.Host{{Serial: "s1", State: st, MacAddresses: []string{mac}, InternalAddr: net.ParseIP("192.168.2.21")}}
