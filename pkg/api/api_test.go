@@ -292,7 +292,12 @@ func TestImages(t *testing.T) {
 		assert.NotContains(t, rec.Body.String(), "do not serve", tt.path)
 	}
 
-	rec := e.do("GET", "/images/m1/install_image.bin.bz2", "", "Range", "bytes=10-14")
+	rec := e.do("HEAD", "/index.html", "")
+	assert.Equal(t, 200, rec.Code)
+	assert.Equal(t, "22", rec.Header().Get("Content-Length"))
+	assert.Empty(t, rec.Body.String())
+
+	rec = e.do("GET", "/images/m1/install_image.bin.bz2", "", "Range", "bytes=10-14")
 	assert.Equal(t, 206, rec.Code)
 	assert.Equal(t, "abcde", rec.Body.String())
 	assert.Equal(t, "5", rec.Header().Get("Content-Length"))

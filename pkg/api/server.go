@@ -125,17 +125,22 @@ func (s *Server) routes() {
 	e.GET("/", s.welcome)
 	e.GET("/ipxebootscript", s.ipxeBootScript)
 	e.GET("/first-stage-script/:serial", s.firstStageScript)
-	e.GET("/hostinfo-helper", s.hostinfoHelper)
+	// File routes answer HEAD too (curl -I, download tools probing sizes).
+	file := func(path string, h echo.HandlerFunc) {
+		e.GET(path, h)
+		e.HEAD(path, h)
+	}
+	file("/hostinfo-helper", s.hostinfoHelper)
 	e.POST("/final-cloud-config.yaml", s.finalConfig(false))
 	e.POST("/final-ignition-config.json", s.finalConfig(true))
 
-	e.GET("/images/vmlinuz", s.defaultImage(pxeKernel))
-	e.GET("/images/initrd.cpio.gz", s.defaultImage(pxeInitrd))
-	e.GET("/images/:serial/vmlinuz", s.hostImage(pxeKernel))
-	e.GET("/images/:serial/initrd.cpio.gz", s.hostImage(pxeInitrd))
-	e.GET("/images/:serial/install_image.bin.bz2", s.hostImage(installImage))
-	e.GET("/images/:serial/qemu/:file", s.qemuImage)
-	e.GET("/yochu/*", s.dirFile(func() string { return s.cfg.YochuDir }))
+	file("/images/vmlinuz", s.defaultImage(pxeKernel))
+	file("/images/initrd.cpio.gz", s.defaultImage(pxeInitrd))
+	file("/images/:serial/vmlinuz", s.hostImage(pxeKernel))
+	file("/images/:serial/initrd.cpio.gz", s.hostImage(pxeInitrd))
+	file("/images/:serial/install_image.bin.bz2", s.hostImage(installImage))
+	file("/images/:serial/qemu/:file", s.qemuImage)
+	file("/yochu/*", s.dirFile(func() string { return s.cfg.YochuDir }))
 
 	admin := e.Group("/admin")
 	admin.GET("/hosts", s.listHosts)
@@ -148,7 +153,7 @@ func (s *Server) routes() {
 	}
 	// Everything else comes from the static directory (index.html, mayuctl,
 	// infopusher).
-	e.GET("/*", s.dirFile(func() string { return s.cfg.StaticHTMLDir }))
+	file("/*", s.dirFile(func() string { return s.cfg.StaticHTMLDir }))
 	e.Match([]string{http.MethodPut, http.MethodPost, http.MethodDelete, http.MethodPatch}, "/*", func(c echo.Context) error {
 		return fmt.Errorf("%w: no route %s %s", errNotServed, c.Request().Method, c.Request().URL.Path)
 	})
