@@ -33,7 +33,9 @@ type NetworkContext struct {
 	// state, so host changes then restart dnsmasq (as Mayu 0.11 did); the
 	// shipped template uses the hosts file instead.
 	IgnoredHosts []string
-	// StaticHosts pairs each known MAC with its host's InternalAddr.
+	// StaticHosts pairs every MAC of every installed or running host with
+	// the InternalAddr that host configures on itself, sorted by MAC. Mayu
+	// 0.11 always left it empty.
 	StaticHosts []StaticHost
 }
 
@@ -80,10 +82,14 @@ type hostSet struct {
 }
 
 // computeHostSet derives ignored MACs (every MAC of an installed or running
-// host, so its next boot falls through to disk) and static hosts (every
-// MAC of a host that has an InternalAddr). Invalid MACs are returned
-// separately so the caller can log them; they never reach dnsmasq, where one
-// bad line would make it reject the whole hosts file.
+// host, so its next boot falls through to disk) and static hosts (those
+// MACs with the InternalAddr their host configures on itself). Machines
+// still being provisioned are deliberately not static: a machine learns its
+// MACs' owner only when it asks for its final config, mid-install, and a
+// dhcp-host line appearing then would make dnsmasq NAK the renewal of its
+// bootstrap lease and move its address under the running installer.
+// Invalid MACs are returned separately so the caller can log them; they
+// never reach dnsmasq.
 func computeHostSet(hosts []host.Host) (hostSet, []string) {
 	var set hostSet
 	var bad []string
@@ -98,9 +104,10 @@ func computeHostSet(hosts []host.Host) (hostSet, []string) {
 				bad = append(bad, fmt.Sprintf("%s: %q", h.Serial, m))
 				continue
 			}
-			if ignore {
-				ignored[mac] = true
+			if !ignore {
+				continue
 			}
+			ignored[mac] = true
 			if ip != nil {
 				static[mac] = ip.String()
 			}
@@ -134,23 +141,15 @@ func (a hostSet) equal(b hostSet) bool {
 	return true
 }
 
-// renderHostsFile writes the --dhcp-hostsfile dnsmasq re-reads on SIGHUP.
-// An ignored MAC gets "<mac>,ignore" and nothing else: a machine that is
-// installed must not be answered at all, whatever else is known about it.
-// A MAC that is not ignored and whose host owns an address gets
-// "<mac>,<ip>", so a machine being reinstalled keeps its address.
+// renderHostsFile writes the --dhcp-hostsfile dnsmasq re-reads on SIGHUP:
+// "<mac>,ignore" for every ignored MAC, so an installed machine is not
+// answered at all and boots from its disk. Static hosts need no line: they
+// are ignored hosts.
 func renderHostsFile(set hostSet) []byte {
 	var b bytes.Buffer
 	b.WriteString("# Written by mayu from the host records; rewritten on every change. Do not edit.\n")
-	ignored := make(map[string]bool, len(set.Ignored))
 	for _, mac := range set.Ignored {
-		ignored[mac] = true
 		fmt.Fprintf(&b, "%s,ignore\n", mac)
-	}
-	for _, s := range set.Static {
-		if !ignored[s.MacAddr] {
-			fmt.Fprintf(&b, "%s,%s\n", s.MacAddr, s.IP)
-		}
 	}
 	return b.Bytes()
 }

@@ -147,10 +147,11 @@ func TestComputeHostSet(t *testing.T) {
 	}
 	set, bad := computeHostSet(hosts)
 	assert.Equal(t, []string{"00:11:22:33:44:01", "00:11:22:33:44:02", "00:11:22:33:44:03"}, set.Ignored)
+	// Only installed/running hosts are static: a configured host's address
+	// must not appear as a dhcp-host line (see computeHostSet).
 	assert.Equal(t, []StaticHost{
 		{IP: "192.168.2.21", MacAddr: "00:11:22:33:44:01"},
 		{IP: "192.168.2.21", MacAddr: "00:11:22:33:44:02"},
-		{IP: "192.168.2.22", MacAddr: "00:11:22:33:44:04"},
 	}, set.Static)
 	assert.Equal(t, []string{`broken: "not-a-mac"`}, bad)
 	golden(t, filepath.Join("testdata", "hosts"), renderHostsFile(set))
