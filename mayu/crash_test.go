@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math/rand/v2"
 	"net/http"
@@ -336,4 +337,292 @@ func TestCrashSafetyKill9DuringStorm(t *testing.T) {
 	p.kill()
 	assert.Equal(t, machines, parseAllRecords(t, cluster))
 	gitClean(t, cluster)
+}
+
+// needRoot skips, loudly, when a test needs root, and fails instead under
+// MAYU_E2E=required (CI).
+func needRoot(t *testing.T, why string) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("MAYU_E2E") == "required" {
+		t.Fatalf("MAYU_E2E=required but not root: cannot %s", why)
+	}
+	t.Skipf("SKIPPED: not root, cannot %s (run as root, or with MAYU_E2E=required to make this a failure)", why)
+}
+
+// httpDo sends one request and returns status and body.
+func httpDo(t *testing.T, method, url, body string) (int, string) {
+	t.Helper()
+	var r io.Reader
+	if body != "" {
+		r = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, url, r)
+	require.NoError(t, err)
+	client := &http.Client{Timeout: 30 * time.Second}
+	resp, err := client.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, string(b)
+}
+
+// fillDisk writes a file until the filesystem is full and returns its
+// path.
+func fillDisk(t *testing.T, dir string) string {
+	t.Helper()
+	p := filepath.Join(dir, "filler")
+	f, err := os.Create(p)
+	require.NoError(t, err)
+	defer f.Close()
+	buf := make([]byte, 4096)
+	for i := 0; i < 1<<20; i++ {
+		if _, err := f.Write(buf); err != nil {
+			require.ErrorIs(t, err, syscall.ENOSPC)
+			break
+		}
+	}
+	// Also the last few bytes of a partly used page.
+	for _, n := range []int{1024, 64, 1} {
+		for {
+			if _, err := f.Write(buf[:n]); err != nil {
+				break
+			}
+		}
+	}
+	return p
+}
+
+// lifeCycleStep is one life-cycle request of machine i of a storm with
+// prefix.
+func lifeCycleStep(base, prefix string, i, step int) (method, url, body string) {
+	s := storm.Serial(prefix, i)
+	switch step {
+	case 0:
+		return http.MethodGet, base + "/first-stage-script/" + s, ""
+	case 1:
+		return http.MethodPost, base + "/final-cloud-config.yaml", string(storm.Facts(prefix, i))
+	case 2:
+		return http.MethodPut, base + "/admin/host/" + s + "/set_installed", ""
+	default:
+		return http.MethodPut, base + "/admin/host/" + s + "/boot_complete", `{"CoreOSVersion":"1068.6.0"}`
+	}
+}
+
+func TestDiskFullGives500AndRecovers(t *testing.T) {
+	needRoot(t, "mount a small tmpfs for the cluster directory")
+	dir := t.TempDir()
+	cluster := filepath.Join(dir, "cluster")
+	require.NoError(t, os.MkdirAll(cluster, 0o755))
+	out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs", cluster).CombinedOutput()
+	if err != nil {
+		if os.Getenv("MAYU_E2E") == "required" {
+			t.Fatalf("MAYU_E2E=required but mount -t tmpfs failed: %v: %s", err, out)
+		}
+		t.Skipf("SKIPPED: mount -t tmpfs failed (%v: %s): no disk-full test here", err, strings.TrimSpace(string(out)))
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", "-l", cluster).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", cluster, err, out)
+		}
+	})
+	port := freePort(t)
+	args := crashArgs(t, dir, port)
+	p := startProc(t, port, args)
+
+	// Machines 0-3 walk part of their life cycle while there is room.
+	const prefix = "full-"
+	for i := 0; i < 4; i++ {
+		for step := 0; step < 2; step++ {
+			m, u, b := lifeCycleStep(p.base, prefix, i, step)
+			code, body := httpDo(t, m, u, b)
+			require.Equal(t, 200, code, body)
+		}
+	}
+	before, err := storm.FetchHosts(context.Background(), nil, p.base)
+	require.NoError(t, err)
+	headBefore := strings.TrimSpace(git(t, cluster, "rev-parse", "HEAD"))
+
+	filler := fillDisk(t, cluster)
+
+	// Now every write fails: a new machine, facts of a known one, a
+	// state change. Each is a 500 naming the cause, nothing changes.
+	requests := [][3]string{}
+	add := func(i, step int) {
+		m, u, b := lifeCycleStep(p.base, prefix, i, step)
+		requests = append(requests, [3]string{m, u, b})
+	}
+	add(10, 0) // new machine
+	add(11, 1) // new machine through its final config
+	add(0, 2)  // set_installed
+	add(1, 1)  // facts again, with a new MAC below: a real change
+	requests[len(requests)-1][2] = strings.Replace(requests[len(requests)-1][2], storm.MACs(prefix, 1)[1], "02:ff:ff:ff:ff:01", 1)
+	for _, r := range requests {
+		code, body := httpDo(t, r[0], r[1], r[2])
+		assert.Equal(t, 500, code, "%s %s: %s", r[0], r[1], body)
+		assert.Contains(t, body, "no space left on device", "%s %s: the reason is given", r[0], r[1])
+		assert.Equal(t, 1, strings.Count(body, "\n"), "one-line reason: %q", body)
+	}
+	after, err := storm.FetchHosts(context.Background(), nil, p.base)
+	require.NoError(t, err)
+	assert.Equal(t, before, after, "failed writes change no record")
+	assert.Equal(t, headBefore, strings.TrimSpace(git(t, cluster, "rev-parse", "HEAD")), "no commit")
+	assert.Equal(t, len(before), parseAllRecords(t, cluster), "no torn or half-created record")
+	gitCleanIgnoring(t, cluster, "filler")
+
+	// The daemon survives a restart on the full disk: it still opens the
+	// directory and serves what it has.
+	p.kill()
+	t.Run("restart on the full disk serves what it has", func(t *testing.T) {
+		// A power cut on a full disk must not keep the fleet from getting
+		// its configs and images once mayu is back.
+		q := startProc(t, port, args)
+		defer q.kill()
+		listed, err := storm.FetchHosts(context.Background(), nil, q.base)
+		require.NoError(t, err)
+		assert.Equal(t, before, listed)
+		m, u, b := lifeCycleStep(q.base, prefix, 2, 1)
+		code, body := httpDo(t, m, u, b)
+		assert.Equal(t, 200, code, "an unchanged machine gets its final config: %s", body)
+	})
+
+	// Space comes back: the same requests succeed, and the storm goes on.
+	require.NoError(t, os.Remove(filler))
+	p = startProc(t, port, args)
+	for _, r := range requests {
+		code, body := httpDo(t, r[0], r[1], r[2])
+		assert.Contains(t, []int{200, 202}, code, "%s %s after space freed: %s", r[0], r[1], body)
+	}
+	for i := 0; i < 4; i++ {
+		for step := 2; step < 4; step++ {
+			m, u, b := lifeCycleStep(p.base, prefix, i, step)
+			code, body := httpDo(t, m, u, b)
+			require.Equal(t, 202, code, body)
+		}
+	}
+	p.kill()
+	parseAllRecords(t, cluster)
+	gitClean(t, cluster)
+	log := git(t, cluster, "log", "--format=%s")
+	for i := 0; i < 4; i++ {
+		assert.Contains(t, log, storm.Serial(prefix, i)+": updated state to running")
+	}
+	assert.Contains(t, log, storm.Serial(prefix, 10)+": host created")
+}
+
+// gitCleanIgnoring is gitClean while a file of the test's own sits in the
+// cluster directory.
+func gitCleanIgnoring(t *testing.T, cluster, name string) {
+	t.Helper()
+	out, err := exec.Command("git", "-C", cluster, "fsck", "--full", "--no-progress").CombinedOutput()
+	require.NoError(t, err, "git fsck --full: %s", out)
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if line != "" && !strings.HasPrefix(line, "dangling ") {
+			t.Errorf("git fsck --full says: %s", line)
+		}
+	}
+	// git status refreshes .git/index unless told not to; there is no
+	// room for that here.
+	out, err = exec.Command("git", "--no-optional-locks", "-C", cluster, "status", "--porcelain", "--untracked-files=all").CombinedOutput()
+	require.NoError(t, err, "git status: %s", out)
+	assert.Equal(t, "?? "+name+"\n", string(out), "the working tree matches the last commit")
+}
+
+func TestDamagedRepositoryIsReportedNotReinitialised(t *testing.T) {
+	tests := []struct {
+		name   string
+		damage func(t *testing.T, cluster string)
+		want   string
+	}{
+		{"garbage HEAD", func(t *testing.T, cluster string) {
+			require.NoError(t, os.WriteFile(filepath.Join(cluster, ".git", "HEAD"), []byte("\x00\x01garbage\n"), 0o644))
+		}, "damaged git repository"},
+		{"garbage branch ref", func(t *testing.T, cluster string) {
+			ref := strings.TrimSpace(git(t, cluster, "symbolic-ref", "HEAD"))
+			require.NoError(t, os.WriteFile(filepath.Join(cluster, ".git", filepath.FromSlash(ref)), []byte("not a hash\n"), 0o644))
+		}, "damaged git repository"},
+		{"missing commit object", func(t *testing.T, cluster string) {
+			removeObject(t, cluster, strings.TrimSpace(git(t, cluster, "rev-parse", "HEAD")))
+		}, "damaged git repository"},
+		{"missing tree object", func(t *testing.T, cluster string) {
+			removeObject(t, cluster, strings.TrimSpace(git(t, cluster, "rev-parse", "HEAD^{tree}")))
+		}, "damaged git repository"},
+		{"missing blob of a record", func(t *testing.T, cluster string) {
+			removeObject(t, cluster, strings.TrimSpace(git(t, cluster, "rev-parse", "HEAD:"+storm.Serial("dmg-", 0)+"/conf.json")))
+		}, "damaged git repository"},
+		{"corrupt object", func(t *testing.T, cluster string) {
+			p := objectPath(cluster, strings.TrimSpace(git(t, cluster, "rev-parse", "HEAD^{tree}")))
+			require.NoError(t, os.Chmod(p, 0o644))
+			require.NoError(t, os.WriteFile(p, []byte("this is not zlib"), 0o444))
+		}, "damaged git repository"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			port := freePort(t)
+			args := crashArgs(t, dir, port)
+			cluster := filepath.Join(dir, "cluster")
+			p := startProc(t, port, args)
+			for i := 0; i < 2; i++ {
+				for step := 0; step < 4; step++ {
+					m, u, b := lifeCycleStep(p.base, "dmg-", i, step)
+					code, body := httpDo(t, m, u, b)
+					require.Contains(t, []int{200, 202}, code, body)
+				}
+			}
+			p.kill()
+			commits := git(t, cluster, "rev-list", "--all", "--count")
+			tt.damage(t, cluster)
+			snapshot := treeSnapshot(t, filepath.Join(cluster, ".git"))
+
+			code, out := runOnce(t, args...)
+			assert.NotEqual(t, 0, code, "mayu must not start on a damaged repository:\n%s", out)
+			assert.Contains(t, out, tt.want)
+			assert.Contains(t, out, cluster, "the message names the directory")
+			assert.NotContains(t, out, "panic")
+			assert.NotContains(t, out, "initialised git repository")
+			assert.Equal(t, snapshot, treeSnapshot(t, filepath.Join(cluster, ".git")), "the damaged .git is left as it was for the operator")
+			_ = commits
+		})
+	}
+}
+
+func objectPath(cluster, hash string) string {
+	return filepath.Join(cluster, ".git", "objects", hash[:2], hash[2:])
+}
+
+func removeObject(t *testing.T, cluster, hash string) {
+	t.Helper()
+	require.Len(t, hash, 40)
+	require.NoError(t, os.Remove(objectPath(cluster, hash)))
+}
+
+// treeSnapshot maps every file under dir to its size and mode.
+func treeSnapshot(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	m := map[string]string{}
+	require.NoError(t, filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		if d.IsDir() {
+			m[rel] = "dir"
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		m[rel] = fmt.Sprintf("%v %d %x", fi.Mode(), fi.Size(), b[:min(len(b), 32)])
+		return nil
+	}))
+	return m
 }
