@@ -117,10 +117,11 @@ type Supervisor struct {
 	running    bool
 	pid        int
 	starts     int
+	testedConf []byte // last configuration dnsmasq --test accepted
+	warnedMACs map[string]bool
 
 	// Owned by the Run goroutine.
 	appliedConf  []byte // main configuration the current child runs with
-	testedConf   []byte // last configuration dnsmasq --test accepted
 	appliedHosts []byte
 }
 
@@ -179,14 +180,15 @@ func New(cfg Config) (*Supervisor, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Supervisor{
-		cfg:       cfg,
-		log:       log.With("component", "dnsmasq"),
-		confPath:  filepath.Join(dir, confName),
-		hostsPath: filepath.Join(dir, hostsName),
-		leasePath: filepath.Join(dir, leasesName),
-		kick:      make(chan struct{}, 1),
-		tmpl:      tmpl,
-		network:   cfg.Network,
+		cfg:        cfg,
+		log:        log.With("component", "dnsmasq"),
+		confPath:   filepath.Join(dir, confName),
+		hostsPath:  filepath.Join(dir, hostsName),
+		leasePath:  filepath.Join(dir, leasesName),
+		kick:       make(chan struct{}, 1),
+		tmpl:       tmpl,
+		network:    cfg.Network,
+		warnedMACs: map[string]bool{},
 	}, nil
 }
 
@@ -203,7 +205,7 @@ func (s *Supervisor) Check() error {
 	if err != nil {
 		return err
 	}
-	return s.test(conf)
+	return s.testOnce(conf)
 }
 
 // Sync takes the current host records and applies what dnsmasq must know
@@ -215,10 +217,14 @@ func (s *Supervisor) Check() error {
 // configuration is re-rendered and dnsmasq restarted instead.
 func (s *Supervisor) Sync(hosts []host.Host) {
 	set, bad := computeHostSet(hosts)
-	for _, b := range bad {
-		s.log.Warn("invalid MAC address of host left out of dnsmasq's configuration", "mac", b)
-	}
 	s.mu.Lock()
+	for _, b := range bad {
+		// Sync runs on every change of any host: say it once per MAC.
+		if !s.warnedMACs[b] {
+			s.warnedMACs[b] = true
+			s.log.Warn("invalid MAC address of host left out of dnsmasq's configuration", "mac", b)
+		}
+	}
 	changed := !set.equal(s.desired)
 	if changed {
 		s.desired = set
@@ -391,10 +397,9 @@ func (s *Supervisor) apply(ctx context.Context, ch *child) (restart bool, err er
 		return false, err
 	}
 	if !bytes.Equal(conf, s.appliedConf) {
-		if err := s.test(conf); err != nil {
+		if err := s.testOnce(conf); err != nil {
 			return false, err
 		}
-		s.testedConf = conf
 		s.log.Info("dnsmasq configuration changed; restarting dnsmasq", "pid", ch.pid)
 		return true, nil
 	}
@@ -428,11 +433,8 @@ func (s *Supervisor) prepareAndStart() (*child, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !bytes.Equal(conf, s.testedConf) {
-		if err := s.test(conf); err != nil {
-			return nil, err
-		}
-		s.testedConf = conf
+	if err := s.testOnce(conf); err != nil {
+		return nil, err
 	}
 	s.mu.Lock()
 	set := s.desired
@@ -611,6 +613,24 @@ func (s *Supervisor) args(conf string, run bool) []string {
 // badLine finds the line number in dnsmasq's "bad option at line 3 of
 // /path" complaints.
 var badLine = regexp.MustCompile(`at line (\d+) of `)
+
+// testOnce runs dnsmasq --test unless it already accepted this exact
+// configuration (Check before Run, restarts after a crash).
+func (s *Supervisor) testOnce(conf []byte) error {
+	s.mu.Lock()
+	done := bytes.Equal(conf, s.testedConf)
+	s.mu.Unlock()
+	if done {
+		return nil
+	}
+	if err := s.test(conf); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.testedConf = conf
+	s.mu.Unlock()
+	return nil
+}
 
 // test runs dnsmasq --test on a rendered configuration.
 func (s *Supervisor) test(conf []byte) error {

@@ -312,6 +312,18 @@ func TestSupervisorSyncSignalsWithoutRestart(t *testing.T) {
 	assert.Equal(t, 1, e.sink.count("exiting on receipt of SIGTERM"))
 }
 
+func TestSyncWarnsOnceAboutBadMAC(t *testing.T) {
+	e := newFakeEnv(t, "ok\n")
+	s := e.supervisor(t)
+	bad := []host.Host{{Serial: "b", State: host.Installed, MacAddresses: []string{"zz:zz"}}}
+	for i := 0; i < 3; i++ {
+		s.Sync(bad)
+	}
+	assert.Equal(t, 1, e.sink.count("invalid MAC address"))
+	attrs, _ := e.sink.find("invalid MAC address")
+	assert.Equal(t, `b: "zz:zz"`, attrs["mac"])
+}
+
 func TestSupervisorCoalescesBursts(t *testing.T) {
 	e := newFakeEnv(t, "listen-address={{.Network.BindAddr}}\n")
 	s := e.supervisor(t)
