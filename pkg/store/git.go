@@ -363,7 +363,7 @@ func (d *Dir) loadGit(cluster Cluster, clusterData []byte, clusterSt *unix.Stat_
 			b.abort()
 			return nil, fmt.Errorf("%w: commit: %w", ErrStorage, err)
 		}
-		if err := b.commit(); err != nil {
+		if err := b.apply(); err != nil {
 			return nil, fmt.Errorf("%w: commit: %w", ErrStorage, err)
 		}
 		tx.done()
@@ -618,7 +618,7 @@ func (d *Dir) persistHost(serial string, create bool, datas [][]byte, msgs []str
 				return fail(err)
 			}
 		}
-		if err := b.commit(); err != nil {
+		if err := b.apply(); err != nil {
 			if !b.landed() {
 				d.restore(confPath, oldData, create, newDir, b)
 				if tx != nil {
@@ -740,7 +740,7 @@ func (d *Dir) persistCluster(data []byte, message string) error {
 				return fmt.Errorf("%w: %s: %w", ErrStorage, clusterName, err)
 			}
 		}
-		if err := b.commit(); err != nil {
+		if err := b.apply(); err != nil {
 			if !b.landed() {
 				if tx != nil {
 					tx.rollback()

@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -23,6 +25,11 @@ const tmpPrefix = ".mayu-tmp-"
 // while an object is being written never makes fsck complain.
 const objTmpPrefix = "tmp_obj_mayu-"
 
+// batchOpen bounds the files a batch keeps open: a bulk commit (the
+// initial commit of a directory with thousands of hosts) writes more
+// objects than the process may have descriptors.
+const batchOpen = 256
+
 // fsyncParallel bounds the concurrent fsync calls of one batch. On a
 // journaling filesystem concurrent fsyncs share one journal commit, so a
 // batch of N files costs far less than N sequential fsyncs.
@@ -30,13 +37,18 @@ const fsyncParallel = 8
 
 // writeBatch makes a set of files appear atomically and durably: every file
 // is written under a temporary name in its final directory, all are fsynced
-// (in parallel), then renamed into place in the order they were added, and
-// finally the directories that received them are fsynced. A reader never
-// sees a partly written file, and a crash leaves either the old or the new
-// file, plus at worst a temporary file that OpenDir removes.
+// (in parallel), renamed into place in the order they were added, and the
+// directories that received them are fsynced. A batch may end with a commit
+// point (the branch ref): it is renamed only after everything else is
+// durable, so after a power loss the ref never names an object that is not
+// on disk. A reader never sees a partly written file, and a crash leaves
+// either the old or the new file, plus at worst a temporary file that
+// OpenDir removes.
 type writeBatch struct {
-	files []*batchFile
-	dirs  map[string]bool // extra directories to fsync (new entries in them)
+	files  []*batchFile
+	open   int             // files[len-open:] are still open, not yet synced
+	dirs   map[string]bool // directories to fsync (new entries in them)
+	commit *batchFile      // renamed last, after dirs are synced
 }
 
 type batchFile struct {
@@ -56,19 +68,57 @@ func newWriteBatch() *writeBatch {
 // keeps temp names recognisable (tmpPrefix in the working tree, objTmpPrefix
 // among objects).
 func (b *writeBatch) add(final, prefix string, data []byte, perm fs.FileMode) error {
-	dir := filepath.Dir(final)
-	f, err := os.CreateTemp(dir, prefix+"*")
+	f, err := createTemp(filepath.Dir(final), prefix, perm)
 	if err != nil {
 		return err
 	}
-	bf := &batchFile{f: f, tmp: f.Name(), final: final}
-	b.files = append(b.files, bf)
+	b.files = append(b.files, &batchFile{f: f, tmp: f.Name(), final: final})
+	b.open++
 	if _, err := f.Write(data); err != nil {
 		return err
 	}
-	if err := f.Chmod(perm); err != nil {
-		return err
+	if b.open >= batchOpen {
+		return b.syncOpen()
 	}
+	return nil
+}
+
+// createTemp creates prefix<random> in dir with perm (less the umask),
+// exclusively. Unlike os.CreateTemp it needs no chmod afterwards.
+func createTemp(dir, prefix string, perm fs.FileMode) (*os.File, error) {
+	for i := 0; ; i++ {
+		name := filepath.Join(dir, prefix+strconv.FormatUint(rand.Uint64(), 36))
+		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, perm)
+		if err == nil || !errors.Is(err, fs.ErrExist) || i > 100 {
+			return f, err
+		}
+	}
+}
+
+// setCommitPoint adds the file that makes the batch take effect (a ref
+// lock file, written and still open), to be renamed last.
+func (b *writeBatch) setCommitPoint(f *os.File, tmp, final string) {
+	b.commit = &batchFile{f: f, tmp: tmp, final: final}
+}
+
+// syncOpen fsyncs and closes the files still open, in parallel, with the
+// commit point.
+func (b *writeBatch) syncOpen() error {
+	files := append([]*batchFile(nil), b.files[len(b.files)-b.open:]...)
+	if b.commit != nil && b.commit.f != nil {
+		files = append(files, b.commit)
+	}
+	if err := parallel(len(files), func(i int) error { return unix.Fdatasync(int(files[i].f.Fd())) }); err != nil {
+		return fmt.Errorf("fsync: %w", err)
+	}
+	for _, bf := range files {
+		err := bf.f.Close()
+		bf.f = nil
+		if err != nil {
+			return err
+		}
+	}
+	b.open = 0
 	return nil
 }
 
@@ -77,22 +127,12 @@ func (b *writeBatch) add(final, prefix string, data []byte, perm fs.FileMode) er
 // directory in the cluster directory).
 func (b *writeBatch) syncDir(dir string) { b.dirs[dir] = true }
 
-// commit fsyncs, renames and fsyncs the directories. On error the files not
-// yet renamed are removed.
-func (b *writeBatch) commit() error {
+// apply fsyncs, renames and fsyncs the directories, then does the same
+// for the commit point. On error the files not yet renamed are removed.
+func (b *writeBatch) apply() error {
 	defer b.abort()
-	files := make([]*os.File, 0, len(b.files))
-	for _, bf := range b.files {
-		files = append(files, bf.f)
-	}
-	if err := parallel(len(files), func(i int) error { return unix.Fdatasync(int(files[i].Fd())) }); err != nil {
-		return fmt.Errorf("fsync: %w", err)
-	}
-	for _, bf := range b.files {
-		if err := bf.f.Close(); err != nil {
-			return err
-		}
-		bf.f = nil
+	if err := b.syncOpen(); err != nil {
+		return err
 	}
 	for _, bf := range b.files {
 		if err := os.Rename(bf.tmp, bf.final); err != nil {
@@ -101,23 +141,40 @@ func (b *writeBatch) commit() error {
 		bf.renamed, bf.done = true, true
 		b.dirs[filepath.Dir(bf.final)] = true
 	}
-	return syncDirs(b.dirs)
+	if b.commit == nil {
+		return syncDirs(b.dirs)
+	}
+	if err := syncDirs(b.dirs); err != nil {
+		return err
+	}
+	if err := os.Rename(b.commit.tmp, b.commit.final); err != nil {
+		return err
+	}
+	b.commit.renamed, b.commit.done = true, true
+	return syncDir(filepath.Dir(b.commit.final))
 }
 
 // landed reports whether every file was renamed into place: after that,
-// only the directory fsync can have failed, and the change has happened.
+// only a directory fsync can have failed, and the change has happened.
 func (b *writeBatch) landed() bool {
 	for _, bf := range b.files {
 		if !bf.renamed {
 			return false
 		}
 	}
+	if b.commit != nil {
+		return b.commit.renamed
+	}
 	return len(b.files) > 0
 }
 
 // abort closes and removes whatever was not renamed into place.
 func (b *writeBatch) abort() {
-	for _, bf := range b.files {
+	files := b.files
+	if b.commit != nil {
+		files = append(files[:len(files):len(files)], b.commit)
+	}
+	for _, bf := range files {
 		if bf.f != nil {
 			_ = bf.f.Close()
 			bf.f = nil
@@ -154,6 +211,9 @@ func syncDir(dir string) error {
 // parallel runs fn(0..n-1) with at most fsyncParallel at a time and returns
 // the first error.
 func parallel(n int, fn func(i int) error) error {
+	if n == 0 {
+		return nil
+	}
 	if n == 1 {
 		return fn(0)
 	}
@@ -189,7 +249,7 @@ func writeFileAtomic(path string, data []byte, perm fs.FileMode) error {
 		b.abort()
 		return err
 	}
-	return b.commit()
+	return b.apply()
 }
 
 // lockFile is git's lock protocol: <path>.lock created exclusively, written,

@@ -459,10 +459,9 @@ func (tx *gitTx) write(b *writeBatch) error {
 		lock.release()
 		return err
 	}
-	// The lock file goes last into the batch: it is fsynced with the
-	// objects and renamed over the ref after them, so the ref never points
-	// to an object that is not on disk.
-	b.files = append(b.files, &batchFile{f: lock.f, tmp: refPath + ".lock", final: refPath})
+	// The lock file is the batch's commit point: fsynced with the objects,
+	// renamed over the ref only once they are durable.
+	b.setCommitPoint(lock.f, refPath+".lock", refPath)
 	lock.f = nil
 	tx.staged = true
 	return nil

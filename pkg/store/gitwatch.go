@@ -339,7 +339,7 @@ func (d *Dir) commitGit(stage func(tx *gitTx)) error {
 		tx.rollback()
 		return err
 	}
-	if err := b.commit(); err != nil && !b.landed() {
+	if err := b.apply(); err != nil && !b.landed() {
 		tx.rollback()
 		return err
 	}
