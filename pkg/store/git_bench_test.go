@@ -137,7 +137,9 @@ func BenchmarkUpdateFinalConfig(b *testing.B) {
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
 			_, err := d.Update(serials[i%len(serials)],
-				step("collected host mac addresses", func(h *host.Host) { h.MacAddresses = append(h.MacAddresses[:1], fmt.Sprintf("02:00:00:00:%02x:%02x", i>>8&0xff, i&0xff)) }),
+				step("collected host mac addresses", func(h *host.Host) {
+					h.MacAddresses = append(h.MacAddresses[:1], fmt.Sprintf("02:00:00:00:%02x:%02x", i>>8&0xff, i&0xff))
+				}),
 				step("updated host connected nic", func(h *host.Host) { h.ConnectedNIC = fmt.Sprintf("eth%d", i%2+1) }),
 				step("updated host ipmi address", func(h *host.Host) { h.IPMIAddr = net.IPv4(10, 99, byte(i>>8), byte(i)).To4() }),
 				step("updated host state to installing", func(h *host.Host) { h.MachineOnCabinet++ }),
