@@ -378,7 +378,11 @@ func (s *Supervisor) supervise(ctx context.Context, ch *child) outcome {
 		case <-s.kick:
 			restart, err := s.apply(ctx, ch)
 			if err != nil {
-				s.log.Error("cannot apply change to dnsmasq", "err", err)
+				// Nothing may change again for a long time: try again
+				// later on our own, slowly enough not to flood the log.
+				s.log.Error("cannot apply change to dnsmasq; dnsmasq keeps its previous state",
+					"err", err, "retry_in", s.cfg.MaxRestartBackoff)
+				time.AfterFunc(s.cfg.MaxRestartBackoff, s.poke)
 			}
 			if restart {
 				s.stop(ch)

@@ -424,6 +424,28 @@ func TestSupervisorReload(t *testing.T) {
 	assert.Equal(t, "listen-address=192.168.3.2\n", string(b))
 }
 
+// TestSupervisorRetriesFailedApply: a legacy template whose re-rendering
+// dnsmasq rejects keeps the old dnsmasq running, and the change is retried
+// without another Sync once the cause is gone.
+func TestSupervisorRetriesFailedApply(t *testing.T) {
+	e := newFakeEnv(t, "{{range .Network.IgnoredHosts}}broken-option {{.}}{{end}}\n")
+	s := e.supervisor(t)
+	run(t, s)
+	pid := waitPID(t, s, 0)
+	s.Sync(installed("00:11:22:33:44:55", host.Installed))
+	e.sink.waitCount(t, "cannot apply change", 1, 10*time.Second)
+	assert.Equal(t, pid, s.PID())
+	assert.Equal(t, 0, s.Restarts())
+	// Now dnsmasq accepts it; replace the fake by rename so the running
+	// shell keeps reading the old file.
+	fixed := e.bin + ".new"
+	require.NoError(t, os.WriteFile(fixed, []byte(strings.Replace(fakeDnsmasq, "grep -n broken-option", "grep -n never-matches", 1)), 0o755))
+	require.NoError(t, os.Rename(fixed, e.bin))
+	// MaxRestartBackoff is 100ms here: the retry comes without a Sync.
+	waitPID(t, s, pid)
+	assert.Equal(t, 1, s.Restarts())
+}
+
 func TestSupervisorKillsChildIgnoringSIGTERM(t *testing.T) {
 	e := newFakeEnv(t, "# ignore-term\n")
 	s := e.supervisor(t)
