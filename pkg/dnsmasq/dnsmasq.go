@@ -257,7 +257,7 @@ func (s *Supervisor) Reload(network config.Network) error {
 	if err != nil {
 		return err
 	}
-	if err := s.test(conf); err != nil {
+	if err := s.testOnce(conf); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -395,39 +395,48 @@ func (s *Supervisor) supervise(ctx context.Context, ch *child) outcome {
 // apply brings the running child up to date. A change of the rendered
 // main configuration needs a restart (reported to the caller); a change of
 // the hosts file only a SIGHUP.
+//
+// If the new main configuration cannot be used (it does not render or
+// dnsmasq rejects it), the hosts file is still brought up to date, so
+// installed machines are ignored even then; the error is returned.
 func (s *Supervisor) apply(ctx context.Context, ch *child) (restart bool, err error) {
-	conf, err := s.render()
-	if err != nil {
-		return false, err
-	}
-	if !bytes.Equal(conf, s.appliedConf) {
-		if err := s.testOnce(conf); err != nil {
-			return false, err
+	conf, confErr := s.render()
+	if confErr == nil && !bytes.Equal(conf, s.appliedConf) {
+		if confErr = s.testOnce(conf); confErr == nil {
+			s.log.Info("dnsmasq configuration changed; restarting dnsmasq", "pid", ch.pid)
+			return true, nil
 		}
-		s.log.Info("dnsmasq configuration changed; restarting dnsmasq", "pid", ch.pid)
-		return true, nil
 	}
+	if err := s.applyHosts(ctx, ch); err != nil {
+		return false, errors.Join(confErr, err)
+	}
+	return false, confErr
+}
+
+// applyHosts rewrites the hosts file if the host set changed and has the
+// child re-read it.
+func (s *Supervisor) applyHosts(ctx context.Context, ch *child) error {
 	s.mu.Lock()
 	set, since := s.desired, s.dirtySince
 	s.dirtySince = time.Time{}
 	s.mu.Unlock()
 	hosts := renderHostsFile(set)
 	if bytes.Equal(hosts, s.appliedHosts) {
-		return false, nil
+		return nil
 	}
 	if err := writeFileAtomic(s.hostsPath, hosts); err != nil {
-		return false, err
+		return err
 	}
 	s.appliedHosts = hosts
 	if err := s.hup(ctx, ch); err != nil {
-		return false, err
+		return err
 	}
 	attrs := []any{"pid", ch.pid, "ignored_macs", len(set.Ignored), "static_hosts", len(set.Static)}
 	if !since.IsZero() {
 		attrs = append(attrs, "latency", time.Since(since).Round(time.Microsecond))
 	}
 	s.log.Info("hosts file rewritten; dnsmasq told to re-read it", attrs...)
-	return false, nil
+	return nil
 }
 
 // prepareAndStart renders, checks (if changed) and writes the configuration

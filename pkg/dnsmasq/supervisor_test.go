@@ -425,8 +425,9 @@ func TestSupervisorReload(t *testing.T) {
 }
 
 // TestSupervisorRetriesFailedApply: a legacy template whose re-rendering
-// dnsmasq rejects keeps the old dnsmasq running, and the change is retried
-// without another Sync once the cause is gone.
+// dnsmasq rejects keeps the old dnsmasq running with an up-to-date hosts
+// file, and the change is retried without another Sync once the cause is
+// gone.
 func TestSupervisorRetriesFailedApply(t *testing.T) {
 	e := newFakeEnv(t, "{{range .Network.IgnoredHosts}}broken-option {{.}}{{end}}\n")
 	s := e.supervisor(t)
@@ -436,6 +437,12 @@ func TestSupervisorRetriesFailedApply(t *testing.T) {
 	e.sink.waitCount(t, "cannot apply change", 1, 10*time.Second)
 	assert.Equal(t, pid, s.PID())
 	assert.Equal(t, 0, s.Restarts())
+	// The hosts file still took the change: the machine is ignored.
+	_, hostsPath, _ := s.Paths()
+	e.sink.waitCount(t, "dnsmasq-dhcp: read "+hostsPath, 1, 10*time.Second)
+	b, err := os.ReadFile(hostsPath)
+	require.NoError(t, err)
+	assert.Contains(t, string(b), "00:11:22:33:44:55,ignore\n")
 	// Now dnsmasq accepts it; replace the fake by rename so the running
 	// shell keeps reading the old file.
 	fixed := e.bin + ".new"
