@@ -71,7 +71,7 @@ func prepare(o options, log *slog.Logger) (*prepared, error) {
 				TFTPRoot:   o.tftpRoot,
 				NoTLS:      o.noTLS,
 				HTTPPort:   o.httpPort,
-				Logger:     log.With("component", "dnsmasq"),
+				Logger:     log, // the package tags its lines component=dnsmasq
 			})
 			if err == nil {
 				err = p.dnsmasq.Check()
@@ -168,12 +168,40 @@ func run(parent context.Context, o options, log *slog.Logger) error {
 		st.Subscribe(func() { sup.Sync(st.List()) })
 		g.Go(func() error { return sup.Run(gctx) })
 	}
+	g.Go(func() error { return reloadOnHangup(gctx, p, log) })
 	err = g.Wait()
 	log.Info("mayu stopped")
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
 	return nil
+}
+
+// reloadOnHangup re-reads the templates and the dnsmasq template on SIGHUP.
+// dnsmasq restarts only if its rendered main configuration changed; a
+// template that does not parse or that dnsmasq rejects leaves the running
+// set in place. config.yaml itself is read at start only: its addresses are
+// in every URL already handed out, so changing it takes a restart.
+func reloadOnHangup(ctx context.Context, p *prepared, log *slog.Logger) error {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-hup:
+		}
+		log.Info("SIGHUP: reloading templates")
+		if err := p.renderer.Reload(); err != nil {
+			log.Error("templates not reloaded", "err", err)
+		}
+		if p.dnsmasq != nil {
+			if err := p.dnsmasq.Reload(p.cfg.Network); err != nil {
+				log.Error("dnsmasq template not reloaded; dnsmasq keeps its configuration", "err", err)
+			}
+		}
+	}
 }
 
 func baseURL(host string, port int, noTLS bool) string {
