@@ -181,8 +181,17 @@ func (d *Dir) readHosts() (map[string]*diskHost, error) {
 	hosts := map[string]*diskHost{}
 	for _, e := range entries {
 		name := e.Name()
-		if !e.IsDir() || !d.isHostName(name) {
+		if !e.IsDir() || strings.HasPrefix(name, ".") {
 			continue
+		}
+		if !d.isHostName(name) {
+			if _, err := os.Lstat(filepath.Join(d.dir, name, confName)); err == nil {
+				d.log.Warn("ignoring host directory whose name is not a normalized serial", "dir", name)
+			}
+			continue
+		}
+		if _, err := removeTemps(filepath.Join(d.dir, name), tmpPrefix); err != nil {
+			d.log.Warn("cannot clean temporary files", "serial", name, "err", err)
 		}
 		dh, err := d.readHost(name)
 		if errors.Is(err, fs.ErrNotExist) {
@@ -191,9 +200,6 @@ func (d *Dir) readHosts() (map[string]*diskHost, error) {
 		if err != nil {
 			d.log.Error("ignoring host record that cannot be read", "serial", name, "err", err)
 			continue
-		}
-		if _, err := removeTemps(filepath.Join(d.dir, name), tmpPrefix); err != nil {
-			d.log.Warn("cannot clean temporary files", "serial", name, "err", err)
 		}
 		hosts[name] = dh
 	}
@@ -482,22 +488,19 @@ func (d *Dir) Cluster() Cluster {
 
 // Create implements Store.
 func (d *Dir) Create(serial string, steps ...Step) (host.Host, error) {
-	if err := checkSerial(serial); err != nil {
-		return host.Host{}, err
-	}
-	d.wmu.Lock()
-	defer d.wmu.Unlock()
-	if err := d.usable(); err != nil {
-		return host.Host{}, err
-	}
-	if _, ok := d.get(serial); ok {
-		return host.Host{}, fmt.Errorf("%w: %s", ErrExists, serial)
-	}
-	return d.apply(host.Host{Serial: serial}, true, steps)
+	return d.mutate(serial, true, steps)
 }
 
 // Update implements Store.
 func (d *Dir) Update(serial string, steps ...Step) (host.Host, error) {
+	return d.mutate(serial, false, steps)
+}
+
+// mutate serves Create and Update. When a commit made with the git CLI
+// moved HEAD under the store, it reloads the directory and runs the steps
+// again on the record as it now is, so an operator's change is never
+// overwritten with a stale copy (steps must therefore be repeatable).
+func (d *Dir) mutate(serial string, create bool, steps []Step) (host.Host, error) {
 	if err := checkSerial(serial); err != nil {
 		return host.Host{}, err
 	}
@@ -506,11 +509,25 @@ func (d *Dir) Update(serial string, steps ...Step) (host.Host, error) {
 	if err := d.usable(); err != nil {
 		return host.Host{}, err
 	}
-	h, ok := d.get(serial)
-	if !ok {
-		return host.Host{}, fmt.Errorf("%w: %s", ErrNotFound, serial)
+	for attempt := 0; ; attempt++ {
+		h, ok := d.get(serial)
+		switch {
+		case create && ok:
+			return host.Host{}, fmt.Errorf("%w: %s", ErrExists, serial)
+		case create:
+			h = host.Host{Serial: serial}
+		case !ok:
+			return host.Host{}, fmt.Errorf("%w: %s", ErrNotFound, serial)
+		}
+		res, err := d.apply(h, create, steps)
+		if errors.Is(err, errHeadMoved) && attempt < 3 {
+			if err := d.reloadAfterMove(err); err != nil {
+				return host.Host{}, err
+			}
+			continue
+		}
+		return res, err
 	}
-	return d.apply(h, false, steps)
 }
 
 func (d *Dir) usable() error {
@@ -562,7 +579,8 @@ func (d *Dir) apply(h host.Host, create bool, steps []Step) (host.Host, error) {
 }
 
 // persistHost writes the final record and commits every snapshot. It
-// retries when a commit made with the git CLI moved HEAD meanwhile.
+// returns errHeadMoved, unwrapped, when a commit made with the git CLI
+// moved HEAD meanwhile; nothing is written then.
 func (d *Dir) persistHost(serial string, create bool, datas [][]byte, msgs []string) error {
 	hostDir := filepath.Join(d.dir, serial)
 	confPath := filepath.Join(hostDir, confName)
@@ -585,60 +603,56 @@ func (d *Dir) persistHost(serial string, create bool, datas [][]byte, msgs []str
 		}
 		return fmt.Errorf("%w: %s: %w", ErrStorage, serial, err)
 	}
-	for attempt := 0; ; attempt++ {
-		b := newWriteBatch()
-		if newDir {
-			b.syncDir(d.dir)
+	b := newWriteBatch()
+	if newDir {
+		b.syncDir(d.dir)
+	}
+	var tx *gitTx
+	if d.git != nil {
+		tx = d.git.begin()
+		for i, data := range datas {
+			tx.stageHost(serial, data)
+			tx.commit(sanitizeMessage(msgs[i]))
 		}
-		var tx *gitTx
-		if d.git != nil {
-			tx = d.git.begin()
-			for i, data := range datas {
-				tx.stageHost(serial, data)
-				tx.commit(sanitizeMessage(msgs[i]))
-			}
+	}
+	if err := b.add(confPath, tmpPrefix, final, 0o644); err != nil {
+		b.abort()
+		if tx != nil {
+			tx.rollback()
 		}
-		if err := b.add(confPath, tmpPrefix, final, 0o644); err != nil {
+		return fail(err)
+	}
+	if tx != nil {
+		if err := tx.write(b); err != nil {
 			b.abort()
+			tx.rollback()
+			if newDir {
+				_ = os.Remove(hostDir)
+			}
+			if errors.Is(err, errHeadMoved) {
+				return err
+			}
+			return fail(err)
+		}
+	}
+	if err := b.apply(); err != nil {
+		if !b.landed() {
+			d.restore(confPath, oldData, create, newDir, b)
 			if tx != nil {
 				tx.rollback()
 			}
 			return fail(err)
 		}
-		if tx != nil {
-			if err := tx.write(b); err != nil {
-				b.abort()
-				tx.rollback()
-				if errors.Is(err, errHeadMoved) && attempt < 3 {
-					if err := d.reloadAfterMove(err); err != nil {
-						return fail(err)
-					}
-					continue
-				}
-				return fail(err)
-			}
-		}
-		if err := b.apply(); err != nil {
-			if !b.landed() {
-				d.restore(confPath, oldData, create, newDir, b)
-				if tx != nil {
-					tx.rollback()
-				}
-				return fail(err)
-			}
-			// Everything is in place; only a directory fsync failed.
-			d.log.Error("fsync of a directory failed after commit", "serial", serial, "err", err)
-		}
-		d.blobs[serial] = blobID(final)
-		if tx != nil {
-			tx.done()
-			d.git.index.set(serial+"/"+confName, filemode.Regular, blobID(final), lstat(confPath))
-			if err := d.git.writeIndex(); err != nil {
-				d.log.Warn("cannot write .git/index; git status shows stale changes until the next commit", "err", err)
-			}
-		}
-		return nil
+		// Everything is in place; only a directory fsync failed.
+		d.log.Error("fsync of a directory failed after commit", "serial", serial, "err", err)
 	}
+	d.blobs[serial] = blobID(final)
+	if tx != nil {
+		tx.done()
+		d.git.index.set(serial+"/"+confName, filemode.Regular, blobID(final), lstat(confPath))
+		d.writeGitIndex()
+	}
+	return nil
 }
 
 // restore puts the previous conf.json back after a failed batch that may
@@ -683,85 +697,88 @@ func (d *Dir) reloadAfterMove(cause error) error {
 func (d *Dir) UpdateCluster(message string, apply func(c *Cluster) error) (Cluster, error) {
 	d.wmu.Lock()
 	defer d.wmu.Unlock()
-	d.mu.RLock()
-	cur := d.cluster
-	d.mu.RUnlock()
-	if err := d.usable(); err != nil {
-		return cur, err
-	}
-	c := cur
-	if err := apply(&c); err != nil {
-		return cur, err
-	}
-	if c == cur {
+	for attempt := 0; ; attempt++ {
+		d.mu.RLock()
+		cur := d.cluster
+		d.mu.RUnlock()
+		if err := d.usable(); err != nil {
+			return cur, err
+		}
+		c := cur
+		if err := apply(&c); err != nil {
+			return cur, err
+		}
+		if c == cur {
+			return c, nil
+		}
+		data, err := marshalCluster(c)
+		if err != nil {
+			return cur, err
+		}
+		err = d.persistCluster(data, message)
+		if errors.Is(err, errHeadMoved) && attempt < 3 {
+			if err := d.reloadAfterMove(err); err != nil {
+				return cur, err
+			}
+			continue
+		}
+		if err != nil {
+			return cur, err
+		}
+		d.mu.Lock()
+		d.cluster = c
+		d.mu.Unlock()
 		return c, nil
 	}
-	data, err := marshalCluster(c)
-	if err != nil {
-		return cur, err
-	}
-	if err := d.persistCluster(data, message); err != nil {
-		return cur, err
-	}
-	d.mu.Lock()
-	d.cluster = c
-	d.mu.Unlock()
-	return c, nil
 }
 
 func (d *Dir) persistCluster(data []byte, message string) error {
 	p := filepath.Join(d.dir, clusterName)
 	oldData, _ := os.ReadFile(p)
-	for attempt := 0; ; attempt++ {
-		b := newWriteBatch()
-		var tx *gitTx
-		if d.git != nil {
-			tx = d.git.begin()
-			tx.stageRootFile(clusterName, data)
-			tx.commit(sanitizeMessage(message))
+	fail := func(err error) error { return fmt.Errorf("%w: %s: %w", ErrStorage, clusterName, err) }
+	b := newWriteBatch()
+	var tx *gitTx
+	if d.git != nil {
+		tx = d.git.begin()
+		tx.stageRootFile(clusterName, data)
+		tx.commit(sanitizeMessage(message))
+	}
+	if err := b.add(p, tmpPrefix, data, 0o644); err != nil {
+		b.abort()
+		if tx != nil {
+			tx.rollback()
 		}
-		if err := b.add(p, tmpPrefix, data, 0o644); err != nil {
+		return fail(err)
+	}
+	if tx != nil {
+		if err := tx.write(b); err != nil {
 			b.abort()
+			tx.rollback()
+			if errors.Is(err, errHeadMoved) {
+				return err
+			}
+			return fail(err)
+		}
+	}
+	if err := b.apply(); err != nil {
+		if !b.landed() {
 			if tx != nil {
 				tx.rollback()
 			}
-			return fmt.Errorf("%w: %s: %w", ErrStorage, clusterName, err)
-		}
-		if tx != nil {
-			if err := tx.write(b); err != nil {
-				b.abort()
-				tx.rollback()
-				if errors.Is(err, errHeadMoved) && attempt < 3 {
-					if err := d.reloadAfterMove(err); err != nil {
-						return fmt.Errorf("%w: %s: %w", ErrStorage, clusterName, err)
-					}
-					continue
-				}
-				return fmt.Errorf("%w: %s: %w", ErrStorage, clusterName, err)
+			if oldData != nil && b.files[0].renamed {
+				_ = writeFileAtomic(p, oldData, 0o644)
 			}
+			return fail(err)
 		}
-		if err := b.apply(); err != nil {
-			if !b.landed() {
-				if tx != nil {
-					tx.rollback()
-				}
-				if oldData != nil && b.files[0].renamed {
-					_ = writeFileAtomic(p, oldData, 0o644)
-				}
-				return fmt.Errorf("%w: %s: %w", ErrStorage, clusterName, err)
-			}
-			d.log.Error("fsync of a directory failed after commit", "file", clusterName, "err", err)
-		}
-		d.clusterBlob = blobID(data)
-		if tx != nil {
-			tx.done()
-			d.git.index.set(clusterName, filemode.Regular, blobID(data), lstat(p))
-			if err := d.git.writeIndex(); err != nil {
-				d.log.Warn("cannot write .git/index; git status shows stale changes until the next commit", "err", err)
-			}
-		}
-		return nil
+		d.log.Error("fsync of a directory failed after commit", "file", clusterName, "err", err)
 	}
+	d.clusterBlob = blobID(data)
+	if tx != nil {
+		tx.done()
+		d.git.index.set(clusterName, filemode.Regular, blobID(data), lstat(p))
+		d.writeGitIndex()
+	}
+	return nil
 }
 
 // Subscribe implements Store.

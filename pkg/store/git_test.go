@@ -461,11 +461,13 @@ func TestDirKill(t *testing.T) {
 	if os.Getenv("MAYU_STORE_KILL_HELPER") != "" {
 		t.Skip("helper process")
 	}
+	// A lock left by the killed helper is waited for until it is this old.
+	defer store.SetStaleLockAge(300 * time.Millisecond)()
 	dir := t.TempDir()
 	d, err := store.OpenDir(dir, store.DirOptions{})
 	require.NoError(t, err)
 	require.NoError(t, d.Close())
-	for round, delay := range []time.Duration{30, 80, 150, 50, 220} {
+	for round, delay := range []time.Duration{0, 7, 19, 30, 55, 80, 150, 220} {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestDirKillHelper$", "-test.v")
 		cmd.Env = append(os.Environ(), "MAYU_STORE_KILL_HELPER="+dir, fmt.Sprintf("MAYU_STORE_KILL_ROUND=%d", round))
 		stdout, err := cmd.StdoutPipe()

@@ -345,7 +345,8 @@ func removeTemps(dir, prefix string) (int, error) {
 	n := 0
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), prefix) {
-			if err := os.Remove(filepath.Join(dir, e.Name())); err == nil {
+			// RemoveAll: a crash during initGitDir leaves a directory.
+			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err == nil {
 				n++
 			}
 		}

@@ -34,7 +34,7 @@ const lockWait = 2 * time.Second
 
 // staleLock is the age past which a lock file at open is taken to be left
 // by a killed process. Opening waits for a younger lock to go or to age.
-const staleLock = 3 * time.Second
+var staleLock = 3 * time.Second
 
 // errHeadMoved says the branch changed under us (someone committed with the
 // git CLI): the store reloads and retries.
