@@ -609,13 +609,22 @@ func TestDirExternalCommit(t *testing.T) {
 	require.NoError(t, err)
 
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "NOTES"), []byte("rack 4 is flaky\n"), 0o644))
-	git(t, dir, "add", "NOTES")
+	// The operator also fixes the record itself and commits both.
+	h, err := host.Unmarshal(readFile(t, dir, "s1/conf.json"))
+	require.NoError(t, err)
+	h.ProviderId = "rack-4"
+	b, _ := h.Marshal()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "s1", "conf.json"), b, 0o644))
+	git(t, dir, "add", "NOTES", "s1/conf.json")
 	git(t, dir, "commit", "-q", "-m", "operator notes")
 
-	_, err = d.Update("s1", step("updated host cabinet", func(h *host.Host) { h.Cabinet = 4 }))
+	got, err := d.Update("s1", step("updated host cabinet", func(h *host.Host) { h.Cabinet = 4 }))
 	require.NoError(t, err)
+	assert.Equal(t, "rack-4", got.ProviderId, "the step ran on the operator's record, not on a stale copy")
+	assert.Equal(t, uint(4), got.Cabinet)
 	assert.Equal(t, []string{"s1: updated host cabinet", "operator notes", "s1: host created", "initial commit"}, gitLog(t, dir))
 	checkRepo(t, dir)
+	checkFilesMatch(t, dir, d)
 }
 
 // TestDirConcurrency: many goroutines create and update different and the
