@@ -89,8 +89,8 @@ func hostileRequest(rng *rand.Rand) (method, rawPath, body string) {
 		garbage(rng.IntN(300)),
 		`{"Serial":"` + garbage(20) + `","NetDevs":[{"Name":"eth0","MacAddress":"` + garbage(17) + `"}]}`,
 		`{"Serial":"valid-` + fmt.Sprint(rng.IntN(50)) + `","NetDevs":[{"Name":"eth0","MacAddress":"02:00:00:00:00:` + fmt.Sprintf("%02x", rng.IntN(256)) + `"}],"ConnectedNIC":"` + garbage(10) + `"}`,
-		strings.Repeat("[", 10000+rng.IntN(50000)),                  // deep nesting
-		`{"Overrides":{"CoreOSVersion":"../../../../tmp/escape"}}`,   // a path in a value
+		strings.Repeat("[", 10000+rng.IntN(50000)),                 // deep nesting
+		`{"Overrides":{"CoreOSVersion":"../../../../tmp/escape"}}`, // a path in a value
 		`{"Overrides":{"a":` + strings.Repeat(`{"a":`, 5000) + `1` + strings.Repeat("}", 5000) + `}}`,
 		`{"State":"` + garbage(8) + `"}`,
 		`{"FleetMetadata":["` + strings.Repeat("m", 100000) + `"]}`, // large but under the limit
