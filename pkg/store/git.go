@@ -121,11 +121,11 @@ func (d *Dir) load() error {
 	if err != nil {
 		return err
 	}
-	d.blobs = make(map[string]plumbing.Hash, len(hosts))
+	blobs := make(map[string]plumbing.Hash, len(hosts))
 	ix := newIndex()
 	for s, dh := range hosts {
 		ix.put(dh.h)
-		d.blobs[s] = dh.blob
+		blobs[s] = dh.blob
 	}
 
 	if !d.noGit {
@@ -142,6 +142,9 @@ func (d *Dir) load() error {
 		}
 		clusterData = data
 	}
+	// Only now, all of it read and committed, does the state change: a
+	// reload that fails leaves the store as it was.
+	d.blobs = blobs
 	d.clusterBlob = blobID(clusterData)
 
 	d.mu.Lock()
