@@ -10,3 +10,23 @@ func SetStaleLockAge(d time.Duration) (restore func()) {
 	staleLock = d
 	return func() { staleLock = old }
 }
+
+// SetPackThreshold changes how many loose objects trigger a pack.
+func SetPackThreshold(n int) (restore func()) {
+	old := packThreshold
+	packThreshold = n
+	return func() { packThreshold = old }
+}
+
+// PackNow waits for a background pack and packs what is left loose, so a
+// test can reopen a directory whose HEAD is in a pack.
+func (d *Dir) PackNow() error {
+	d.packWG.Wait()
+	d.wmu.Lock()
+	objs := d.git.written
+	d.git.written = nil
+	gitDir := d.git.gitDir
+	d.wmu.Unlock()
+	_, _, _, err := packLoose(gitDir, objs)
+	return err
+}

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
@@ -67,6 +68,9 @@ type Dir struct {
 
 	notes   notifier
 	watcher *dirWatcher
+
+	packing atomic.Bool // a background pack is being written
+	packWG  sync.WaitGroup
 }
 
 // OpenDir opens the cluster directory dir, creating and initialising it if
@@ -398,7 +402,12 @@ func (d *Dir) loadGit(cluster Cluster, clusterData []byte, clusterSt *unix.Stat_
 	if err := g.writeIndex(); err != nil {
 		return nil, fmt.Errorf("%w: write .git/index: %w", ErrStorage, err)
 	}
+	if d.git != nil {
+		// A reload: the loose objects written so far still want packing.
+		g.written = append(d.git.written, g.written...)
+	}
 	d.git = g
+	d.maybePack()
 	return clusterData, nil
 }
 
@@ -654,6 +663,7 @@ func (d *Dir) persistHost(serial string, create bool, datas [][]byte, msgs []str
 		tx.done()
 		d.git.index.set(serial+"/"+confName, filemode.Regular, blobID(final), lstat(confPath))
 		d.writeGitIndex()
+		d.maybePack()
 	}
 	return nil
 }
@@ -780,6 +790,7 @@ func (d *Dir) persistCluster(data []byte, message string) error {
 		tx.done()
 		d.git.index.set(clusterName, filemode.Regular, blobID(data), lstat(p))
 		d.writeGitIndex()
+		d.maybePack()
 	}
 	return nil
 }
@@ -796,6 +807,7 @@ func (d *Dir) Close() error {
 	d.wmu.Lock()
 	d.closed = true
 	d.wmu.Unlock()
+	d.packWG.Wait()
 	d.notes.close()
 	return err
 }

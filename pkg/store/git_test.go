@@ -1033,3 +1033,63 @@ func gitLog(t testing.TB, dir string) []string {
 	}
 	return strings.Split(out, "\n")
 }
+
+// TestDirPacks: the loose objects are packed in the background, root
+// trees as delta chains of bounded depth, and stock git reads the packs.
+func TestDirPacks(t *testing.T) {
+	defer store.SetPackThreshold(40)()
+	dir := t.TempDir()
+	d, err := store.OpenDir(dir, store.DirOptions{})
+	require.NoError(t, err)
+	for i := 0; i < 5; i++ {
+		_, err := d.Create(fmt.Sprintf("s%d", i), step("host created", func(h *host.Host) { h.Enabled = true }))
+		require.NoError(t, err)
+	}
+	var states []string // conf.json of s1 after each of its updates
+	for i := 1; i <= 120; i++ {
+		serial := fmt.Sprintf("s%d", i%5)
+		h, err := d.Update(serial, step("updated host cabinet", func(h *host.Host) { h.Cabinet = uint(i) }))
+		require.NoError(t, err)
+		if serial == "s1" {
+			b, _ := h.Marshal()
+			states = append(states, string(b))
+		}
+	}
+	require.NoError(t, d.PackNow())
+	want := marshalAll(t, d.List())
+	require.NoError(t, d.Close())
+
+	counts := git(t, dir, "count-objects", "-v")
+	assert.True(t, strings.HasPrefix(counts, "count: 0\n"), "every object the store wrote is packed:\n%s", counts)
+	assert.NotContains(t, counts, "\npacks: 0\n")
+	packs, err := filepath.Glob(filepath.Join(dir, ".git", "objects", "pack", "pack-*.idx"))
+	require.NoError(t, err)
+	maxChain := 0
+	for _, p := range packs {
+		out := git(t, dir, "verify-pack", "-v", p)
+		for _, line := range strings.Split(out, "\n") {
+			var n, m int
+			if _, err := fmt.Sscanf(line, "chain length = %d: %d object", &n, &m); err == nil && n > maxChain {
+				maxChain = n
+			}
+		}
+	}
+	assert.Greater(t, maxChain, 0, "root trees are stored as deltas")
+	assert.LessOrEqual(t, maxChain, 50, "delta chains are bounded")
+	checkRepo(t, dir)
+	// Every old state reads back through the deltas.
+	commits := strings.Fields(git(t, dir, "log", "--reverse", "--format=%H", "--", "s1/conf.json"))
+	require.Len(t, commits, len(states)+1)
+	for i, st := range states {
+		assert.Equal(t, st, git(t, dir, "show", commits[i+1]+":s1/conf.json"))
+	}
+
+	// go-git reads the packed HEAD when the store opens again.
+	d, err = store.OpenDir(dir, store.DirOptions{})
+	require.NoError(t, err)
+	defer d.Close()
+	assert.Equal(t, want, marshalAll(t, d.List()))
+	_, err = d.Update("s1", step("updated host cabinet", func(h *host.Host) { h.Cabinet = 1000 }))
+	require.NoError(t, err)
+	checkRepo(t, dir)
+}

@@ -45,6 +45,7 @@ func init() {
 type gitObject struct {
 	hash plumbing.Hash
 	data []byte // zlib-compressed "<kind> <len>\x00<payload>"
+	root bool   // a root tree (see gitpack.go)
 }
 
 // hashObject returns the object id of a payload. crypto/sha1 gives the same

@@ -53,10 +53,13 @@ type gitRepo struct {
 	index  *gitIndex
 	ident  string // "mayu commiter <email>"
 	reflog bool
-	fanout [256]bool
-	idxBuf []byte
-	log    *slog.Logger
-	now    func() time.Time
+	// written lists the loose objects committed since the last pack, in
+	// write order, for the packer.
+	written []looseObj
+	fanout  [256]bool
+	idxBuf  []byte
+	log     *slog.Logger
+	now     func() time.Time
 }
 
 // headState is what HEAD holds, read at open.
@@ -324,6 +327,12 @@ func (g *gitRepo) cleanStale() {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
+	packDir := filepath.Join(g.gitDir, "objects", "pack")
+	for _, prefix := range []string{packTmpPrefix, idxTmpPrefix} {
+		if n, err := removeTemps(packDir, prefix); err == nil && n > 0 {
+			g.log.Warn("removed temporary pack files left by a crash", "count", n)
+		}
+	}
 	for i, ok := range g.fanout {
 		if !ok {
 			continue
@@ -367,6 +376,16 @@ func (tx *gitTx) add(kind plumbing.ObjectType, payload []byte) plumbing.Hash {
 	return obj.hash
 }
 
+// addRoot adds a root tree, marked so the packer stores it as a delta.
+func (tx *gitTx) addRoot(payload []byte) plumbing.Hash {
+	n := len(tx.objs)
+	h := tx.add(plumbing.TreeObject, payload)
+	if len(tx.objs) > n {
+		tx.objs[n].root = true
+	}
+	return h
+}
+
 func (tx *gitTx) saveRoot(name string) {
 	if _, ok := tx.undo[name]; ok {
 		return
@@ -405,7 +424,7 @@ func (tx *gitTx) stageRemove(name string) {
 
 // commit records the staged tree as a commit on top of the tx's head.
 func (tx *gitTx) commit(msg string) {
-	tree := tx.add(plumbing.TreeObject, tx.g.root.buf)
+	tree := tx.addRoot(tx.g.root.buf)
 	when := formatWhen(tx.g.now())
 	c := tx.add(plumbing.CommitObject, commitPayload(tree, tx.head, tx.g.ident, when, msg))
 	kind := "commit"
@@ -471,6 +490,9 @@ func (tx *gitTx) write(b *writeBatch) error {
 // committed, and appends the reflog.
 func (tx *gitTx) done() {
 	tx.g.head = tx.head
+	for _, o := range tx.objs {
+		tx.g.written = append(tx.g.written, looseObj{hash: o.hash, root: o.root})
+	}
 	if tx.g.reflog && len(tx.reflog) > 0 {
 		text := strings.Join(tx.reflog, "")
 		logs := []string{filepath.Join(tx.g.gitDir, "logs", filepath.FromSlash(tx.g.refName))}

@@ -1,0 +1,117 @@
+package store
+
+import (
+	"bytes"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/filemode"
+	"github.com/go-git/go-git/v5/plumbing/format/packfile"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestTreeDelta applies the deltas with go-git's patcher (the one that
+// reads them back) and checks they are small where they should be.
+func TestTreeDelta(t *testing.T) {
+	entries := func(n int, change map[int]byte, skip map[int]bool, extra ...string) []byte {
+		var es []treeEntry
+		for i := 0; i < n; i++ {
+			if skip[i] {
+				continue
+			}
+			var h plumbing.Hash
+			h[0], h[1] = byte(i), byte(i>>8)
+			h[19] = change[i]
+			es = append(es, treeEntry{name: fmt.Sprintf("serial-%05d", i), mode: filemode.Dir, hash: h})
+		}
+		for _, name := range extra {
+			es = append(es, treeEntry{name: name, mode: filemode.Regular})
+		}
+		sortTree(es)
+		return encodeTree(es)
+	}
+	base := entries(2000, nil, nil, "cluster.json")
+	all := map[int]byte{}
+	for i := 0; i < 2000; i++ {
+		all[i] = 9
+	}
+	tests := []struct {
+		name     string
+		target   []byte
+		maxDelta int
+	}{
+		{"identical", base, 20},
+		{"one host changed", entries(2000, map[int]byte{700: 1}, nil, "cluster.json"), 80},
+		{"first and last changed", entries(2000, map[int]byte{0: 1, 1999: 2}, nil, "cluster.json"), 140},
+		{"host added", entries(2001, nil, nil, "cluster.json"), 80},
+		{"host removed", entries(2000, nil, map[int]bool{1000: true}, "cluster.json"), 40},
+		{"file added", entries(2000, nil, nil, "cluster.json", "a-notes"), 80},
+		{"everything changed", entries(2000, all, nil, "cluster.json"), len(base) + len(base)/64},
+		{"empty target", nil, 10},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d := treeDelta(base, tc.target)
+			got, err := packfile.PatchDelta(base, d)
+			require.NoError(t, err)
+			assert.True(t, bytes.Equal(tc.target, got), "patched tree differs")
+			assert.LessOrEqual(t, len(d), tc.maxDelta, "delta size")
+		})
+	}
+}
+
+func TestTreeLess(t *testing.T) {
+	tests := []struct {
+		a    string
+		aDir bool
+		b    string
+		bDir bool
+		want bool
+	}{
+		{"a", false, "b", false, true},
+		{"a-b", true, "a", true, true},   // '-' < '/'
+		{"a", true, "a.b", true, false},  // "a/" > "a.b"
+		{"a", false, "a.b", false, true}, // file "a" < "a.b"
+		{"a", true, "a:b", true, true},   // '/' < ':'
+		{"a", true, "a_b", true, true},   // '/' < '_'
+		{"cluster", true, "cluster.json", false, false},
+		{"same", true, "same", true, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.a+" "+tc.b, func(t *testing.T) {
+			assert.Equal(t, tc.want, treeLess(tc.a, tc.aDir, tc.b, tc.bDir))
+		})
+	}
+}
+
+func TestFormatWhen(t *testing.T) {
+	tests := []struct {
+		zone string
+		off  int
+		want string
+	}{
+		{"UTC", 0, "1470757742 +0000"},
+		{"CEST", 2 * 3600, "1470757742 +0200"},
+		{"NST", -(3*3600 + 30*60), "1470757742 -0330"},
+		{"IST", 5*3600 + 30*60, "1470757742 +0530"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.zone, func(t *testing.T) {
+			tm := timeIn(1470757742, tc.zone, tc.off)
+			assert.Equal(t, tc.want, formatWhen(tm))
+		})
+	}
+}
+
+func TestSanitize(t *testing.T) {
+	assert.Equal(t, "supportgiantswarm.io", sanitizeIdent("support<>giantswarm.io"))
+	assert.Equal(t, "a@b", sanitizeIdent(" a@b\n"))
+	assert.Equal(t, "s1: updated host overrides: ab", sanitizeMessage("s1: updated host overrides: a\x00b"))
+}
+
+func timeIn(unix int64, zone string, off int) time.Time {
+	return time.Unix(unix, 0).In(time.FixedZone(zone, off))
+}
