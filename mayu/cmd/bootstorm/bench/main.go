@@ -74,6 +74,8 @@ type options struct {
 	imageClients                 int
 	httpPreload                  int
 	hostsSamples                 int
+	dnsmasq                      bool
+	dnsmasqInner                 bool
 }
 
 // Results is the JSON the driver writes.
@@ -88,6 +90,7 @@ type Results struct {
 	Memory     []Memory          `json:"memory,omitempty"`
 	HTTPLoad   *HTTPPreload      `json:"http_preload,omitempty"`
 	Image      *ImageComparison  `json:"image,omitempty"`
+	Dnsmasq    []DnsmasqStorm    `json:"dnsmasq,omitempty"`
 	Notes      []string          `json:"notes,omitempty"`
 	Extra      map[string]string `json:"extra,omitempty"`
 }
@@ -183,6 +186,8 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&o.imageClients, "image-clients", 16, "concurrent image downloads")
 	fs.IntVar(&o.httpPreload, "http-preload", 1000, "also time registering this many hosts over HTTP with git on (0: skip)")
 	fs.IntVar(&o.hostsSamples, "hosts-samples", 50, "sequential GET /admin/hosts per listing figure")
+	fs.BoolVar(&o.dnsmasq, "dnsmasq", true, "also storm mayu running real dnsmasq in a network namespace (root)")
+	fs.BoolVar(&o.dnsmasqInner, "dnsmasq-inner", false, "internal: the part of -dnsmasq that runs inside the namespace")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -241,6 +246,12 @@ func run(ctx context.Context, args []string) error {
 	}()
 
 	b := &bench{o: o, cfg: cfg, cfgPath: cfgPath, res: res}
+	if o.dnsmasqInner {
+		r := b.dnsmasqInner(ctx, o.preloads[0])
+		data, _ := json.MarshalIndent(r, "", "  ")
+		o.out = "" // the outer process writes the figures
+		return os.WriteFile(b.o.out, data, 0o644)
+	}
 	if o.quick {
 		for _, c := range o.concurrencies {
 			if err := b.storm(ctx, o.preloads[0], c, o.machines, true); err != nil {
@@ -272,6 +283,16 @@ func run(ctx context.Context, args []string) error {
 			}
 		}
 	}
+	if o.dnsmasq {
+		for _, p := range []int{0, 1000} {
+			r, err := b.dnsmasqOuter(ctx, p)
+			if err != nil {
+				r = &DnsmasqStorm{Preload: p, Error: err.Error()}
+				fmt.Fprintln(os.Stderr, "stormbench: dnsmasq:", err)
+			}
+			res.Dnsmasq = append(res.Dnsmasq, *r)
+		}
+	}
 	if o.image {
 		if err := b.imageBench(ctx); err != nil {
 			res.Image = &ImageComparison{Error: err.Error()}
@@ -289,6 +310,11 @@ type bench struct {
 	res     *Results
 	// templates[p] is a cluster directory with p hosts, copied per run.
 	templates map[int]string
+	// mayuHost is the address mayu binds to (127.0.0.1 unless in the
+	// dnsmasq namespace); mayuExtra are added flags. With --dnsmasq among
+	// them, mayu runs dnsmasq.
+	mayuHost  string
+	mayuExtra []string
 }
 
 func containsInt(l []int, n int) bool {
@@ -394,9 +420,13 @@ func (b *bench) startMayu(ctx context.Context, runDir, cluster, images string) (
 		return nil, err
 	}
 	r := b.o.repo
+	host := b.mayuHost
+	if host == "" {
+		host = "127.0.0.1"
+	}
 	args := []string{
 		"--config=" + b.cfgPath, "--cluster-directory=" + cluster,
-		"--http-bind-address=127.0.0.1", fmt.Sprintf("--http-port=%d", port), "--no-dnsmasq", "--no-tls",
+		"--http-bind-address=" + host, fmt.Sprintf("--http-port=%d", port), "--no-tls",
 		"--first-stage-script=" + filepath.Join(r, "templates", "first_stage_script.sh"),
 		"--last-stage-cloudconfig=" + filepath.Join(r, "templates", "last_stage_cloudconfig.yaml"),
 		"--ignition-config=" + filepath.Join(r, "templates", "ignition", "gs_install.yaml"),
@@ -405,11 +435,19 @@ func (b *bench) startMayu(ctx context.Context, runDir, cluster, images string) (
 		"--static-html-path=" + static, "--images-cache-dir=" + images,
 		"--yochu-path=" + filepath.Join(runDir, "yochu"), "--tftproot=" + filepath.Join(r, "tftproot"),
 	}
+	withDnsmasq := false
+	for _, a := range b.mayuExtra {
+		withDnsmasq = withDnsmasq || strings.HasPrefix(a, "--dnsmasq=")
+	}
+	if !withDnsmasq {
+		args = append(args, "--no-dnsmasq")
+	}
+	args = append(args, b.mayuExtra...)
 	logf, err := os.Create(filepath.Join(runDir, "mayu.log"))
 	if err != nil {
 		return nil, err
 	}
-	d := &daemon{cmd: exec.Command(b.o.mayu, args...), base: fmt.Sprintf("http://127.0.0.1:%d", port), log: logf, done: make(chan error, 1)}
+	d := &daemon{cmd: exec.Command(b.o.mayu, args...), base: fmt.Sprintf("http://%s:%d", host, port), log: logf, done: make(chan error, 1)}
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
 	if err := d.cmd.Start(); err != nil {
 		logf.Close()
@@ -761,6 +799,14 @@ func printSummary(w io.Writer, r *Results) {
 	}
 	for _, g := range r.Generation {
 		fmt.Fprintf(w, "offline generation of %d hosts: %.1fs\n", g.Hosts, g.Seconds)
+	}
+	for _, d := range r.Dnsmasq {
+		if d.Error != "" {
+			fmt.Fprintf(w, "dnsmasq storm with %d hosts before: %s\n", d.Preload, d.Error)
+			continue
+		}
+		fmt.Fprintf(w, "dnsmasq storm with %d hosts before: %d machines at %.1f/s, dnsmasq restarts %d (pid %d -> %d), hosts-file reloads %d, MACs ignored after set_installed: p50 %.1f ms, p99 %.1f ms, max %.1f ms, never %d\n",
+			d.Preload, d.Result.Completed, d.Result.PerSecond, d.Restarts, d.PIDBefore, d.PIDAfter, d.Reloads, d.IgnoredAfter.P50ms, d.IgnoredAfter.P99ms, d.IgnoredAfter.MaxMs, d.NotIgnored)
 	}
 	if i := r.Image; i != nil {
 		if i.Error != "" {
