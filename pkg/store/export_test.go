@@ -24,9 +24,15 @@ func (d *Dir) PackNow() error {
 	d.packWG.Wait()
 	d.wmu.Lock()
 	objs := d.git.written
-	d.git.written = nil
+	d.git.written, d.git.writtenBytes = nil, 0
 	gitDir := d.git.gitDir
 	d.wmu.Unlock()
 	_, _, _, err := packLoose(gitDir, objs)
 	return err
+}
+
+// IOCounts returns the files written, bytes written and fsyncs made so far
+// by every store in the process.
+func IOCounts() (files, bytes, fsyncs int64) {
+	return ioCounts.files.Load(), ioCounts.bytes.Load(), ioCounts.fsyncs.Load()
 }

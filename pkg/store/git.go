@@ -405,6 +405,7 @@ func (d *Dir) loadGit(cluster Cluster, clusterData []byte, clusterSt *unix.Stat_
 	if d.git != nil {
 		// A reload: the loose objects written so far still want packing.
 		g.written = append(d.git.written, g.written...)
+		g.writtenBytes += d.git.writtenBytes
 	}
 	d.git = g
 	d.maybePack()

@@ -29,8 +29,12 @@ import (
 // little more than the entries that changed.
 
 // packThreshold is the number of loose objects written before they are
-// packed (about a thousand commits).
-var packThreshold = 4096
+// packed (about a thousand commits); packBytes bounds their size, which
+// at 10,000 hosts is reached first (about 600 commits).
+var (
+	packThreshold       = 4096
+	packBytes     int64 = 256 << 20
+)
 
 // packMaxDepth bounds delta chains, as git's default --depth does, so that
 // reading an old tree never applies more than this many deltas.
@@ -54,11 +58,11 @@ type looseObj struct {
 // after the pack holding it is durable, so writers need not wait.
 func (d *Dir) maybePack() {
 	g := d.git
-	if g == nil || len(g.written) < packThreshold || d.packing.Load() {
+	if g == nil || (len(g.written) < packThreshold && g.writtenBytes < packBytes) || d.packing.Load() {
 		return
 	}
 	objs := g.written
-	g.written = nil
+	g.written, g.writtenBytes = nil, 0
 	d.packing.Store(true)
 	d.packWG.Add(1)
 	go func() {

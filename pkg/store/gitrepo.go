@@ -55,11 +55,12 @@ type gitRepo struct {
 	reflog bool
 	// written lists the loose objects committed since the last pack, in
 	// write order, for the packer.
-	written []looseObj
-	fanout  [256]bool
-	idxBuf  []byte
-	log     *slog.Logger
-	now     func() time.Time
+	written      []looseObj
+	writtenBytes int64
+	fanout       [256]bool
+	idxBuf       []byte
+	log          *slog.Logger
+	now          func() time.Time
 }
 
 // headState is what HEAD holds, read at open.
@@ -492,6 +493,7 @@ func (tx *gitTx) done() {
 	tx.g.head = tx.head
 	for _, o := range tx.objs {
 		tx.g.written = append(tx.g.written, looseObj{hash: o.hash, root: o.root})
+		tx.g.writtenBytes += int64(len(o.data))
 	}
 	if tx.g.reflog && len(tx.reflog) > 0 {
 		text := strings.Join(tx.reflog, "")
