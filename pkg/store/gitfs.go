@@ -282,6 +282,7 @@ func acquireLock(path string, wait time.Duration) (*lockFile, error) {
 	for {
 		f, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 		if err == nil {
+			ioCounts.files.Add(1)
 			return &lockFile{path: path, f: f}, nil
 		}
 		if !errors.Is(err, fs.ErrExist) {
@@ -298,7 +299,6 @@ func acquireLock(path string, wait time.Duration) (*lockFile, error) {
 }
 
 func (l *lockFile) write(data []byte) error {
-	ioCounts.files.Add(1)
 	ioCounts.bytes.Add(int64(len(data)))
 	_, err := l.f.Write(data)
 	return err

@@ -142,23 +142,36 @@ func encodeTree(es []treeEntry) []byte {
 // rootTree is the root tree of HEAD kept in memory in its encoded form.
 // Changing a host's subtree hash is a 20-byte copy into the buffer, so a
 // commit costs one hash and one write of the buffer, never a rebuild. Only
-// adding or removing an entry (a new or deleted host) re-encodes it.
+// adding or removing an entry (a new or deleted host) re-encodes it, and
+// lazily: a bulk commit of thousands of new hosts sorts once.
 type rootTree struct {
 	entries []treeEntry
 	pos     map[string]int // name -> index in entries
 	off     []int          // offset of each entry's hash in buf
 	buf     []byte
+	dirty   bool // entries added since buf was built (entries unsorted)
 }
 
 func newRootTree(es []treeEntry) *rootTree {
-	t := &rootTree{entries: append([]treeEntry(nil), es...)}
-	sortTree(t.entries)
-	t.rebuild()
+	t := &rootTree{entries: append([]treeEntry(nil), es...), dirty: true}
+	t.reindex()
 	return t
 }
 
-func (t *rootTree) rebuild() {
+func (t *rootTree) reindex() {
 	t.pos = make(map[string]int, len(t.entries))
+	for i, e := range t.entries {
+		t.pos[e.name] = i
+	}
+}
+
+// bytes returns the encoded tree.
+func (t *rootTree) bytes() []byte {
+	if !t.dirty {
+		return t.buf
+	}
+	sortTree(t.entries)
+	t.reindex()
 	t.off = make([]int, len(t.entries))
 	size := 0
 	for _, e := range t.entries {
@@ -166,10 +179,11 @@ func (t *rootTree) rebuild() {
 	}
 	t.buf = make([]byte, 0, size+size/8)
 	for i, e := range t.entries {
-		t.pos[e.name] = i
 		t.buf = appendTreeEntry(t.buf, e)
 		t.off[i] = len(t.buf) - 20
 	}
+	t.dirty = false
+	return t.buf
 }
 
 func (t *rootTree) get(name string) (treeEntry, bool) {
@@ -181,21 +195,21 @@ func (t *rootTree) get(name string) (treeEntry, bool) {
 }
 
 func (t *rootTree) set(e treeEntry) {
-	if i, ok := t.pos[e.name]; ok && t.entries[i].mode == e.mode {
+	i, ok := t.pos[e.name]
+	switch {
+	case ok && t.entries[i].mode == e.mode:
 		t.entries[i].hash = e.hash
-		copy(t.buf[t.off[i]:], e.hash[:])
-		return
+		if !t.dirty {
+			copy(t.buf[t.off[i]:], e.hash[:])
+		}
+	case ok:
+		t.entries[i] = e
+		t.dirty = true
+	default:
+		t.entries = append(t.entries, e)
+		t.pos[e.name] = len(t.entries) - 1
+		t.dirty = true
 	}
-	if i, ok := t.pos[e.name]; ok {
-		t.entries = append(t.entries[:i], t.entries[i+1:]...)
-	}
-	i := sort.Search(len(t.entries), func(i int) bool {
-		return !treeLess(t.entries[i].name, t.entries[i].isDir(), e.name, e.isDir())
-	})
-	t.entries = append(t.entries, treeEntry{})
-	copy(t.entries[i+1:], t.entries[i:])
-	t.entries[i] = e
-	t.rebuild()
 }
 
 func (t *rootTree) remove(name string) {
@@ -204,66 +218,78 @@ func (t *rootTree) remove(name string) {
 		return
 	}
 	t.entries = append(t.entries[:i], t.entries[i+1:]...)
-	t.rebuild()
+	t.reindex()
+	t.dirty = true
 }
 
-// gitIndex is .git/index kept in memory: one encoded entry per path, sorted
-// by path, so writing it is one concatenation and one checksum. Keeping it
-// in step with HEAD is what makes `git status` clean after every commit
-// without the store ever scanning the working tree.
+// gitIndex is .git/index kept in memory, encoded: one entry per path,
+// sorted by path. An entry's length depends only on its path, so updating
+// a file's entry overwrites it in place, and writing the index is one
+// checksum and one write. Keeping it in step with HEAD is what makes
+// `git status` clean after every commit without the store ever scanning
+// the working tree.
 type gitIndex struct {
-	paths []string          // sorted bytewise, as git sorts index entries
 	ents  map[string][]byte // path -> encoded entry (version 2, padded)
-	size  int
+	paths []string          // sorted bytewise, as git sorts index entries, unless dirty
+	off   map[string]int    // path -> offset of its entry in buf
+	buf   []byte            // header and entries, without the checksum
+	dirty bool              // paths added or removed since buf was built
 }
 
-func newGitIndex() *gitIndex { return &gitIndex{ents: map[string][]byte{}} }
+func newGitIndex() *gitIndex { return &gitIndex{ents: map[string][]byte{}, dirty: true} }
 
 // set records path with the object id and the file's stat data. st may be
 // nil (stat unknown): git then re-reads the file to compare it, which is
 // slower for git but still correct.
 func (x *gitIndex) set(path string, mode filemode.FileMode, h plumbing.Hash, st *unix.Stat_t) {
 	enc := encodeIndexEntry(path, mode, h, st)
-	if old, ok := x.ents[path]; ok {
-		x.size += len(enc) - len(old)
+	if _, ok := x.ents[path]; ok {
 		x.ents[path] = enc
+		if !x.dirty {
+			copy(x.buf[x.off[path]:], enc)
+		}
 		return
 	}
-	i := sort.SearchStrings(x.paths, path)
-	x.paths = append(x.paths, "")
-	copy(x.paths[i+1:], x.paths[i:])
-	x.paths[i] = path
 	x.ents[path] = enc
-	x.size += len(enc)
+	x.paths = append(x.paths, path)
+	x.dirty = true
 }
 
 func (x *gitIndex) remove(path string) {
-	old, ok := x.ents[path]
-	if !ok {
+	if _, ok := x.ents[path]; !ok {
 		return
 	}
-	i := sort.SearchStrings(x.paths, path)
-	x.paths = append(x.paths[:i], x.paths[i+1:]...)
 	delete(x.ents, path)
-	x.size -= len(old)
+	for i, p := range x.paths {
+		if p == path {
+			x.paths = append(x.paths[:i], x.paths[i+1:]...)
+			break
+		}
+	}
+	x.dirty = true
 }
 
-// encode returns the whole index file, version 2, without extensions (git
-// rebuilds its cache-tree extension when it needs one).
-func (x *gitIndex) encode(buf []byte) []byte {
-	buf = append(buf[:0], "DIRC"...)
-	buf = binary.BigEndian.AppendUint32(buf, 2)
-	buf = binary.BigEndian.AppendUint32(buf, uint32(len(x.paths)))
-	if cap(buf)-len(buf) < x.size+20 {
-		nb := make([]byte, len(buf), len(buf)+x.size+20)
-		copy(nb, buf)
-		buf = nb
+// encode returns the index file, version 2, without extensions (git
+// rebuilds its cache-tree extension when it needs one), and its checksum.
+func (x *gitIndex) encode() (body []byte, sum [20]byte) {
+	if x.dirty {
+		sort.Strings(x.paths)
+		size := 12
+		for _, p := range x.paths {
+			size += len(x.ents[p])
+		}
+		x.buf = make([]byte, 0, size)
+		x.buf = append(x.buf, "DIRC"...)
+		x.buf = binary.BigEndian.AppendUint32(x.buf, 2)
+		x.buf = binary.BigEndian.AppendUint32(x.buf, uint32(len(x.paths)))
+		x.off = make(map[string]int, len(x.paths))
+		for _, p := range x.paths {
+			x.off[p] = len(x.buf)
+			x.buf = append(x.buf, x.ents[p]...)
+		}
+		x.dirty = false
 	}
-	for _, p := range x.paths {
-		buf = append(buf, x.ents[p]...)
-	}
-	sum := sha1.Sum(buf)
-	return append(buf, sum[:]...)
+	return x.buf, sha1.Sum(x.buf)
 }
 
 func encodeIndexEntry(path string, mode filemode.FileMode, h plumbing.Hash, st *unix.Stat_t) []byte {

@@ -58,7 +58,6 @@ type gitRepo struct {
 	written      []looseObj
 	writtenBytes int64
 	fanout       [256]bool
-	idxBuf       []byte
 	log          *slog.Logger
 	now          func() time.Time
 }
@@ -425,7 +424,7 @@ func (tx *gitTx) stageRemove(name string) {
 
 // commit records the staged tree as a commit on top of the tx's head.
 func (tx *gitTx) commit(msg string) {
-	tree := tx.addRoot(tx.g.root.buf)
+	tree := tx.addRoot(tx.g.root.bytes())
 	when := formatWhen(tx.g.now())
 	c := tx.add(plumbing.CommitObject, commitPayload(tree, tx.head, tx.g.ident, when, msg))
 	kind := "commit"
@@ -572,8 +571,12 @@ func (g *gitRepo) writeIndex() error {
 	if err != nil {
 		return err
 	}
-	g.idxBuf = g.index.encode(g.idxBuf)
-	if err := lock.write(g.idxBuf); err != nil {
+	body, sum := g.index.encode()
+	if err := lock.write(body); err != nil {
+		lock.release()
+		return err
+	}
+	if err := lock.write(sum[:]); err != nil {
 		lock.release()
 		return err
 	}
