@@ -69,8 +69,9 @@ type Dir struct {
 	notes   notifier
 	watcher *dirWatcher
 
-	packing atomic.Bool // a background pack is being written
-	packWG  sync.WaitGroup
+	packing   atomic.Bool // a background pack is being written
+	packWG    sync.WaitGroup
+	closeOnce sync.Once
 }
 
 // OpenDir opens the cluster directory dir, creating and initialising it if
@@ -799,17 +800,20 @@ func (d *Dir) persistCluster(data []byte, message string) error {
 // Subscribe implements Store.
 func (d *Dir) Subscribe(fn func()) { d.notes.subscribe(fn) }
 
-// Close stops the watcher. Mutations after Close fail with ErrStorage.
+// Close stops the watcher and waits for a background pack to finish.
+// Mutations after Close fail with ErrStorage. Closing twice is harmless.
 func (d *Dir) Close() error {
 	var err error
-	if d.watcher != nil {
-		err = d.watcher.close()
-	}
-	d.wmu.Lock()
-	d.closed = true
-	d.wmu.Unlock()
-	d.packWG.Wait()
-	d.notes.close()
+	d.closeOnce.Do(func() {
+		if d.watcher != nil {
+			err = d.watcher.close()
+		}
+		d.wmu.Lock()
+		d.closed = true
+		d.wmu.Unlock()
+		d.packWG.Wait()
+		d.notes.close()
+	})
 	return err
 }
 

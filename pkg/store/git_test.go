@@ -1093,3 +1093,30 @@ func TestDirPacks(t *testing.T) {
 	require.NoError(t, err)
 	checkRepo(t, dir)
 }
+
+// TestDirHandEditsNoGit: with --no-git, hand edits are served, not
+// committed.
+func TestDirHandEditsNoGit(t *testing.T) {
+	dir := t.TempDir()
+	d, err := store.OpenDir(dir, store.DirOptions{NoGit: true, Watch: true})
+	require.NoError(t, err)
+	defer d.Close()
+	_, err = d.Create("s1", step("host created", func(h *host.Host) { h.Enabled = true }))
+	require.NoError(t, err)
+	b, _ := host.Host{Serial: "s1", Enabled: true, ProviderId: "byhand"}.Marshal()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "s1", "conf.json"), b, 0o644))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		h, err := d.Get("s1")
+		require.NoError(t, err)
+		if h.ProviderId == "byhand" {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "hand edit not picked up")
+		time.Sleep(20 * time.Millisecond)
+	}
+	_, err = os.Stat(filepath.Join(dir, ".git"))
+	assert.ErrorIs(t, err, fs.ErrNotExist)
+	require.NoError(t, d.Close())
+	require.NoError(t, d.Close(), "closing twice is harmless")
+}
