@@ -134,7 +134,7 @@ func (d *Dir) load() error {
 	}
 
 	if !d.noGit {
-		if clusterData, err = d.loadGit(cluster, clusterData, clusterSt, hosts); err != nil {
+		if cluster, clusterData, err = d.loadGit(cluster, clusterData, clusterSt, hosts); err != nil {
 			return err
 		}
 	} else if clusterData == nil {
@@ -255,23 +255,23 @@ func checkSerial(serial string) error {
 
 // loadGit opens or initialises the repository, commits what differs
 // between the directory and HEAD, and rebuilds .git/index.
-func (d *Dir) loadGit(cluster Cluster, clusterData []byte, clusterSt *unix.Stat_t, hosts map[string]*diskHost) ([]byte, error) {
+func (d *Dir) loadGit(cluster Cluster, clusterData []byte, clusterSt *unix.Stat_t, hosts map[string]*diskHost) (Cluster, []byte, error) {
 	gitDir := filepath.Join(d.dir, ".git")
 	if fi, err := os.Lstat(gitDir); err == nil && !fi.IsDir() {
-		return nil, fmt.Errorf("%w in %s: .git is not a directory", ErrDamagedRepo, d.dir)
+		return Cluster{}, nil, fmt.Errorf("%w in %s: .git is not a directory", ErrDamagedRepo, d.dir)
 	} else if errors.Is(err, fs.ErrNotExist) {
 		if err := initGitDir(d.dir); err != nil {
-			return nil, fmt.Errorf("%w: initialise git repository: %w", ErrStorage, err)
+			return Cluster{}, nil, fmt.Errorf("%w: initialise git repository: %w", ErrStorage, err)
 		}
 		d.log.Info("initialised git repository")
 	} else if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrStorage, err)
+		return Cluster{}, nil, fmt.Errorf("%w: %w", ErrStorage, err)
 	} else if err := ensureExclude(gitDir); err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrStorage, "info/exclude", err)
+		return Cluster{}, nil, fmt.Errorf("%w: %s: %w", ErrStorage, "info/exclude", err)
 	}
 	hs, err := readHead(d.dir, d.isHostName)
 	if err != nil {
-		return nil, err
+		return Cluster{}, nil, err
 	}
 	g := newGitRepo(d.dir, hs, d.log)
 	g.cleanStale()
@@ -295,12 +295,23 @@ func (d *Dir) loadGit(cluster Cluster, clusterData []byte, clusterSt *unix.Stat_
 	}
 
 	// What differs from HEAD.
+	if clusterData == nil && hs.cluster != nil {
+		// Deleted by hand: HEAD's holds the cluster's etcd token.
+		if err := json.Unmarshal(hs.cluster, &cluster); err != nil {
+			return Cluster{}, nil, fmt.Errorf("%w: decode %s of HEAD: %w", ErrStorage, clusterName, err)
+		}
+		if err := writeFileAtomic(filepath.Join(d.dir, clusterName), hs.cluster, 0o644); err != nil {
+			return Cluster{}, nil, fmt.Errorf("%w: write %s: %w", ErrStorage, clusterName, err)
+		}
+		clusterData, clusterSt = hs.cluster, lstat(filepath.Join(d.dir, clusterName))
+		d.log.Warn("cluster.json was missing; restored it from git HEAD")
+	}
 	if clusterData == nil {
 		if clusterData, err = marshalCluster(cluster); err != nil {
-			return nil, err
+			return Cluster{}, nil, err
 		}
 		if err := writeFileAtomic(filepath.Join(d.dir, clusterName), clusterData, 0o644); err != nil {
-			return nil, fmt.Errorf("%w: write %s: %w", ErrStorage, clusterName, err)
+			return Cluster{}, nil, fmt.Errorf("%w: write %s: %w", ErrStorage, clusterName, err)
 		}
 		clusterSt = lstat(filepath.Join(d.dir, clusterName))
 	}
@@ -375,10 +386,10 @@ func (d *Dir) loadGit(cluster Cluster, clusterData []byte, clusterSt *unix.Stat_
 		b := newWriteBatch()
 		if err := tx.write(b); err != nil {
 			b.abort()
-			return nil, fmt.Errorf("%w: commit: %w", ErrStorage, err)
+			return Cluster{}, nil, fmt.Errorf("%w: commit: %w", ErrStorage, err)
 		}
 		if err := b.apply(); err != nil {
-			return nil, fmt.Errorf("%w: commit: %w", ErrStorage, err)
+			return Cluster{}, nil, fmt.Errorf("%w: commit: %w", ErrStorage, err)
 		}
 		tx.done()
 	}
@@ -401,7 +412,7 @@ func (d *Dir) loadGit(cluster Cluster, clusterData []byte, clusterSt *unix.Stat_
 		delete(g.extras, s)
 	}
 	if err := g.writeIndex(); err != nil {
-		return nil, fmt.Errorf("%w: write .git/index: %w", ErrStorage, err)
+		return Cluster{}, nil, fmt.Errorf("%w: write .git/index: %w", ErrStorage, err)
 	}
 	if d.git != nil {
 		// A reload: the loose objects written so far still want packing.
@@ -410,7 +421,7 @@ func (d *Dir) loadGit(cluster Cluster, clusterData []byte, clusterSt *unix.Stat_
 	}
 	d.git = g
 	d.maybePack()
-	return clusterData, nil
+	return cluster, clusterData, nil
 }
 
 // statIfSame returns the file's stat data when its content is the blob,

@@ -1120,3 +1120,26 @@ func TestDirHandEditsNoGit(t *testing.T) {
 	require.NoError(t, d.Close())
 	require.NoError(t, d.Close(), "closing twice is harmless")
 }
+
+// TestDirClusterJSONRestored: a cluster.json deleted by hand comes back
+// from HEAD, with its etcd token, instead of being replaced by defaults.
+func TestDirClusterJSONRestored(t *testing.T) {
+	dir := t.TempDir()
+	d, err := store.OpenDir(dir, store.DirOptions{})
+	require.NoError(t, err)
+	_, err = d.UpdateCluster("Set default etcd cluster to 'tok'", func(c *store.Cluster) error {
+		c.Config.DefaultEtcdClusterToken = "tok"
+		return nil
+	})
+	require.NoError(t, err)
+	require.NoError(t, d.Close())
+	logBefore := gitLog(t, dir)
+	require.NoError(t, os.Remove(filepath.Join(dir, "cluster.json")))
+
+	d, err = store.OpenDir(dir, store.DirOptions{})
+	require.NoError(t, err)
+	defer d.Close()
+	assert.Equal(t, "tok", d.Cluster().Config.DefaultEtcdClusterToken)
+	assert.Equal(t, logBefore, gitLog(t, dir))
+	checkRepo(t, dir)
+}

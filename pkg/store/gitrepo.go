@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -74,6 +75,8 @@ type headState struct {
 	// (cluster.json included), for the index.
 	files map[string]treeEntry
 	ident string
+	// cluster is cluster.json as HEAD holds it (nil if it has none).
+	cluster []byte
 }
 
 // initGitDir creates an empty repository in workDir/.git atomically: the
@@ -247,6 +250,21 @@ func readHead(workDir string, isHost func(string) bool) (*headState, error) {
 		default:
 			if err := flatten(repo, "", te, hs.files); err != nil {
 				return nil, damaged("%v", err)
+			}
+		}
+		if e.Name == clusterName && e.Mode.IsFile() {
+			blob, err := repo.BlobObject(e.Hash)
+			if err != nil {
+				return nil, damaged("blob %s of %s: %v", e.Hash, clusterName, err)
+			}
+			r, err := blob.Reader()
+			if err != nil {
+				return nil, damaged("blob %s of %s: %v", e.Hash, clusterName, err)
+			}
+			hs.cluster, err = io.ReadAll(io.LimitReader(r, 1<<20))
+			r.Close()
+			if err != nil {
+				return nil, damaged("blob %s of %s: %v", e.Hash, clusterName, err)
 			}
 		}
 	}
