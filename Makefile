@@ -14,6 +14,13 @@ LINT_TARGETS :=
 
 -include mk/*.mk
 
+.PHONY: deps
+deps: ## install the Debian packages the sandbox and the tests use (.ci/packages; root)
+	scripts/install-deps
+
+# The sandbox is the newcomer's first command: install what it needs first.
+sandbox: deps
+
 .PHONY: help
 help: ## show this help
 	@grep -hE '^[a-zA-Z0-9_.-]+:.*## ' $(MAKEFILE_LIST) | sort | \
