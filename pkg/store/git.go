@@ -414,6 +414,7 @@ func (d *Dir) loadGit(cluster Cluster, clusterData []byte, clusterSt *unix.Stat_
 	if err := g.writeIndex(); err != nil {
 		return Cluster{}, nil, fmt.Errorf("%w: write .git/index: %w", ErrStorage, err)
 	}
+	g.cleanSharedIndexes()
 	if d.git != nil {
 		// A reload: the loose objects written so far still want packing.
 		g.written = append(d.git.written, g.written...)

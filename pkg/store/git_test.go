@@ -1143,3 +1143,73 @@ func TestDirClusterJSONRestored(t *testing.T) {
 	assert.Equal(t, logBefore, gitLog(t, dir))
 	checkRepo(t, dir)
 }
+
+// TestDirSplitIndex: .git/index is a split index that stays small while
+// the shared index holds every entry, and stock git reads the two as the
+// index of HEAD.
+func TestDirSplitIndex(t *testing.T) {
+	dir := t.TempDir()
+	d, err := store.OpenDir(dir, store.DirOptions{NoGit: true})
+	require.NoError(t, err)
+	for i := 0; i < 300; i++ {
+		_, err := d.Create(fmt.Sprintf("h%03d", i), step("host created", func(h *host.Host) { h.Enabled = true }))
+		require.NoError(t, err)
+	}
+	require.NoError(t, d.Close())
+	d, err = store.OpenDir(dir, store.DirOptions{}) // one bulk initial commit
+	require.NoError(t, err)
+	defer d.Close()
+
+	lsMatchesHead := func() {
+		t.Helper()
+		var head []string
+		for _, l := range strings.Split(strings.TrimSpace(git(t, dir, "ls-tree", "-r", "HEAD")), "\n") {
+			// "<mode> blob <id>\t<path>" -> "<mode> <id> 0\t<path>", as ls-files -s prints
+			f := strings.Fields(l)
+			head = append(head, f[0]+" "+f[2]+" 0\t"+f[3])
+		}
+		assert.Equal(t, head, strings.Split(strings.TrimSpace(git(t, dir, "ls-files", "-s")), "\n"))
+	}
+	sharedIndexes := func() []string {
+		m, _ := filepath.Glob(filepath.Join(dir, ".git", "sharedindex.*"))
+		return m
+	}
+	indexSize := func() int64 {
+		fi, err := os.Stat(filepath.Join(dir, ".git", "index"))
+		require.NoError(t, err)
+		return fi.Size()
+	}
+	lsMatchesHead()
+	require.Len(t, sharedIndexes(), 1)
+	first := sharedIndexes()[0]
+
+	// A few changes, an addition, a removal by hand: the index stays small.
+	for i := 0; i < 10; i++ {
+		_, err := d.Update(fmt.Sprintf("h%03d", i*7), step("updated host cabinet", func(h *host.Host) { h.Cabinet = 3 }))
+		require.NoError(t, err)
+	}
+	_, err = d.Create("new", step("host created", func(h *host.Host) { h.Enabled = true }))
+	require.NoError(t, err)
+	assert.Less(t, indexSize(), int64(2000), "the split index holds only the changes")
+	lsMatchesHead()
+	checkRepo(t, dir)
+
+	// Past a sixteenth of the entries changed, a new shared index replaces
+	// the old one.
+	for i := 0; i < 100; i++ {
+		_, err := d.Update(fmt.Sprintf("h%03d", i), step("updated host cabinet", func(h *host.Host) { h.Cabinet = 4 }))
+		require.NoError(t, err)
+	}
+	require.Len(t, sharedIndexes(), 1)
+	assert.NotEqual(t, first, sharedIndexes()[0])
+	lsMatchesHead()
+	checkRepo(t, dir)
+
+	// git itself rewriting the index (here: a refresh) does not confuse
+	// the store's next write.
+	git(t, dir, "update-index", "--refresh")
+	_, err = d.Update("h001", step("updated host cabinet", func(h *host.Host) { h.Cabinet = 5 }))
+	require.NoError(t, err)
+	lsMatchesHead()
+	checkRepo(t, dir)
+}

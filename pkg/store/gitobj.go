@@ -234,6 +234,7 @@ type gitIndex struct {
 	off   map[string]int    // path -> offset of its entry in buf
 	buf   []byte            // header and entries, without the checksum
 	dirty bool              // paths added or removed since buf was built
+	base  *splitBase        // the shared index .git/index refers to (gitsplit.go)
 }
 
 func newGitIndex() *gitIndex { return &gitIndex{ents: map[string][]byte{}, dirty: true} }
@@ -243,6 +244,7 @@ func newGitIndex() *gitIndex { return &gitIndex{ents: map[string][]byte{}, dirty
 // slower for git but still correct.
 func (x *gitIndex) set(path string, mode filemode.FileMode, h plumbing.Hash, st *unix.Stat_t) {
 	enc := encodeIndexEntry(path, mode, h, st)
+	x.track(path, false)
 	if _, ok := x.ents[path]; ok {
 		x.ents[path] = enc
 		if !x.dirty {
@@ -259,6 +261,7 @@ func (x *gitIndex) remove(path string) {
 	if _, ok := x.ents[path]; !ok {
 		return
 	}
+	x.track(path, true)
 	delete(x.ents, path)
 	for i, p := range x.paths {
 		if p == path {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"testing"
 	"time"
@@ -114,4 +115,56 @@ func TestSanitize(t *testing.T) {
 
 func timeIn(unix int64, zone string, off int) time.Time {
 	return time.Unix(unix, 0).In(time.FixedZone(zone, off))
+}
+
+// TestEWAH decodes what ewahEncode writes the way git's ewah reader
+// walks it: a marker word (run of clean words, count of literal words),
+// then the literal words.
+func TestEWAH(t *testing.T) {
+	tests := [][]int{
+		nil,
+		{0},
+		{63, 64},
+		{0, 5000},
+		{1, 2, 64*3 + 5, 64 * 1000},
+		{0, 64, 128, 192, 256, 320, 384},
+		{100000},
+	}
+	for _, bits := range tests {
+		t.Run(fmt.Sprint(bits), func(t *testing.T) {
+			b := ewahEncode(bits)
+			size := binary.BigEndian.Uint32(b)
+			n := binary.BigEndian.Uint32(b[4:])
+			words := make([]uint64, n)
+			for i := range words {
+				words[i] = binary.BigEndian.Uint64(b[8+8*i:])
+			}
+			rlw := binary.BigEndian.Uint32(b[8+8*n:])
+			require.Len(t, b, int(12+8*n))
+			var got []int
+			pos, lastMarker := 0, -1
+			for i := 0; i < len(words); {
+				marker := words[i]
+				lastMarker = i
+				require.Zero(t, marker&1, "runs are of zero words")
+				pos += int((marker>>1)&0xffffffff) * 64
+				lits := int(marker >> 33)
+				i++
+				for j := 0; j < lits; j++ {
+					for bit := 0; bit < 64; bit++ {
+						if words[i]&(1<<bit) != 0 {
+							got = append(got, pos+bit)
+						}
+					}
+					pos += 64
+					i++
+				}
+			}
+			assert.Equal(t, bits, got)
+			assert.Equal(t, uint32(lastMarker), rlw, "position of the last marker word")
+			if len(bits) > 0 {
+				assert.Equal(t, uint32(bits[len(bits)-1]+1), size)
+			}
+		})
+	}
 }

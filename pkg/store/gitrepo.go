@@ -582,26 +582,11 @@ func (g *gitRepo) hasLoose(h plumbing.Hash) bool {
 	return err == nil
 }
 
-// writeIndex writes .git/index from memory. It is a cache of HEAD plus
-// stat data, so it is not fsynced: OpenDir rebuilds it anyway.
+// writeIndex writes .git/index from memory, as a split index (see
+// gitsplit.go). It is a cache of HEAD plus stat data, so it is not
+// fsynced: OpenDir rebuilds it anyway.
 func (g *gitRepo) writeIndex() error {
-	lock, err := acquireLock(filepath.Join(g.gitDir, "index"), lockWait)
-	if err != nil {
-		return err
-	}
-	body, sum := g.index.encode()
-	if err := lock.write(body); err != nil {
-		lock.release()
-		return err
-	}
-	if err := lock.write(sum[:]); err != nil {
-		lock.release()
-		return err
-	}
-	if err := lock.commit(); err != nil {
-		return err
-	}
-	return nil
+	return g.writeSplit()
 }
 
 func formatWhen(t time.Time) string {
