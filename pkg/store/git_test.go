@@ -656,7 +656,7 @@ func TestDirConcurrency(t *testing.T) {
 				select {
 				case <-stop:
 					return
-				case <-time.After(time.Millisecond):
+				case <-time.After(5 * time.Millisecond):
 				}
 				for _, h := range d.List() {
 					b, err := os.ReadFile(filepath.Join(dir, h.Serial, "conf.json"))
