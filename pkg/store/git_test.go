@@ -77,6 +77,9 @@ func TestDirInit(t *testing.T) {
 				return
 			}
 			require.NoError(t, err)
+			fi, err := os.Stat(filepath.Join(dir, ".git"))
+			require.NoError(t, err)
+			assert.Equal(t, fs.FileMode(0o755), fi.Mode().Perm(), ".git has git init's mode")
 			assert.Equal(t, tc.wantLog, gitLog(t, dir))
 			assert.Equal(t, "cluster.json\n", git(t, dir, "ls-tree", "--name-only", "HEAD"))
 			assert.Equal(t, "mayu commiter <mayu@localhost>|mayu commiter <mayu@localhost>\n",
