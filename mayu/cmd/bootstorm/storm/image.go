@@ -111,16 +111,15 @@ type ResumeResult struct {
 // ResumeDownload reads the first half of url, drops the connection,
 // resumes with Range: bytes=<half>- and compares the SHA-256 of the two
 // parts with that of a full download.
-func ResumeDownload(ctx context.Context, client *http.Client, url string, timeout time.Duration) ResumeResult {
+func ResumeDownload(ctx context.Context, client *http.Client, url string, timeout time.Duration) (res ResumeResult) {
 	if client == nil {
 		client = NewClient(1)
 	}
-	res := ResumeResult{URL: url}
+	res.URL = url
 	start := time.Now()
 	defer func() { res.Elapsed = Duration(time.Since(start)) }()
 	fail := func(err error) ResumeResult {
 		res.Error = err.Error()
-		res.Elapsed = Duration(time.Since(start))
 		return res
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
