@@ -98,12 +98,9 @@ func (e treeEntry) isDir() bool { return e.mode == filemode.Dir }
 // treeLess is git's tree order: names compared bytewise, a directory
 // compared as if its name ended in '/'.
 func treeLess(a string, aDir bool, b string, bDir bool) bool {
-	n := len(a)
-	if len(b) < n {
-		n = len(b)
-	}
-	if c := bytes.Compare([]byte(a[:n]), []byte(b[:n])); c != 0 {
-		return c < 0
+	n := min(len(a), len(b))
+	if a[:n] != b[:n] {
+		return a[:n] < b[:n]
 	}
 	ca, cb := byte(0), byte(0)
 	if len(a) > n {
@@ -141,28 +138,31 @@ func encodeTree(es []treeEntry) []byte {
 
 // rootTree is the root tree of HEAD kept in memory in its encoded form.
 // Changing a host's subtree hash is a 20-byte copy into the buffer, so a
-// commit costs one hash and one write of the buffer, never a rebuild. Only
-// adding or removing an entry (a new or deleted host) re-encodes it, and
-// lazily: a bulk commit of thousands of new hosts sorts once.
+// commit costs one hash and one write of the buffer, never a rebuild.
+// Adding a host splices its entry into the buffer (a memmove); a bulk
+// commit of thousands of new hosts appends them unsorted and sorts once,
+// when the tree is next needed.
 type rootTree struct {
-	entries []treeEntry
-	pos     map[string]int // name -> index in entries
-	off     []int          // offset of each entry's hash in buf
+	entries []*rootEntry
+	pos     map[string]*rootEntry
 	buf     []byte
-	dirty   bool // entries added since buf was built (entries unsorted)
+	dirty   bool // entries appended since buf was built (entries unsorted)
+}
+
+type rootEntry struct {
+	treeEntry
+	off  int // offset of the entry in buf
+	plen int // length of its "<mode> <name>\x00" prefix: the hash follows
 }
 
 func newRootTree(es []treeEntry) *rootTree {
-	t := &rootTree{entries: append([]treeEntry(nil), es...), dirty: true}
-	t.reindex()
-	return t
-}
-
-func (t *rootTree) reindex() {
-	t.pos = make(map[string]int, len(t.entries))
-	for i, e := range t.entries {
-		t.pos[e.name] = i
+	t := &rootTree{pos: make(map[string]*rootEntry, len(es)), dirty: true}
+	for _, e := range es {
+		re := &rootEntry{treeEntry: e}
+		t.entries = append(t.entries, re)
+		t.pos[e.name] = re
 	}
+	return t
 }
 
 // bytes returns the encoded tree.
@@ -170,55 +170,87 @@ func (t *rootTree) bytes() []byte {
 	if !t.dirty {
 		return t.buf
 	}
-	sortTree(t.entries)
-	t.reindex()
-	t.off = make([]int, len(t.entries))
+	sort.Slice(t.entries, func(i, j int) bool {
+		a, b := t.entries[i], t.entries[j]
+		return treeLess(a.name, a.isDir(), b.name, b.isDir())
+	})
 	size := 0
 	for _, e := range t.entries {
 		size += 8 + len(e.name) + 20
 	}
 	t.buf = make([]byte, 0, size+size/8)
-	for i, e := range t.entries {
-		t.buf = appendTreeEntry(t.buf, e)
-		t.off[i] = len(t.buf) - 20
+	for _, e := range t.entries {
+		e.off = len(t.buf)
+		t.buf = appendTreeEntry(t.buf, e.treeEntry)
+		e.plen = len(t.buf) - 20 - e.off
 	}
 	t.dirty = false
 	return t.buf
 }
 
 func (t *rootTree) get(name string) (treeEntry, bool) {
-	i, ok := t.pos[name]
+	e, ok := t.pos[name]
 	if !ok {
 		return treeEntry{}, false
 	}
-	return t.entries[i], true
+	return e.treeEntry, true
 }
 
 func (t *rootTree) set(e treeEntry) {
-	i, ok := t.pos[e.name]
+	cur, ok := t.pos[e.name]
 	switch {
-	case ok && t.entries[i].mode == e.mode:
-		t.entries[i].hash = e.hash
+	case ok && cur.mode == e.mode:
+		cur.hash = e.hash
 		if !t.dirty {
-			copy(t.buf[t.off[i]:], e.hash[:])
+			copy(t.buf[cur.off+cur.plen:], e.hash[:])
 		}
 	case ok:
-		t.entries[i] = e
+		cur.treeEntry = e
 		t.dirty = true
+	case t.dirty:
+		re := &rootEntry{treeEntry: e}
+		t.entries = append(t.entries, re)
+		t.pos[e.name] = re
 	default:
-		t.entries = append(t.entries, e)
-		t.pos[e.name] = len(t.entries) - 1
-		t.dirty = true
+		t.insert(e)
 	}
 }
 
+// insert splices a new entry into the sorted, encoded tree.
+func (t *rootTree) insert(e treeEntry) {
+	i := sort.Search(len(t.entries), func(i int) bool {
+		return !treeLess(t.entries[i].name, t.entries[i].isDir(), e.name, e.isDir())
+	})
+	enc := appendTreeEntry(nil, e)
+	at := len(t.buf)
+	if i < len(t.entries) {
+		at = t.entries[i].off
+	}
+	t.buf = append(t.buf, enc...) // grow
+	copy(t.buf[at+len(enc):], t.buf[at:len(t.buf)-len(enc)])
+	copy(t.buf[at:], enc)
+	for _, later := range t.entries[i:] {
+		later.off += len(enc)
+	}
+	re := &rootEntry{treeEntry: e, off: at, plen: len(enc) - 20}
+	t.entries = append(t.entries, nil)
+	copy(t.entries[i+1:], t.entries[i:])
+	t.entries[i] = re
+	t.pos[e.name] = re
+}
+
 func (t *rootTree) remove(name string) {
-	i, ok := t.pos[name]
+	e, ok := t.pos[name]
 	if !ok {
 		return
 	}
-	t.entries = append(t.entries[:i], t.entries[i+1:]...)
-	t.reindex()
+	delete(t.pos, name)
+	for i, x := range t.entries {
+		if x == e {
+			t.entries = append(t.entries[:i], t.entries[i+1:]...)
+			break
+		}
+	}
 	t.dirty = true
 }
 

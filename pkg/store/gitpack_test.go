@@ -168,3 +168,48 @@ func TestEWAH(t *testing.T) {
 		})
 	}
 }
+
+// TestRootTree checks the in-place updates and splices against a tree
+// encoded from scratch.
+func TestRootTree(t *testing.T) {
+	h := func(b byte) plumbing.Hash { var x plumbing.Hash; x[0] = b; return x }
+	var es []treeEntry
+	for _, n := range []string{"m", "c", "x", "cluster.json"} {
+		mode := filemode.Dir
+		if n == "cluster.json" {
+			mode = filemode.Regular
+		}
+		es = append(es, treeEntry{name: n, mode: mode, hash: h(1)})
+	}
+	rt := newRootTree(es)
+	want := func() []byte {
+		var cur []treeEntry
+		for _, e := range rt.entries {
+			cur = append(cur, e.treeEntry)
+		}
+		sortTree(cur)
+		return encodeTree(cur)
+	}
+	steps := []struct {
+		name string
+		do   func()
+	}{
+		{"initial", func() {}},
+		{"change", func() { rt.set(treeEntry{name: "m", mode: filemode.Dir, hash: h(2)}) }},
+		{"insert first", func() { rt.set(treeEntry{name: "a", mode: filemode.Dir, hash: h(3)}) }},
+		{"insert middle", func() { rt.set(treeEntry{name: "cluster", mode: filemode.Dir, hash: h(4)}) }},
+		{"insert last", func() { rt.set(treeEntry{name: "z", mode: filemode.Dir, hash: h(5)}) }},
+		{"change after inserts", func() { rt.set(treeEntry{name: "x", mode: filemode.Dir, hash: h(6)}) }},
+		{"mode change", func() { rt.set(treeEntry{name: "x", mode: filemode.Regular, hash: h(7)}) }},
+		{"remove", func() { rt.remove("c") }},
+		{"change after remove", func() { rt.set(treeEntry{name: "z", mode: filemode.Dir, hash: h(8)}) }},
+	}
+	for _, st := range steps {
+		st.do()
+		assert.Equal(t, want(), rt.bytes(), st.name)
+		e, ok := rt.get("z")
+		if ok {
+			assert.Equal(t, "z", e.name)
+		}
+	}
+}
