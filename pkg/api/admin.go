@@ -155,7 +155,7 @@ func decodeField[T any](c echo.Context, field string) (T, error) {
 func decodeOptionalJSON(c echo.Context, v interface{}) error {
 	b, err := io.ReadAll(c.Request().Body)
 	if err != nil {
-		if err.Error() == "http: request body too large" {
+		if tooLarge(err) {
 			return echo.NewHTTPError(http.StatusRequestEntityTooLarge)
 		}
 		return fmt.Errorf("%w: reading body: %v", errBadRequest, err)

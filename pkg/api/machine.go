@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 
@@ -130,10 +131,22 @@ func (s *Server) renderFinal(h host.Host) ([]byte, error) {
 func decodeJSON(c echo.Context, v interface{}) error {
 	dec := json.NewDecoder(c.Request().Body)
 	if err := dec.Decode(v); err != nil {
-		if err.Error() == "http: request body too large" {
+		if tooLarge(err) {
 			return echo.NewHTTPError(http.StatusRequestEntityTooLarge)
 		}
 		return fmt.Errorf("%w: body is not valid JSON: %v", errBadRequest, err)
 	}
 	return nil
+}
+
+// tooLarge reports whether reading a body failed on the size limit: echo's
+// BodyLimit reader returns its 413 error for chunked bodies, net/http's
+// MaxBytesReader a *http.MaxBytesError.
+func tooLarge(err error) bool {
+	var he *echo.HTTPError
+	if errors.As(err, &he) && he.Code == http.StatusRequestEntityTooLarge {
+		return true
+	}
+	var mb *http.MaxBytesError
+	return errors.As(err, &mb)
 }
