@@ -101,11 +101,11 @@ final=""
 if [ -n "$CLOUD_CONFIG_URL" ]; then
 	step "fetching the final cloud-config from $CLOUD_CONFIG_URL"
 	final=$WORKDIR/final-cloud-config.yaml
-	"$WORKDIR/helper" -post-url="$CLOUD_CONFIG_URL" >"$final"
+	"$WORKDIR/helper" -serial="$serial" -post-url="$CLOUD_CONFIG_URL" >"$final"
 elif [ -n "$IGNITION_CONFIG_URL" ]; then
 	step "fetching the final Ignition config from $IGNITION_CONFIG_URL"
 	final=$WORKDIR/final-ignition-config.json
-	"$WORKDIR/helper" -post-url="$IGNITION_CONFIG_URL" >"$final"
+	"$WORKDIR/helper" -serial="$serial" -post-url="$IGNITION_CONFIG_URL" >"$final"
 else
 	step "choosing a final config (mayu gave neither a cloud-config nor an Ignition URL)"
 	false
