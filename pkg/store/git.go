@@ -274,6 +274,24 @@ func (d *Dir) loadGit(cluster Cluster, clusterData []byte, clusterSt *unix.Stat_
 		return Cluster{}, nil, err
 	}
 	g := newGitRepo(d.dir, hs, d.log)
+	disk := make(map[string]plumbing.Hash, len(hosts))
+	for s, dh := range hosts {
+		disk[s] = dh.blob
+	}
+	var clusterBlob plumbing.Hash
+	if clusterData != nil {
+		clusterBlob = blobID(clusterData)
+	}
+	rolled, err := g.rollForwardRef(hs, d.isHostName, disk, clusterBlob)
+	if err != nil {
+		return Cluster{}, nil, fmt.Errorf("%w: finish interrupted branch update: %w", ErrStorage, err)
+	}
+	if rolled {
+		if hs, err = readHead(d.dir, d.isHostName); err != nil {
+			return Cluster{}, nil, err
+		}
+		g = newGitRepo(d.dir, hs, d.log)
+	}
 	g.cleanStale()
 
 	// The index starts as HEAD; entries whose file matches get stat data.
@@ -412,7 +430,10 @@ func (d *Dir) loadGit(cluster Cluster, clusterData []byte, clusterSt *unix.Stat_
 		delete(g.extras, s)
 	}
 	if err := g.writeIndex(); err != nil {
-		return Cluster{}, nil, fmt.Errorf("%w: write .git/index: %w", ErrStorage, err)
+		// Only a cache of HEAD for git status: the next successful write
+		// rewrites it. Failing here would keep mayu from starting on a
+		// full disk, where it should serve reads and answer writes 500.
+		d.log.Warn("cannot write .git/index; git status shows stale changes until the next commit", "err", err)
 	}
 	g.cleanSharedIndexes()
 	if d.git != nil {
@@ -641,7 +662,7 @@ func (d *Dir) persistHost(serial string, create bool, datas [][]byte, msgs []str
 			tx.commit(sanitizeMessage(msgs[i]))
 		}
 	}
-	if err := b.add(confPath, tmpPrefix, final, 0o644); err != nil {
+	if err := b.addLate(confPath, tmpPrefix, final, 0o644); err != nil {
 		b.abort()
 		if tx != nil {
 			tx.rollback()
@@ -770,7 +791,7 @@ func (d *Dir) persistCluster(data []byte, message string) error {
 		tx.stageRootFile(clusterName, data)
 		tx.commit(sanitizeMessage(message))
 	}
-	if err := b.add(p, tmpPrefix, data, 0o644); err != nil {
+	if err := b.addLate(p, tmpPrefix, data, 0o644); err != nil {
 		b.abort()
 		if tx != nil {
 			tx.rollback()

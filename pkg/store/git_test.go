@@ -1216,3 +1216,120 @@ func TestDirSplitIndex(t *testing.T) {
 	lsMatchesHead()
 	checkRepo(t, dir)
 }
+
+// TestDirRollForward: a crash after the new record was renamed into place
+// but before the ref lock was renamed over the ref leaves a stale lock
+// naming the new head. OpenDir finishes the ref update, so the history
+// keeps the real messages; a lock it cannot trust is dropped as before and
+// the record is committed as a recovered change.
+func TestDirRollForward(t *testing.T) {
+	needGit(t)
+	const (
+		stepMsgs  = "s1: updated state to installed|s1: updated host cabinet"
+		recovered = "s1: recovered uncommitted change"
+	)
+	for _, tc := range []struct {
+		name string
+		// lock returns the content of the stale ref lock from the old head,
+		// the new head and the initial commit, and may damage the repo.
+		lock func(t *testing.T, dir, oldHead, newHead, initial string) string
+		// oldRecord puts the previous record back (crash before its rename).
+		oldRecord bool
+		cluster   bool
+		want      string // the newest commits, "|"-separated
+	}{
+		{name: "complete lock, new record", lock: func(_ *testing.T, _, _, n, _ string) string { return n + "\n" }, want: stepMsgs},
+		{name: "complete lock, new cluster.json", cluster: true, lock: func(_ *testing.T, _, _, n, _ string) string { return n + "\n" }, want: "Set default etcd cluster to 'x'"},
+		{name: "record not renamed yet", oldRecord: true, lock: func(_ *testing.T, _, _, n, _ string) string { return n + "\n" }, want: "s1: host created"},
+		{name: "lock written partly", lock: func(_ *testing.T, _, _, n, _ string) string { return n[:17] }, want: recovered},
+		{name: "empty lock", lock: func(*testing.T, string, string, string, string) string { return "" }, want: recovered},
+		{name: "lock without newline", lock: func(_ *testing.T, _, _, n, _ string) string { return n }, want: recovered},
+		{name: "HEAD not an ancestor", lock: func(_ *testing.T, _, _, _, i string) string { return i + "\n" }, want: recovered},
+		{name: "lock names the current head", lock: func(_ *testing.T, _, o, _, _ string) string { return o + "\n" }, want: recovered},
+		{name: "new commit missing", lock: func(t *testing.T, dir, _, n, _ string) string {
+			removeObject(t, dir, n)
+			return n + "\n"
+		}, want: recovered},
+		{name: "new tree missing", lock: func(t *testing.T, dir, _, n, _ string) string {
+			removeObject(t, dir, strings.TrimSpace(git(t, dir, "rev-parse", n+"^{tree}")))
+			return n + "\n"
+		}, want: recovered},
+		{name: "intermediate commit missing", lock: func(t *testing.T, dir, _, n, _ string) string {
+			removeObject(t, dir, strings.TrimSpace(git(t, dir, "rev-parse", n+"^")))
+			return n + "\n"
+		}, want: recovered},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			defer store.SetStaleLockAge(time.Second)()
+			dir := t.TempDir()
+			d, err := store.OpenDir(dir, store.DirOptions{})
+			require.NoError(t, err)
+			_, err = d.Create("s1", step("host created", func(h *host.Host) { h.Enabled = true }))
+			require.NoError(t, err)
+			// A crash leaves the reflogs without the interrupted update.
+			reflogs := map[string][]byte{}
+			for _, p := range []string{".git/logs/HEAD", ".git/logs/refs/heads/master"} {
+				reflogs[p] = readFile(t, dir, p)
+			}
+			file := "s1/conf.json"
+			if tc.cluster {
+				file = "cluster.json"
+			}
+			oldData := readFile(t, dir, file)
+			if tc.cluster {
+				_, err = d.UpdateCluster("Set default etcd cluster to 'x'", func(c *store.Cluster) error {
+					c.Config.DefaultEtcdClusterToken = "x"
+					return nil
+				})
+			} else {
+				_, err = d.Update("s1",
+					step("updated host cabinet", func(h *host.Host) { h.Cabinet = 3 }),
+					step("updated state to installed", func(h *host.Host) { h.State = host.Installed }))
+			}
+			require.NoError(t, err)
+			require.NoError(t, d.Close())
+			oldLog := gitLog(t, dir)
+			for p, data := range reflogs {
+				require.NoError(t, os.WriteFile(filepath.Join(dir, p), data, 0o644))
+			}
+
+			newHead := strings.TrimSpace(git(t, dir, "rev-parse", "HEAD"))
+			oldHead := strings.TrimSpace(git(t, dir, "rev-parse", "HEAD~2"))
+			if tc.cluster {
+				oldHead = strings.TrimSpace(git(t, dir, "rev-parse", "HEAD~1"))
+			}
+			initial := strings.TrimSpace(git(t, dir, "rev-list", "--max-parents=0", "HEAD"))
+			ref := filepath.Join(dir, ".git", "refs", "heads", "master")
+			lock := tc.lock(t, dir, oldHead, newHead, initial)
+			require.NoError(t, os.WriteFile(ref+".lock", []byte(lock), 0o644))
+			stale := time.Now().Add(-time.Minute)
+			require.NoError(t, os.Chtimes(ref+".lock", stale, stale))
+			require.NoError(t, os.WriteFile(ref, []byte(oldHead+"\n"), 0o644))
+			if tc.oldRecord {
+				require.NoError(t, os.WriteFile(filepath.Join(dir, file), oldData, 0o644))
+			}
+			newData := readFile(t, dir, file)
+
+			d, err = store.OpenDir(dir, store.DirOptions{})
+			require.NoError(t, err)
+			defer d.Close()
+			want := strings.Split(tc.want, "|")
+			got := gitLog(t, dir)
+			require.GreaterOrEqual(t, len(got), len(want))
+			assert.Equal(t, want, got[:len(want)])
+			if tc.want == stepMsgs || tc.cluster {
+				assert.Equal(t, oldLog, got, "the interrupted commits, nothing else")
+			}
+			assert.Equal(t, string(newData), git(t, dir, "show", "HEAD:"+file), "HEAD holds the record on disk")
+			_, err = os.Lstat(ref + ".lock")
+			assert.ErrorIs(t, err, fs.ErrNotExist)
+			if tc.name == "intermediate commit missing" {
+				// fsck rightly reports the dangling commit's missing parent.
+				assert.Empty(t, git(t, dir, "status", "--porcelain", "--untracked-files=all"))
+			} else {
+				checkRepo(t, dir)
+			}
+			checkFilesMatch(t, dir, d)
+		})
+	}
+}

@@ -48,9 +48,17 @@ var ioCounts struct {
 // directories that received them are fsynced. A batch may end with a commit
 // point (the branch ref): it is renamed only after everything else is
 // durable, so after a power loss the ref never names an object that is not
-// on disk. A reader never sees a partly written file, and a crash leaves
-// either the old or the new file, plus at worst a temporary file that
-// OpenDir removes.
+// on disk.
+//
+// Files added with addLate (a record in the working tree) are renamed only
+// after the other files (git objects) and the commit point's content are
+// durable, and before the commit point. So whenever a new record is on
+// disk, the objects of its commits are too and the ref lock names the new
+// head: a crash before the ref rename is rolled forward at open
+// (rollForwardRef) instead of being committed as an unexplained change.
+//
+// A reader never sees a partly written file, and a crash leaves either the
+// old or the new file, plus at worst a temporary file that OpenDir removes.
 type writeBatch struct {
 	files  []*batchFile
 	open   int             // files[len-open:] are still open, not yet synced
@@ -65,6 +73,8 @@ type batchFile struct {
 	// renamed is set once the file is in place; done once it needs no
 	// cleanup (renamed, or removed by abort).
 	renamed, done bool
+	// late files are renamed after the others are durable (addLate).
+	late bool
 }
 
 func newWriteBatch() *writeBatch {
@@ -75,11 +85,21 @@ func newWriteBatch() *writeBatch {
 // keeps temp names recognisable (tmpPrefix in the working tree, objTmpPrefix
 // among objects).
 func (b *writeBatch) add(final, prefix string, data []byte, perm fs.FileMode) error {
+	return b.addFile(final, prefix, data, perm, false)
+}
+
+// addLate is add for a file that must not appear before the batch's other
+// files and its commit point's content are durable.
+func (b *writeBatch) addLate(final, prefix string, data []byte, perm fs.FileMode) error {
+	return b.addFile(final, prefix, data, perm, true)
+}
+
+func (b *writeBatch) addFile(final, prefix string, data []byte, perm fs.FileMode, late bool) error {
 	f, err := createTemp(filepath.Dir(final), prefix, perm)
 	if err != nil {
 		return err
 	}
-	b.files = append(b.files, &batchFile{f: f, tmp: f.Name(), final: final})
+	b.files = append(b.files, &batchFile{f: f, tmp: f.Name(), final: final, late: late})
 	b.open++
 	ioCounts.files.Add(1)
 	ioCounts.bytes.Add(int64(len(data)))
@@ -138,30 +158,61 @@ func (b *writeBatch) syncOpen() error {
 func (b *writeBatch) syncDir(dir string) { b.dirs[dir] = true }
 
 // apply fsyncs, renames and fsyncs the directories, then does the same
-// for the commit point. On error the files not yet renamed are removed.
+// for the late files and the commit point. On error the files not yet
+// renamed are removed.
 func (b *writeBatch) apply() error {
 	defer b.abort()
 	if err := b.syncOpen(); err != nil {
 		return err
 	}
+	hasLate := false
 	for _, bf := range b.files {
-		if err := os.Rename(bf.tmp, bf.final); err != nil {
+		if bf.late {
+			hasLate = true
+			continue
+		}
+		if err := b.rename(bf); err != nil {
 			return err
 		}
-		bf.renamed, bf.done = true, true
-		b.dirs[filepath.Dir(bf.final)] = true
 	}
-	if b.commit == nil {
-		return syncDirs(b.dirs)
+	if hasLate {
+		// The commit point's directory entry joins the first sync, so a
+		// late file on disk implies a readable lock naming the new head.
+		if b.commit != nil {
+			b.dirs[filepath.Dir(b.commit.final)] = true
+		}
+		if err := syncDirs(b.dirs); err != nil {
+			return err
+		}
+		b.dirs = map[string]bool{}
+		for _, bf := range b.files {
+			if bf.late {
+				if err := b.rename(bf); err != nil {
+					return err
+				}
+			}
+		}
 	}
 	if err := syncDirs(b.dirs); err != nil {
 		return err
+	}
+	if b.commit == nil {
+		return nil
 	}
 	if err := os.Rename(b.commit.tmp, b.commit.final); err != nil {
 		return err
 	}
 	b.commit.renamed, b.commit.done = true, true
 	return syncDir(filepath.Dir(b.commit.final))
+}
+
+func (b *writeBatch) rename(bf *batchFile) error {
+	if err := os.Rename(bf.tmp, bf.final); err != nil {
+		return err
+	}
+	bf.renamed, bf.done = true, true
+	b.dirs[filepath.Dir(bf.final)] = true
+	return nil
 }
 
 // landed reports whether every file was renamed into place: after that,
@@ -327,26 +378,6 @@ func (l *lockFile) release() {
 		l.f = nil
 		_ = os.Remove(l.path + ".lock")
 	}
-}
-
-// removeStaleLock deletes path.lock when it is older than maxAge: a lock
-// left by a process that was killed (kill -9 in the middle of a commit).
-// git holds its locks for milliseconds, so an old lock has no owner.
-func removeStaleLock(path string, maxAge time.Duration) (bool, error) {
-	fi, err := os.Lstat(path + ".lock")
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	if time.Since(fi.ModTime()) < maxAge {
-		return false, nil
-	}
-	if err := os.Remove(path + ".lock"); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return false, err
-	}
-	return true, nil
 }
 
 // removeTemps deletes leftover temporary files with the prefix in dir.

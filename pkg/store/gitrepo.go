@@ -217,13 +217,22 @@ func readHead(workDir string, isHost func(string) bool) (*headState, error) {
 		return nil, damaged("%s is not a commit reference", hs.refName)
 	}
 	hs.head = ref.Hash()
+	if err := readCommitTree(repo, hs, isHost); err != nil {
+		return nil, damaged("%v", err)
+	}
+	return hs, nil
+}
+
+// readCommitTree fills hs with the tree of commit hs.head, checking that
+// every blob it names is present.
+func readCommitTree(repo *git.Repository, hs *headState, isHost func(string) bool) error {
 	commit, err := repo.CommitObject(hs.head)
 	if err != nil {
-		return nil, damaged("commit %s: %v", hs.head, err)
+		return fmt.Errorf("commit %s: %w", hs.head, err)
 	}
 	tree, err := repo.TreeObject(commit.TreeHash)
 	if err != nil {
-		return nil, damaged("tree %s: %v", commit.TreeHash, err)
+		return fmt.Errorf("tree %s: %w", commit.TreeHash, err)
 	}
 	has := func(h plumbing.Hash) error {
 		return repo.Storer.HasEncodedObject(h)
@@ -235,43 +244,43 @@ func readHead(workDir string, isHost func(string) bool) (*headState, error) {
 		case te.isDir() && isHost(e.Name):
 			sub, err := repo.TreeObject(e.Hash)
 			if err != nil {
-				return nil, damaged("tree %s of %s: %v", e.Hash, e.Name, err)
+				return fmt.Errorf("tree %s of %s: %w", e.Hash, e.Name, err)
 			}
 			for _, se := range sub.Entries {
 				if se.Name == confName && se.Mode.IsFile() {
 					if err := has(se.Hash); err != nil {
-						return nil, damaged("blob %s of %s/%s: %v", se.Hash, e.Name, confName, err)
+						return fmt.Errorf("blob %s of %s/%s: %w", se.Hash, e.Name, confName, err)
 					}
 					hs.confBlob[e.Name] = se.Hash
 					continue
 				}
 				hs.extras[e.Name] = append(hs.extras[e.Name], treeEntry{name: se.Name, mode: se.Mode, hash: se.Hash})
 				if err := flatten(repo, e.Name+"/", treeEntry{name: se.Name, mode: se.Mode, hash: se.Hash}, hs.files); err != nil {
-					return nil, damaged("%v", err)
+					return err
 				}
 			}
 		default:
 			if err := flatten(repo, "", te, hs.files); err != nil {
-				return nil, damaged("%v", err)
+				return err
 			}
 		}
 		if e.Name == clusterName && e.Mode.IsFile() {
 			blob, err := repo.BlobObject(e.Hash)
 			if err != nil {
-				return nil, damaged("blob %s of %s: %v", e.Hash, clusterName, err)
+				return fmt.Errorf("blob %s of %s: %w", e.Hash, clusterName, err)
 			}
 			r, err := blob.Reader()
 			if err != nil {
-				return nil, damaged("blob %s of %s: %v", e.Hash, clusterName, err)
+				return fmt.Errorf("blob %s of %s: %w", e.Hash, clusterName, err)
 			}
 			hs.cluster, err = io.ReadAll(io.LimitReader(r, 1<<20))
 			r.Close()
 			if err != nil {
-				return nil, damaged("blob %s of %s: %v", e.Hash, clusterName, err)
+				return fmt.Errorf("blob %s of %s: %w", e.Hash, clusterName, err)
 			}
 		}
 	}
-	return hs, nil
+	return nil
 }
 
 // flatten lists the blobs under a tree entry, for the index.
@@ -326,27 +335,24 @@ func newGitRepo(workDir string, hs *headState, log *slog.Logger) *gitRepo {
 }
 
 // cleanStale removes what a killed process can leave in .git: lock files
-// past their age and temporary objects.
+// past their age and temporary objects. A ref lock worth finishing has
+// been consumed by rollForwardRef before.
 func (g *gitRepo) cleanStale() {
-	locks := []string{filepath.Join(g.gitDir, "index"), filepath.Join(g.gitDir, g.refName)}
+	locks := []string{filepath.Join(g.gitDir, "index"), g.refPath()}
 	for _, l := range locks {
-		for {
-			removed, err := removeStaleLock(l, staleLock)
-			if err != nil {
-				g.log.Warn("cannot remove stale lock", "path", l+".lock", "err", err)
-				break
-			}
-			if removed {
-				g.log.Warn("removed stale lock left by a killed process", "path", l+".lock")
-				break
-			}
-			if _, err := os.Lstat(l + ".lock"); errors.Is(err, fs.ErrNotExist) {
-				break
-			}
-			// A young lock: a git command at work, or a process killed
-			// a moment ago. Wait for it to finish or to age.
-			time.Sleep(50 * time.Millisecond)
+		stale, err := g.waitLock(l)
+		if err != nil {
+			g.log.Warn("cannot remove stale lock", "path", l+".lock", "err", err)
+			continue
 		}
+		if !stale {
+			continue
+		}
+		if err := os.Remove(l + ".lock"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			g.log.Warn("cannot remove stale lock", "path", l+".lock", "err", err)
+			continue
+		}
+		g.log.Warn("removed stale lock left by a killed process", "path", l+".lock")
 	}
 	packDir := filepath.Join(g.gitDir, "objects", "pack")
 	for _, prefix := range []string{packTmpPrefix, idxTmpPrefix} {
@@ -363,6 +369,164 @@ func (g *gitRepo) cleanStale() {
 			g.log.Warn("removed temporary objects left by a crash", "dir", dir, "count", n)
 		}
 	}
+}
+
+func (g *gitRepo) refPath() string {
+	return filepath.Join(g.gitDir, filepath.FromSlash(g.refName))
+}
+
+// waitLock waits until path.lock is gone (false) or older than staleLock
+// (true). A young lock is a git command at work, or a process killed a
+// moment ago: which one, only its age tells.
+func (g *gitRepo) waitLock(path string) (bool, error) {
+	for {
+		fi, err := os.Lstat(path + ".lock")
+		if errors.Is(err, fs.ErrNotExist) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		if time.Since(fi.ModTime()) >= staleLock {
+			return true, nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// maxRollForward bounds the commits between HEAD and a stale ref lock's
+// head that rollForwardRef walks: one write makes one commit per step, or
+// at most recoverBulk+1 commits at open.
+const maxRollForward = 1000
+
+// rollForwardRef finishes a branch update interrupted by a crash. The
+// write order (objects durable, ref lock written and fsynced, record
+// renamed, lock renamed over the ref) means a record on disk that is newer
+// than HEAD comes with a stale lock naming the commits that explain it.
+// Moving the ref keeps their messages ("updated state to installed")
+// instead of committing the file as a "recovered uncommitted change" (the
+// retried request changes nothing, so the real message would be lost).
+//
+// It moves the ref only when the lock holds a whole commit id, every
+// commit from it back to HEAD is readable, and the working tree holds
+// what that commit holds for every path it changed; otherwise the lock is
+// left to cleanStale (a crash before the record was renamed: the client
+// was never answered and retries). disk maps serials to the blob id of
+// their conf.json on disk; clusterBlob is cluster.json's (zero if none).
+func (g *gitRepo) rollForwardRef(hs *headState, isHost func(string) bool, disk map[string]plumbing.Hash, clusterBlob plumbing.Hash) (bool, error) {
+	refPath := g.refPath()
+	stale, err := g.waitLock(refPath)
+	if err != nil || !stale {
+		return false, err
+	}
+	raw, err := os.ReadFile(refPath + ".lock")
+	if err != nil {
+		return false, nil // gone meanwhile, or unreadable: cleanStale decides
+	}
+	text := string(raw)
+	if len(text) != 41 || text[40] != '\n' || !plumbing.IsHash(text[:40]) {
+		return false, nil // written only partly: the record was not renamed yet
+	}
+	newHead := plumbing.NewHash(text[:40])
+	cur, err := g.readRef()
+	if err != nil || cur != hs.head || newHead == cur {
+		return false, nil
+	}
+	skip := func(why string, err error) (bool, error) {
+		g.log.Warn("not finishing the interrupted branch update", "lock", refPath+".lock", "head", newHead, "reason", why, "err", err)
+		return false, nil
+	}
+	repo, err := git.PlainOpen(g.workDir)
+	if err != nil {
+		return skip("cannot open repository", err)
+	}
+	if err := checkAncestry(repo, newHead, hs); err != nil {
+		return skip("commits missing or HEAD not an ancestor", err)
+	}
+	ls := &headState{head: newHead, confBlob: map[string]plumbing.Hash{}, extras: map[string][]treeEntry{}, files: map[string]treeEntry{}}
+	if err := readCommitTree(repo, ls, isHost); err != nil {
+		return skip("new tree unreadable", err)
+	}
+	for s := range unionKeys(ls.confBlob, hs.confBlob) {
+		if ls.confBlob[s] != hs.confBlob[s] && disk[s] != ls.confBlob[s] {
+			return skip("working tree does not hold the new commit's "+s+"/"+confName, nil)
+		}
+	}
+	if a, b := ls.files[clusterName].hash, hs.files[clusterName].hash; a != b && clusterBlob != a {
+		return skip("working tree does not hold the new commit's "+clusterName, nil)
+	}
+	if err := os.Rename(refPath+".lock", refPath); err != nil {
+		return false, err
+	}
+	if err := syncDir(filepath.Dir(refPath)); err != nil {
+		return false, err
+	}
+	if g.reflog {
+		line := fmt.Sprintf("%s %s %s %s\tmayu: finished update interrupted by a crash\n", cur, newHead, g.ident, formatWhen(g.now()))
+		logs := []string{filepath.Join(g.gitDir, "logs", filepath.FromSlash(g.refName))}
+		if g.refName != "HEAD" {
+			logs = append(logs, filepath.Join(g.gitDir, "logs", "HEAD"))
+		}
+		for _, p := range logs {
+			if err := appendFile(p, line); err != nil {
+				g.log.Warn("cannot append to reflog", "path", p, "err", err)
+			}
+		}
+	}
+	g.log.Warn("finished branch update interrupted by a crash", "ref", g.refName, "from", cur, "to", newHead)
+	return true, nil
+}
+
+// checkAncestry checks that hs.head is a first-parent ancestor of head
+// (zero: head's history starts a new branch) within maxRollForward
+// commits, and that what every commit on the way changed, compared with
+// HEAD's root tree, is readable.
+func checkAncestry(repo *git.Repository, head plumbing.Hash, hs *headState) error {
+	base := make(map[string]plumbing.Hash, len(hs.root))
+	for _, e := range hs.root {
+		base[e.name] = e.hash
+	}
+	c := head
+	for i := 0; i < maxRollForward; i++ {
+		commit, err := repo.CommitObject(c)
+		if err != nil {
+			return fmt.Errorf("commit %s: %w", c, err)
+		}
+		tree, err := repo.TreeObject(commit.TreeHash)
+		if err != nil {
+			return fmt.Errorf("tree %s: %w", commit.TreeHash, err)
+		}
+		for _, e := range tree.Entries {
+			if base[e.Name] == e.Hash {
+				continue
+			}
+			if err := flatten(repo, "", treeEntry{name: e.Name, mode: e.Mode, hash: e.Hash}, map[string]treeEntry{}); err != nil {
+				return err
+			}
+		}
+		if len(commit.ParentHashes) == 0 {
+			if hs.head.IsZero() {
+				return nil
+			}
+			return fmt.Errorf("root commit %s reached without meeting %s", c, hs.head)
+		}
+		c = commit.ParentHashes[0]
+		if c == hs.head {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s not within %d commits of %s", hs.head, maxRollForward, head)
+}
+
+func unionKeys(a, b map[string]plumbing.Hash) map[string]bool {
+	out := make(map[string]bool, len(a)+len(b))
+	for k := range a {
+		out[k] = true
+	}
+	for k := range b {
+		out[k] = true
+	}
+	return out
 }
 
 // gitTx collects the objects of one or more commits and makes them, and
