@@ -17,6 +17,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"mayu/pkg/config"
 	"mayu/pkg/host"
@@ -265,6 +267,10 @@ func (p *Provisioner) ReportFacts(serial string, f Facts) (host.Host, error) {
 			macs = append(macs, n)
 		}
 	}
+	nic := strings.TrimSpace(f.ConnectedNIC)
+	if err := checkIfName(nic); err != nil {
+		return host.Host{}, err
+	}
 	var ipmi net.IP
 	if s := strings.TrimSpace(f.IPMIAddr); s != "" {
 		if ipmi = net.ParseIP(s); ipmi == nil {
@@ -290,7 +296,7 @@ func (p *Provisioner) ReportFacts(serial string, f Facts) (host.Host, error) {
 			return nil
 		}},
 		store.Step{Message: MsgConnectedNIC, Apply: func(h *host.Host) error {
-			h.ConnectedNIC = strings.TrimSpace(f.ConnectedNIC)
+			h.ConnectedNIC = nic
 			return nil
 		}},
 		store.Step{Message: MsgIPMIAddr, Apply: func(h *host.Host) error {
@@ -366,6 +372,9 @@ func (p *Provisioner) SetMetadata(serial string, tags []string) (host.Host, erro
 		if t == "" {
 			continue
 		}
+		if err := checkText("metadata", t); err != nil {
+			return host.Host{}, err
+		}
 		if !strings.Contains(t, "=") {
 			return host.Host{}, fmt.Errorf("%w: metadata %q is not key=value", ErrInvalid, t)
 		}
@@ -377,6 +386,9 @@ func (p *Provisioner) SetMetadata(serial string, tags []string) (host.Host, erro
 // SetProviderID sets the provider's identifier of the machine.
 func (p *Provisioner) SetProviderID(serial, id string) (host.Host, error) {
 	id = strings.TrimSpace(id)
+	if err := checkText("provider id", id); err != nil {
+		return host.Host{}, err
+	}
 	return p.set(serial, MsgProviderID, func(h *host.Host) { h.ProviderId = id })
 }
 
@@ -420,6 +432,12 @@ func (p *Provisioner) Override(serial string, overrides map[string]interface{}) 
 	for k := range overrides {
 		if strings.TrimSpace(k) == "" {
 			return host.Host{}, fmt.Errorf("%w: empty override key", ErrInvalid)
+		}
+		if err := checkValue("override "+k, k); err != nil {
+			return host.Host{}, err
+		}
+		if err := checkValue("override "+k, overrides[k]); err != nil {
+			return host.Host{}, err
 		}
 		keys = append(keys, k)
 	}
@@ -481,4 +499,58 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// checkIfName accepts what Linux accepts as an interface name (at most 15
+// characters, no white space or '/'), in the characters real names use. The
+// value ends up in rendered configs, so anything else is refused up front
+// rather than breaking the machine's final config later.
+func checkIfName(name string) error {
+	if len(name) > 15 {
+		return fmt.Errorf("%w: interface name %q is longer than 15 characters", ErrInvalid, name[:15]+"...")
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("._-@:", c)) {
+			return fmt.Errorf("%w: interface name %q has character %q", ErrInvalid, name, c)
+		}
+	}
+	return nil
+}
+
+// checkText refuses control characters and invalid UTF-8 in values that
+// are rendered into configs.
+func checkText(what, s string) error {
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%w: %s is not valid UTF-8", ErrInvalid, what)
+	}
+	for _, c := range s {
+		if unicode.IsControl(c) {
+			return fmt.Errorf("%w: %s has control character %q", ErrInvalid, what, c)
+		}
+	}
+	return nil
+}
+
+// checkValue applies checkText to every string inside a JSON value.
+func checkValue(what string, v interface{}) error {
+	switch t := v.(type) {
+	case string:
+		return checkText(what, t)
+	case []interface{}:
+		for _, x := range t {
+			if err := checkValue(what, x); err != nil {
+				return err
+			}
+		}
+	case map[string]interface{}:
+		for k, x := range t {
+			if err := checkText(what, k); err != nil {
+				return err
+			}
+			if err := checkValue(what, x); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -267,3 +267,27 @@ func TestForbiddenTransitionsLeaveRecordUntouched(t *testing.T) {
 	h, _ := st.Get("x1")
 	assert.Equal(t, host.Configured, h.State)
 }
+
+func TestValuesRenderedIntoConfigsAreChecked(t *testing.T) {
+	p, st := newTest(t, "192.168.2.99")
+	_, err := p.ReportFacts("m1", Facts{ConnectedNIC: "eth0\x07"})
+	assert.ErrorIs(t, err, ErrInvalid)
+	_, err = p.ReportFacts("m1", Facts{ConnectedNIC: "a-very-long-interface-name"})
+	assert.ErrorIs(t, err, ErrInvalid)
+	_, err = st.Get("m1")
+	assert.ErrorIs(t, err, store.ErrNotFound, "refused facts create no record")
+	h, err := p.ReportFacts("m1", Facts{ConnectedNIC: "enp0s3"})
+	require.NoError(t, err)
+	assert.Equal(t, "enp0s3", h.ConnectedNIC)
+
+	_, err = p.SetMetadata("m1", []string{"role=\x00"})
+	assert.ErrorIs(t, err, ErrInvalid)
+	_, err = p.SetProviderID("m1", "rack\n7")
+	assert.ErrorIs(t, err, ErrInvalid)
+	_, err = p.Override("m1", map[string]interface{}{"k": []interface{}{"ok", "bad\x1b"}})
+	assert.ErrorIs(t, err, ErrInvalid)
+	_, err = p.Override("m1", map[string]interface{}{"k": "\xff"})
+	assert.ErrorIs(t, err, ErrInvalid)
+	_, err = p.Override("m1", map[string]interface{}{"k": "fine ünïcode"})
+	assert.NoError(t, err)
+}
