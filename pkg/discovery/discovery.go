@@ -25,6 +25,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net/http"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -154,4 +156,37 @@ func baseURL(name, s string) (string, error) {
 		return "", fmt.Errorf("%w: %s %q is not an http(s) URL", ErrConfig, name, s)
 	}
 	return strings.TrimRight(s, "/"), nil
+}
+
+// mount adds the routes of a mode that serves the protocol: PUT /new and the
+// keys protocol under /<token>.
+func mount(g *echo.Group, handleNew, handleKeys echo.HandlerFunc) {
+	g.PUT("/new", handleNew)
+	for _, m := range []string{http.MethodGet, http.MethodPut, http.MethodDelete} {
+		g.Add(m, "/:token", handleKeys)
+		g.Add(m, "/:token/*", handleKeys)
+	}
+}
+
+// newTokenHandler answers PUT /etcd/new (form value size) with the new
+// token's discovery URL, as text, like discovery.etcd.io. A service that
+// cannot reach its backing store answers 503.
+func newTokenHandler(svc Service, defSize int, log *slog.Logger) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		c.Request().Body = http.MaxBytesReader(c.Response(), c.Request().Body, maxBody)
+		size, err := ParseSize(c.FormValue("size"), defSize)
+		if err != nil {
+			return c.String(http.StatusBadRequest, err.Error())
+		}
+		token, err := svc.NewToken(c.Request().Context(), size)
+		if err != nil {
+			log.Error("creating etcd discovery token", "err", err)
+			status := http.StatusInternalServerError
+			if errors.Is(err, ErrUnavailable) {
+				status = http.StatusServiceUnavailable
+			}
+			return c.String(status, err.Error())
+		}
+		return c.String(http.StatusOK, svc.URL(token))
+	}
 }

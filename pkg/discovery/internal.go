@@ -180,27 +180,7 @@ func (s *Internal) Check(context.Context) error { return nil }
 
 // Register mounts PUT /new and the keys protocol under /<token>.
 func (s *Internal) Register(g *echo.Group) {
-	g.PUT("/new", s.handleNew)
-	for _, m := range []string{http.MethodGet, http.MethodPut, http.MethodDelete} {
-		g.Add(m, "/:token", s.handleKeys)
-		g.Add(m, "/:token/*", s.handleKeys)
-	}
-}
-
-// handleNew answers PUT /etcd/new (form value size) with the new token's
-// discovery URL, as text, like discovery.etcd.io.
-func (s *Internal) handleNew(c echo.Context) error {
-	c.Request().Body = http.MaxBytesReader(c.Response(), c.Request().Body, maxBody)
-	size, err := ParseSize(c.FormValue("size"), s.defaultSize)
-	if err != nil {
-		return c.String(http.StatusBadRequest, err.Error())
-	}
-	token, err := s.NewToken(c.Request().Context(), size)
-	if err != nil {
-		s.log.Error("creating etcd discovery token", "err", err)
-		return c.String(http.StatusInternalServerError, err.Error())
-	}
-	return c.String(http.StatusOK, s.URL(token))
+	mount(g, newTokenHandler(s, s.defaultSize, s.log), s.handleKeys)
 }
 
 // handleKeys is the etcd v2 keys protocol under /etcd/<token>.

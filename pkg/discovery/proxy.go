@@ -3,7 +3,6 @@ package discovery
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -195,29 +194,7 @@ func (p *Proxy) Check(ctx context.Context) error {
 
 // Register mounts PUT /new and forwards the keys protocol under /<token>.
 func (p *Proxy) Register(g *echo.Group) {
-	g.PUT("/new", p.handleNew)
-	for _, m := range []string{http.MethodGet, http.MethodPut, http.MethodDelete} {
-		g.Add(m, "/:token", p.handleKeys)
-		g.Add(m, "/:token/*", p.handleKeys)
-	}
-}
-
-func (p *Proxy) handleNew(c echo.Context) error {
-	c.Request().Body = http.MaxBytesReader(c.Response(), c.Request().Body, maxBody)
-	size, err := ParseSize(c.FormValue("size"), p.defaultSize)
-	if err != nil {
-		return c.String(http.StatusBadRequest, err.Error())
-	}
-	token, err := p.NewToken(c.Request().Context(), size)
-	if err != nil {
-		p.log.Error("creating etcd discovery token", "err", err)
-		status := http.StatusInternalServerError
-		if errors.Is(err, ErrUnavailable) {
-			status = http.StatusServiceUnavailable
-		}
-		return c.String(status, err.Error())
-	}
-	return c.String(http.StatusOK, p.URL(token))
+	mount(g, newTokenHandler(p, p.defaultSize, p.log), p.handleKeys)
 }
 
 func (p *Proxy) handleKeys(c echo.Context) error {
