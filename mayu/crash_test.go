@@ -29,6 +29,7 @@ import (
 	"mayu/mayu/cmd/bootstorm/storm"
 	"mayu/pkg/config"
 	"mayu/pkg/host"
+	"mayu/pkg/proctest"
 )
 
 // crashConfig has an address range far larger than any storm here and
@@ -62,7 +63,7 @@ templates_env:
 type proc struct {
 	t    *testing.T
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *proctest.Output
 	done chan error
 	base string
 }
@@ -70,7 +71,7 @@ type proc struct {
 // startProc starts mayu with args and waits (bounded) until it answers.
 func startProc(t *testing.T, port int, args []string) *proc {
 	t.Helper()
-	p := &proc{t: t, out: &syncBuffer{}, done: make(chan error, 1), base: fmt.Sprintf("http://127.0.0.1:%d", port)}
+	p := &proc{t: t, out: &proctest.Output{}, done: make(chan error, 1), base: fmt.Sprintf("http://127.0.0.1:%d", port)}
 	p.cmd = exec.Command(mayuBinary(t), args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	require.NoError(t, p.cmd.Start())
@@ -218,7 +219,7 @@ func TestCrashSafetyKill9DuringStorm(t *testing.T) {
 		kills    = 20
 	)
 	dir := t.TempDir()
-	port := freePort(t)
+	port := proctest.FreePort(t)
 	args := crashArgs(t, dir, port)
 	cluster := filepath.Join(dir, "cluster")
 	seed := uint64(time.Now().UnixNano())
@@ -426,7 +427,7 @@ func TestDiskFullGives500AndRecovers(t *testing.T) {
 			t.Errorf("umount %s: %v: %s", cluster, err, out)
 		}
 	})
-	port := freePort(t)
+	port := proctest.FreePort(t)
 	args := crashArgs(t, dir, port)
 	p := startProc(t, port, args)
 
@@ -559,7 +560,7 @@ func TestDamagedRepositoryIsReportedNotReinitialised(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
-			port := freePort(t)
+			port := proctest.FreePort(t)
 			args := crashArgs(t, dir, port)
 			cluster := filepath.Join(dir, "cluster")
 			p := startProc(t, port, args)

@@ -4,7 +4,6 @@ package main
 // cluster directory, driven over HTTP the way machines and mayuctl drive it.
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -32,6 +31,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"mayu/pkg/host"
+	"mayu/pkg/proctest"
 )
 
 var (
@@ -91,34 +91,9 @@ type daemon struct {
 	port    int
 	base    string
 	cluster string
-	out     *syncBuffer
+	out     *proctest.Output
 	done    chan error
 	client  *http.Client
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // baseArgs are the flags of a loopback daemon using the repository's
@@ -153,9 +128,9 @@ func baseArgs(t *testing.T, dir string, port int) []string {
 // then SIGKILL) when the test ends.
 func startDaemon(t *testing.T, dir string, extra ...string) *daemon {
 	t.Helper()
-	port := freePort(t)
+	port := proctest.FreePort(t)
 	args := append(baseArgs(t, dir, port), extra...)
-	d := &daemon{t: t, port: port, cluster: filepath.Join(dir, "cluster"), out: &syncBuffer{}, done: make(chan error, 1),
+	d := &daemon{t: t, port: port, cluster: filepath.Join(dir, "cluster"), out: &proctest.Output{}, done: make(chan error, 1),
 		client: &http.Client{Timeout: 10 * time.Second}}
 	scheme := "http"
 	if !contains(extra, "--no-tls") {
@@ -433,7 +408,7 @@ func runOnce(t *testing.T, args ...string) (int, string) {
 
 func TestStartupProblemsAreListedAtOnce(t *testing.T) {
 	dir := t.TempDir()
-	args := baseArgs(t, dir, freePort(t))
+	args := baseArgs(t, dir, proctest.FreePort(t))
 	tests := []struct {
 		name  string
 		extra []string
@@ -474,7 +449,7 @@ func writeFile(t *testing.T, dir, name, content string) string {
 
 func TestShowTemplates(t *testing.T) {
 	dir := t.TempDir()
-	args := baseArgs(t, dir, freePort(t))
+	args := baseArgs(t, dir, proctest.FreePort(t))
 	code, out := runOnce(t, append(args, "--show-templates")...)
 	require.Equal(t, 0, code, out)
 	assert.Contains(t, out, "#cloud-config")

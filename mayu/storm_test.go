@@ -26,6 +26,7 @@ import (
 
 	"mayu/mayu/cmd/bootstorm/storm"
 	"mayu/pkg/host"
+	"mayu/pkg/proctest"
 )
 
 // filesOutside lists every file under dir except those under skip, with
@@ -127,7 +128,7 @@ func TestBadInputAtVolume(t *testing.T) {
 		concurrency = 16
 	)
 	dir := t.TempDir()
-	port := freePort(t)
+	port := proctest.FreePort(t)
 	args := crashArgs(t, dir, port)
 	cluster := filepath.Join(dir, "cluster")
 	p := startProc(t, port, args)
@@ -212,7 +213,7 @@ func TestBadInputAtVolume(t *testing.T) {
 
 func TestOversizedBodiesAre413(t *testing.T) {
 	dir := t.TempDir()
-	port := freePort(t)
+	port := proctest.FreePort(t)
 	p := startProc(t, port, crashArgs(t, dir, port))
 	for step := 0; step < 2; step++ {
 		m, u, b := lifeCycleStep(p.base, "big-", 0, step)
@@ -260,7 +261,7 @@ func TestOversizedBodiesAre413(t *testing.T) {
 func TestSlowClientsAreCutOff(t *testing.T) {
 	const slow = 200
 	dir := t.TempDir()
-	port := freePort(t)
+	port := proctest.FreePort(t)
 	p := startProc(t, port, crashArgs(t, dir, port))
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 

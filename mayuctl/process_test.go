@@ -36,6 +36,8 @@ import (
 	"mayu/pkg/client"
 	"mayu/pkg/host"
 	"mayu/pkg/hostinfo/hostinfotest"
+
+	"mayu/pkg/proctest"
 )
 
 // binaries are built once per test run, from the working tree.
@@ -107,25 +109,8 @@ type mayuDaemon struct {
 	port    int
 	base    string
 	cluster string
-	out     *lockedBuffer
+	out     *proctest.Output
 	done    chan struct{}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // startMayu runs the daemon on a free loopback port without dnsmasq, and
@@ -141,7 +126,7 @@ func startMayu(t *testing.T, bin binaries, dir string, tlsArgs ...string) *mayuD
 	require.NoError(t, os.WriteFile(cfg, []byte(daemonConfig), 0o644))
 	static := filepath.Join(dir, "static_html")
 	require.NoError(t, os.MkdirAll(static, 0o755))
-	d := &mayuDaemon{port: port, cluster: filepath.Join(dir, "cluster"), out: &lockedBuffer{}, done: make(chan struct{})}
+	d := &mayuDaemon{port: port, cluster: filepath.Join(dir, "cluster"), out: &proctest.Output{}, done: make(chan struct{})}
 	args := []string{
 		"--config=" + cfg,
 		"--cluster-directory=" + d.cluster,

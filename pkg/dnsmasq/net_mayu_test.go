@@ -27,6 +27,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"mayu/pkg/host"
+	"mayu/pkg/proctest"
 )
 
 // The built daemon; make test-net builds it first.
@@ -48,26 +49,6 @@ templates_env:
   ssh_authorized_keys: ["ssh-rsa AAAAB3Nza test@example"]
   mayu_http_endpoint: "http://192.168.2.2:4080"
 `
-
-// lockedBuffer collects a process's output for concurrent readers.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *lockedBuffer) count(sub string) int { return strings.Count(l.String(), sub) }
 
 // netnsClient is an HTTP client whose sockets are created inside the
 // namespace ns, so the test (in the host's namespace) reaches mayu there
@@ -111,7 +92,7 @@ type mayuProc struct {
 	t      *testing.T
 	l      *lab
 	cmd    *exec.Cmd
-	out    *lockedBuffer
+	out    *proctest.Output
 	done   chan error
 	client *http.Client
 	base   string
@@ -132,7 +113,7 @@ func startMayu(t *testing.T, l *lab, extra ...string) *mayuProc {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "config.yaml")
 	require.NoError(t, os.WriteFile(cfg, []byte(mayuNetConfig), 0o644))
-	m := &mayuProc{t: t, l: l, out: &lockedBuffer{}, done: make(chan error, 1),
+	m := &mayuProc{t: t, l: l, out: &proctest.Output{}, done: make(chan error, 1),
 		client: netnsClient(t, l.prov), base: "http://" + provAddr + ":4080", run: filepath.Join(dir, "run")}
 	args := append([]string{"netns", "exec", l.prov, bin,
 		"--config", cfg, "--cluster-directory", filepath.Join(dir, "cluster"), "--no-tls",
@@ -225,7 +206,7 @@ func TestNetMayuDaemon(t *testing.T) {
 	pid := m.waitDnsmasq(t, 0)
 	hostsPath := filepath.Join(m.run, hostsName)
 	readHosts := "read " + hostsPath
-	require.Eventually(t, func() bool { return m.out.count(readHosts) >= 1 }, 30*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return m.out.Count(readHosts) >= 1 }, 30*time.Second, 10*time.Millisecond)
 	require.NotNil(t, l.dhcp(t, "c1", 10), "machine client never got a lease")
 	require.NotNil(t, l.dhcp(t, "c2", 10), "bystander client never got a lease")
 
@@ -241,7 +222,7 @@ func TestNetMayuDaemon(t *testing.T) {
 	// time from the request to that re-read.
 	setState := func(t *testing.T, to host.State) time.Duration {
 		t.Helper()
-		before := m.out.count(readHosts)
+		before := m.out.Count(readHosts)
 		t0 := time.Now()
 		var code int
 		var body string
@@ -259,7 +240,7 @@ func TestNetMayuDaemon(t *testing.T) {
 		if to == host.Running || to == host.Installing {
 			return 0 // same ignore set as the state before: nothing for dnsmasq
 		}
-		require.Eventually(t, func() bool { return m.out.count(readHosts) > before }, 10*time.Second, time.Millisecond,
+		require.Eventually(t, func() bool { return m.out.Count(readHosts) > before }, 10*time.Second, time.Millisecond,
 			"dnsmasq did not re-read its hosts file after %s", to)
 		return time.Since(t0)
 	}
@@ -283,10 +264,10 @@ func TestNetMayuDaemon(t *testing.T) {
 		assert.Nil(t, l.dhcp(t, "c1", 3), "installed machine still answered")
 		setState(t, host.Running)
 		assert.Nil(t, l.dhcp(t, "c1", 3), "running machine answered")
-		before := m.out.count(readHosts)
+		before := m.out.Count(readHosts)
 		code, body := m.req(t, "PUT", "/admin/host/"+serial+"/set_state", `{"State":"configured"}`)
 		require.Equal(t, 202, code, body)
-		require.Eventually(t, func() bool { return m.out.count(readHosts) > before }, 10*time.Second, time.Millisecond)
+		require.Eventually(t, func() bool { return m.out.Count(readHosts) > before }, 10*time.Second, time.Millisecond)
 		assert.NotNil(t, l.dhcp(t, "c1", 5), "configured machine not answered")
 		assert.Equal(t, pid, m.dnsmasqPID(t), "dnsmasq restarted")
 	})
