@@ -190,3 +190,44 @@ func newTokenHandler(svc Service, defSize int, log *slog.Logger) echo.HandlerFun
 		return c.String(http.StatusOK, svc.URL(token))
 	}
 }
+
+// createFunc creates the registry token of size members, reporting false if
+// it already existed.
+type createFunc func(ctx context.Context, token string, size int) (bool, error)
+
+// newToken creates a registry under a fresh random token (size 0: def).
+func newToken(ctx context.Context, size, def int, create createFunc) (string, error) {
+	if size == 0 {
+		size = def
+	}
+	if _, err := checkSize(size); err != nil {
+		return "", err
+	}
+	for {
+		token, err := newTokenID()
+		if err != nil {
+			return "", err
+		}
+		created, err := create(ctx, token, size)
+		if err != nil {
+			return "", err
+		}
+		if created { // a collision of 128 random bits will not happen, but costs nothing to rule out
+			return token, nil
+		}
+	}
+}
+
+// ensure creates the registry token unless it exists (size 0: def).
+func ensure(ctx context.Context, token string, size, def int, create createFunc) (bool, error) {
+	if !ValidToken(token) {
+		return false, fmt.Errorf("%w: %q", ErrBadToken, token)
+	}
+	if size == 0 {
+		size = def
+	}
+	if _, err := checkSize(size); err != nil {
+		return false, err
+	}
+	return create(ctx, token, size)
+}

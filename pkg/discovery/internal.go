@@ -112,38 +112,15 @@ func NewInternal(cfg InternalConfig) (*Internal, error) {
 // NewToken creates a registry of size members (0: the default) under a new
 // random token.
 func (s *Internal) NewToken(ctx context.Context, size int) (string, error) {
-	if size == 0 {
-		size = s.defaultSize
-	}
-	if _, err := checkSize(size); err != nil {
-		return "", err
-	}
-	for {
-		token, err := newTokenID()
-		if err != nil {
-			return "", err
-		}
-		created, err := s.create(token, size)
-		if err != nil {
-			return "", err
-		}
-		if created { // a collision of 128 random bits is not going to happen, but costs nothing to rule out
-			return token, nil
-		}
-	}
+	return newToken(ctx, size, s.defaultSize, s.createCtx)
 }
 
 // Ensure creates the registry token with size members unless it exists.
 func (s *Internal) Ensure(ctx context.Context, token string, size int) (bool, error) {
-	if !ValidToken(token) {
-		return false, fmt.Errorf("%w: %q", ErrBadToken, token)
-	}
-	if size == 0 {
-		size = s.defaultSize
-	}
-	if _, err := checkSize(size); err != nil {
-		return false, err
-	}
+	return ensure(ctx, token, size, s.defaultSize, s.createCtx)
+}
+
+func (s *Internal) createCtx(_ context.Context, token string, size int) (bool, error) {
 	return s.create(token, size)
 }
 

@@ -106,39 +106,12 @@ func (p *Proxy) registryURL(token, rel string) *url.URL {
 
 // NewToken creates _config/size of a new random token in etcd.
 func (p *Proxy) NewToken(ctx context.Context, size int) (string, error) {
-	if size == 0 {
-		size = p.defaultSize
-	}
-	if _, err := checkSize(size); err != nil {
-		return "", err
-	}
-	for {
-		token, err := newTokenID()
-		if err != nil {
-			return "", err
-		}
-		created, err := p.create(ctx, token, size)
-		if err != nil {
-			return "", err
-		}
-		if created {
-			return token, nil
-		}
-	}
+	return newToken(ctx, size, p.defaultSize, p.create)
 }
 
 // Ensure creates token in etcd with size members unless it exists.
 func (p *Proxy) Ensure(ctx context.Context, token string, size int) (bool, error) {
-	if !ValidToken(token) {
-		return false, fmt.Errorf("%w: %q", ErrBadToken, token)
-	}
-	if size == 0 {
-		size = p.defaultSize
-	}
-	if _, err := checkSize(size); err != nil {
-		return false, err
-	}
-	return p.create(ctx, token, size)
+	return ensure(ctx, token, size, p.defaultSize, p.create)
 }
 
 // create does PUT _config/size?prevExist=false: 201 created, 412 exists.
