@@ -9,7 +9,6 @@ import (
 
 	"mayu/pkg/host"
 	"mayu/pkg/provision"
-	"mayu/pkg/render"
 	"mayu/pkg/store"
 )
 
@@ -34,9 +33,7 @@ func statusOf(err error) int {
 		return http.StatusConflict
 	case errors.Is(err, provision.ErrRangeFull):
 		return http.StatusServiceUnavailable
-	case errors.Is(err, render.ErrRender), errors.Is(err, store.ErrStorage):
-		return http.StatusInternalServerError
-	default:
+	default: // store.ErrStorage, render.ErrRender and anything unexpected
 		return http.StatusInternalServerError
 	}
 }
