@@ -75,13 +75,27 @@ type Provisioner struct {
 	rand  io.Reader
 	now   func() time.Time
 
-	// regMu serialises registrations, so that concurrent first requests
-	// never share an address, never overshoot a profile's quantity and
-	// create one record per serial.
-	regMu  sync.Mutex
-	ipLo   uint32
-	ipHi   uint32
-	ipNext uint32 // no address below this one was free at the last allocation
+	// regMu guards the choice of address and profile, so that concurrent
+	// first requests never share an address, never overshoot a profile's
+	// quantity and create one record per serial. It is not held while the
+	// record is written: a registration reserves its address and profile
+	// (and its serial) under regMu, writes, then drops the reservation, so
+	// registrations of a boot storm share the store's group commit.
+	regMu    sync.Mutex
+	ipLo     uint32
+	ipHi     uint32
+	ipNext   uint32 // no address below this one was free at the last allocation
+	resIP    map[uint32]bool
+	inflight map[string]*registration
+}
+
+// registration is a Register in progress; a second request for the same
+// serial waits for it and shares its outcome.
+type registration struct {
+	profile string
+	done    chan struct{}
+	h       host.Host
+	err     error
 }
 
 // New returns a Provisioner. The configuration must have been validated.
@@ -106,6 +120,7 @@ func New(cfg Config) (*Provisioner, error) {
 	}
 	p.ipLo, p.ipHi = config.IPToUint32(lo), config.IPToUint32(hi)
 	p.ipNext = p.ipLo
+	p.resIP, p.inflight = map[uint32]bool{}, map[string]*registration{}
 	return p, nil
 }
 
@@ -133,22 +148,46 @@ func (p *Provisioner) Register(serial string) (h host.Host, created bool, err er
 	}
 
 	p.regMu.Lock()
-	defer p.regMu.Unlock()
-	// Another request may have created it while we waited for the lock.
+	// Another request may have created it while we waited for the lock, or
+	// be creating it now.
 	if h, err := p.store.Get(serial); err == nil {
+		p.regMu.Unlock()
 		return h, false, nil
 	}
-
+	if reg := p.inflight[serial]; reg != nil {
+		p.regMu.Unlock()
+		<-reg.done
+		return reg.h, false, reg.err
+	}
 	ip, err := p.freeIP()
 	if err != nil {
+		p.regMu.Unlock()
 		p.log.Error("cannot register machine", "serial", serial, "err", err)
 		return host.Host{}, false, err
 	}
 	prof := p.pickProfile()
 	machineID, err := p.machineID(0, 0)
 	if err != nil {
+		p.regMu.Unlock()
 		return host.Host{}, false, err
 	}
+	ipn := config.IPToUint32(ip)
+	reg := &registration{profile: prof.Name, done: make(chan struct{}),
+		err: errors.New("provision: registration did not finish")}
+	p.resIP[ipn] = true
+	p.inflight[serial] = reg
+	p.ipNext = ipn + 1
+	p.regMu.Unlock()
+	defer func() {
+		p.regMu.Lock()
+		delete(p.resIP, ipn)
+		delete(p.inflight, serial)
+		if reg.err != nil && ipn < p.ipNext {
+			p.ipNext = ipn // the address is free again
+		}
+		p.regMu.Unlock()
+		close(reg.done)
+	}()
 	defaultToken := p.store.Cluster().Config.DefaultEtcdClusterToken
 	version := p.cfg.CoreOSVersion(prof)
 
@@ -182,10 +221,10 @@ func (p *Provisioner) Register(serial string) (h host.Host, created bool, err er
 			return nil
 		}},
 	)
+	reg.h, reg.err = h, err
 	if err != nil {
 		return host.Host{}, false, err
 	}
-	p.ipNext = config.IPToUint32(ip) + 1
 	p.log.Info("registered new machine", "serial", serial, "profile", h.Profile, "ip", h.InternalAddr.String())
 	return h, true, nil
 }
@@ -197,6 +236,9 @@ func (p *Provisioner) Register(serial string) (h host.Host, created bool, err er
 func (p *Provisioner) freeIP() (net.IP, error) {
 	scan := func(from, to uint32) net.IP {
 		for n := from; n <= to && n >= from; n++ {
+			if p.resIP[n] {
+				continue
+			}
 			ip := config.Uint32ToIP(n)
 			if _, err := p.store.ByIP(ip); errors.Is(err, store.ErrNotFound) {
 				return ip
@@ -225,7 +267,7 @@ func (p *Provisioner) pickProfile() config.Profile {
 		if prof.Name == config.DefaultProfileName {
 			continue
 		}
-		if p.store.ProfileCount(prof.Name) < prof.Quantity {
+		if p.profileCount(prof.Name) < prof.Quantity {
 			return prof
 		}
 	}
@@ -233,6 +275,37 @@ func (p *Provisioner) pickProfile() config.Profile {
 		return prof
 	}
 	return config.Profile{Name: config.DefaultProfileName}
+}
+
+// profileCount counts the hosts of a profile, the registrations in
+// progress included. A registration's record lands in the store before its
+// reservation is dropped, so each one is counted once: from the store if
+// its record was there when ProfileCount read it, else as pending. If one
+// landed during the read, the count is taken again.
+func (p *Provisioner) profileCount(profile string) int {
+	landed := func(serial string) bool {
+		_, err := p.store.Get(serial)
+		return err == nil
+	}
+	for {
+		var waiting []string
+		for serial, reg := range p.inflight {
+			if reg.profile == profile && !landed(serial) {
+				waiting = append(waiting, serial)
+			}
+		}
+		n := p.store.ProfileCount(profile)
+		stable := true
+		for _, serial := range waiting {
+			if landed(serial) {
+				stable = false
+				break
+			}
+		}
+		if stable {
+			return n + len(waiting)
+		}
+	}
 }
 
 // machineID is 16 random bytes in hex; byte 0 is the cabinet and byte 1 the

@@ -3,6 +3,8 @@ package provision
 import (
 	"errors"
 	"fmt"
+	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"mayu/pkg/config"
 	"mayu/pkg/host"
 	"mayu/pkg/store"
+	"mayu/pkg/store/storetest"
 )
 
 const testConfig = `
@@ -39,16 +42,21 @@ profiles:
 
 func newTest(t *testing.T, rangeEnd string) (*Provisioner, *store.Memory) {
 	t.Helper()
+	st := store.NewMemory()
+	return newTestWith(t, rangeEnd, st), st
+}
+
+func newTestWith(t *testing.T, rangeEnd string, st store.Store) *Provisioner {
+	t.Helper()
 	cfg, err := config.Parse([]byte(fmt.Sprintf(testConfig, rangeEnd)))
 	require.NoError(t, err)
-	st := store.NewMemory()
 	t.Cleanup(func() { _ = st.Close() })
 	p, err := New(Config{Cluster: cfg, Store: st, Now: func() time.Time {
 		return time.Date(2016, 8, 9, 15, 49, 2, 123, time.UTC)
 	}})
 	require.NoError(t, err)
 	require.NoError(t, p.SetClusterToken("41f07d10ab835b22071a32d5c1b75a6d"))
-	return p, st
+	return p
 }
 
 func TestRegisterAssignsProfilesAddressesAndTokens(t *testing.T) {
@@ -116,8 +124,29 @@ func TestRangeFullIsAnErrorNotAHang(t *testing.T) {
 	assert.ErrorIs(t, err, ErrRangeFull)
 }
 
+// TestConcurrentRegistrations: registrations reserve their address and
+// profile and write outside the lock (sharing the store's group commit),
+// yet never share an address, overshoot a quantity or create a serial
+// twice. Run on the git store too, where writes take real time.
 func TestConcurrentRegistrations(t *testing.T) {
-	p, st := newTest(t, "192.168.2.99")
+	t.Run("memory", func(t *testing.T) {
+		p, st := newTest(t, "192.168.2.99")
+		concurrentRegistrations(t, p, st, st.Messages)
+	})
+	t.Run("git", func(t *testing.T) {
+		dir := t.TempDir()
+		st, err := store.OpenDir(dir, store.DirOptions{})
+		require.NoError(t, err)
+		p := newTestWith(t, "192.168.2.99", st)
+		concurrentRegistrations(t, p, st, func() []string {
+			out, err := exec.Command("git", "-C", dir, "log", "--format=%s").Output()
+			require.NoError(t, err)
+			return strings.Split(strings.TrimSpace(string(out)), "\n")
+		})
+	})
+}
+
+func concurrentRegistrations(t *testing.T, p *Provisioner, st store.Store, messages func() []string) {
 	const machines = 64
 	var wg sync.WaitGroup
 	errs := make(chan error, machines*2)
@@ -150,12 +179,34 @@ func TestConcurrentRegistrations(t *testing.T) {
 	}
 	assert.Equal(t, map[string]int{"core-services": 3, "storage": 2, "default": machines - 5}, profiles)
 	created := 0
-	for _, m := range st.Messages() {
+	for _, m := range messages() {
 		if len(m) > 13 && m[len(m)-12:] == "host created" {
 			created++
 		}
 	}
 	assert.Equal(t, machines, created, "one record per serial")
+}
+
+// TestFailedRegistrationFreesItsAddress: a registration whose write fails
+// gives its reserved address and profile back.
+func TestFailedRegistrationFreesItsAddress(t *testing.T) {
+	cfg, err := config.Parse([]byte(fmt.Sprintf(testConfig, "192.168.2.99")))
+	require.NoError(t, err)
+	p, err := New(Config{Cluster: cfg, Store: storetest.NewBroken(t)})
+	require.NoError(t, err)
+	_, _, err = p.Register("lost")
+	require.ErrorIs(t, err, store.ErrStorage)
+
+	// The same provisioner over a working store hands out the same first
+	// address and the first profile again.
+	mem := store.NewMemory()
+	p.store = mem
+	h, _, err := p.Register("kept")
+	require.NoError(t, err)
+	assert.Equal(t, "192.168.2.21", h.InternalAddr.String())
+	assert.Equal(t, "core-services", h.Profile)
+	assert.Empty(t, p.resIP, "no reservation left behind")
+	assert.Empty(t, p.inflight)
 }
 
 func TestLifeCycle(t *testing.T) {
