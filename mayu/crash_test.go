@@ -7,6 +7,7 @@ package main
 // was told had happened is lost.
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -552,6 +553,7 @@ func TestDamagedRepositoryIsReportedNotReinitialised(t *testing.T) {
 			removeObject(t, cluster, strings.TrimSpace(git(t, cluster, "rev-parse", "HEAD:"+storm.Serial("dmg-", 0)+"/conf.json")))
 		}, "damaged git repository"},
 		{"corrupt object", func(t *testing.T, cluster string) {
+			explode(t, cluster)
 			p := objectPath(cluster, strings.TrimSpace(git(t, cluster, "rev-parse", "HEAD^{tree}")))
 			require.NoError(t, os.Chmod(p, 0o644))
 			require.NoError(t, os.WriteFile(p, []byte("this is not zlib"), 0o444))
@@ -595,7 +597,28 @@ func objectPath(cluster, hash string) string {
 func removeObject(t *testing.T, cluster, hash string) {
 	t.Helper()
 	require.Len(t, hash, 40)
+	explode(t, cluster)
 	require.NoError(t, os.Remove(objectPath(cluster, hash)))
+}
+
+// explode turns the cluster's packs (mayu writes one per batch of
+// commits) into loose objects with stock git, so that a test can damage a
+// single object.
+func explode(t *testing.T, cluster string) {
+	t.Helper()
+	packs, err := filepath.Glob(filepath.Join(cluster, ".git", "objects", "pack", "pack-*.pack"))
+	require.NoError(t, err)
+	for _, p := range packs {
+		data, err := os.ReadFile(p)
+		require.NoError(t, err)
+		require.NoError(t, os.Remove(p))
+		require.NoError(t, os.Remove(strings.TrimSuffix(p, ".pack")+".idx"))
+		cmd := exec.Command("git", "unpack-objects", "-q")
+		cmd.Dir = cluster
+		cmd.Stdin = bytes.NewReader(data)
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "git unpack-objects: %s", out)
+	}
 }
 
 // treeSnapshot maps every file under dir to its size and mode.

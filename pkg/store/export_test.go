@@ -11,28 +11,53 @@ func SetStaleLockAge(d time.Duration) (restore func()) {
 	return func() { staleLock = old }
 }
 
-// SetPackThreshold changes how many loose objects trigger a pack.
-func SetPackThreshold(n int) (restore func()) {
-	old := packThreshold
-	packThreshold = n
-	return func() { packThreshold = old }
+// SetMergeFanIn changes how many packs of a level are merged into one.
+func SetMergeFanIn(n int) (restore func()) {
+	old := mergeFanIn
+	mergeFanIn = n
+	return func() { mergeFanIn = old }
 }
 
-// PackNow waits for a background pack and packs what is left loose, so a
-// test can reopen a directory whose HEAD is in a pack.
-func (d *Dir) PackNow() error {
+// MergeNow waits for a background merge and merges every pack the store
+// wrote into one.
+func (d *Dir) MergeNow() error {
 	d.packWG.Wait()
 	d.wmu.Lock()
-	objs := d.git.written
-	d.git.written, d.git.writtenBytes = nil, 0
+	packs := d.git.packs
+	d.git.packs = nil
 	gitDir := d.git.gitDir
 	d.wmu.Unlock()
-	_, _, _, err := packLoose(gitDir, objs)
-	return err
+	if len(packs) < 2 {
+		d.wmu.Lock()
+		d.git.packs = append(d.git.packs, packs...)
+		d.wmu.Unlock()
+		return nil
+	}
+	d.mergeInto(gitDir, packs, 99)
+	return nil
+}
+
+// Packs returns the names of the packs the store wrote and has not merged.
+func (d *Dir) Packs() []string {
+	d.wmu.Lock()
+	defer d.wmu.Unlock()
+	var out []string
+	for _, p := range d.git.packs {
+		out = append(out, p.name)
+	}
+	return out
 }
 
 // IOCounts returns the files written, bytes written and fsyncs made so far
 // by every store in the process.
 func IOCounts() (files, bytes, fsyncs int64) {
 	return ioCounts.files.Load(), ioCounts.bytes.Load(), ioCounts.fsyncs.Load()
+}
+
+// SetSyncfsMin changes the batch size from which one syncfs replaces the
+// per-file fsyncs.
+func SetSyncfsMin(n int) (restore func()) {
+	old := syncfsMin
+	syncfsMin = n
+	return func() { syncfsMin = old }
 }

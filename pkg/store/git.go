@@ -47,9 +47,13 @@ type DirOptions struct {
 // Dir is the Store over a Mayu cluster directory: cluster.json and
 // <serial>/conf.json files, committed to git.
 //
-// All mutations are serialised by wmu; the records served to readers live
-// in an in-memory index guarded by mu, which a mutation holds only to swap
-// in the new record. Readers therefore never wait for disk or git.
+// Mutations are group-committed (groupcommit.go): the requests that arrive
+// while a batch is being made durable are applied in arrival order and
+// written together, sharing one fsync round and one branch update, with
+// still one commit per step. Batches are serialised by wmu; the records
+// served to readers live in an in-memory index guarded by mu, which a batch
+// holds only to swap in the new records. Readers therefore never wait for
+// disk or git, and never see a record before it is durable.
 type Dir struct {
 	dir   string
 	noGit bool
@@ -68,6 +72,12 @@ type Dir struct {
 
 	notes   notifier
 	watcher *dirWatcher
+
+	// The group commit's queue (groupcommit.go): requests waiting for
+	// the batch in progress, and whether a leader is writing one.
+	qmu     sync.Mutex
+	queue   []*writeReq
+	leading bool
 
 	packing   atomic.Bool // a background pack is being written
 	packWG    sync.WaitGroup
@@ -115,6 +125,17 @@ type diskHost struct {
 // index and .git/index. It runs at open, and again when a commit made with
 // the git CLI moved HEAD under the store.
 func (d *Dir) load() error {
+	err := d.loadOnce()
+	if errors.Is(err, errReread) {
+		err = d.loadOnce()
+	}
+	return err
+}
+
+// errReread asks load to read the directory again.
+var errReread = errors.New("store: read the cluster directory again")
+
+func (d *Dir) loadOnce() error {
 	if _, err := removeTemps(d.dir, tmpPrefix); err != nil {
 		return fmt.Errorf("%w: read %s: %w", ErrStorage, d.dir, err)
 	}
@@ -287,10 +308,9 @@ func (d *Dir) loadGit(cluster Cluster, clusterData []byte, clusterSt *unix.Stat_
 		return Cluster{}, nil, fmt.Errorf("%w: finish interrupted branch update: %w", ErrStorage, err)
 	}
 	if rolled {
-		if hs, err = readHead(d.dir, d.isHostName); err != nil {
-			return Cluster{}, nil, err
-		}
-		g = newGitRepo(d.dir, hs, d.log)
+		// The roll-forward may have written records: read everything
+		// again, with the branch now at the batch's head.
+		return Cluster{}, nil, errReread
 	}
 	g.cleanStale()
 
@@ -437,9 +457,11 @@ func (d *Dir) loadGit(cluster Cluster, clusterData []byte, clusterSt *unix.Stat_
 	}
 	g.cleanSharedIndexes()
 	if d.git != nil {
-		// A reload: the loose objects written so far still want packing.
-		g.written = append(d.git.written, g.written...)
-		g.writtenBytes += d.git.writtenBytes
+		// A reload: the packs written so far still want merging.
+		g.packs = append(d.git.packs, g.packs...)
+	} else {
+		// The small packs an earlier run left unmerged join this run's.
+		g.packs = smallPacks(g.gitDir, g.packs)
 	}
 	d.git = g
 	d.maybePack()
@@ -541,166 +563,6 @@ func (d *Dir) Create(serial string, steps ...Step) (host.Host, error) {
 // Update implements Store.
 func (d *Dir) Update(serial string, steps ...Step) (host.Host, error) {
 	return d.mutate(serial, false, steps)
-}
-
-// mutate serves Create and Update. When a commit made with the git CLI
-// moved HEAD under the store, it reloads the directory and runs the steps
-// again on the record as it now is, so an operator's change is never
-// overwritten with a stale copy (steps must therefore be repeatable).
-func (d *Dir) mutate(serial string, create bool, steps []Step) (host.Host, error) {
-	if err := checkSerial(serial); err != nil {
-		return host.Host{}, err
-	}
-	d.wmu.Lock()
-	defer d.wmu.Unlock()
-	if err := d.usable(); err != nil {
-		return host.Host{}, err
-	}
-	for attempt := 0; ; attempt++ {
-		h, ok := d.get(serial)
-		switch {
-		case create && ok:
-			return host.Host{}, fmt.Errorf("%w: %s", ErrExists, serial)
-		case create:
-			h = host.Host{Serial: serial}
-		case !ok:
-			return host.Host{}, fmt.Errorf("%w: %s", ErrNotFound, serial)
-		}
-		res, err := d.apply(h, create, steps)
-		if errors.Is(err, errHeadMoved) && attempt < 3 {
-			if err := d.reloadAfterMove(err); err != nil {
-				return host.Host{}, err
-			}
-			continue
-		}
-		return res, err
-	}
-}
-
-func (d *Dir) usable() error {
-	if d.closed {
-		return fmt.Errorf("%w: store closed", ErrStorage)
-	}
-	return nil
-}
-
-func (d *Dir) get(serial string) (host.Host, bool) {
-	d.mu.RLock()
-	defer d.mu.RUnlock()
-	return d.ix.get(serial)
-}
-
-// apply runs the steps and persists the result: one conf.json write (the
-// final state) and one commit per step that changed the record, each
-// holding the record as that step left it.
-func (d *Dir) apply(h host.Host, create bool, steps []Step) (host.Host, error) {
-	snaps, msgs, err := applySteps(h, steps)
-	if err != nil {
-		return host.Host{}, err
-	}
-	if len(snaps) == 0 {
-		if !create {
-			return h.Clone(), nil
-		}
-		// A create whose steps changed nothing still creates the record.
-		snaps, msgs = []host.Host{h}, []string{"host created"}
-	}
-	datas := make([][]byte, len(snaps))
-	for i, s := range snaps {
-		if datas[i], err = s.Marshal(); err != nil {
-			return host.Host{}, err
-		}
-	}
-	for i := range msgs {
-		msgs[i] = h.Serial + ": " + msgs[i]
-	}
-	final := snaps[len(snaps)-1]
-	if err := d.persistHost(h.Serial, create, datas, msgs); err != nil {
-		return host.Host{}, err
-	}
-	d.mu.Lock()
-	d.ix.put(final)
-	d.mu.Unlock()
-	d.notes.notify()
-	return final.Clone(), nil
-}
-
-// persistHost writes the final record and commits every snapshot. It
-// returns errHeadMoved, unwrapped, when a commit made with the git CLI
-// moved HEAD meanwhile; nothing is written then.
-func (d *Dir) persistHost(serial string, create bool, datas [][]byte, msgs []string) error {
-	hostDir := filepath.Join(d.dir, serial)
-	confPath := filepath.Join(hostDir, confName)
-	final := datas[len(datas)-1]
-	var oldData []byte
-	if !create {
-		oldData, _ = os.ReadFile(confPath)
-	}
-	newDir := false
-	if create {
-		if err := os.Mkdir(hostDir, 0o755); err == nil {
-			newDir = true
-		} else if !errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%w: create %s: %w", ErrStorage, hostDir, err)
-		}
-	}
-	fail := func(err error) error {
-		if newDir {
-			_ = os.Remove(hostDir)
-		}
-		return fmt.Errorf("%w: %s: %w", ErrStorage, serial, err)
-	}
-	b := newWriteBatch()
-	if newDir {
-		b.syncDir(d.dir)
-	}
-	var tx *gitTx
-	if d.git != nil {
-		tx = d.git.begin()
-		for i, data := range datas {
-			tx.stageHost(serial, data)
-			tx.commit(sanitizeMessage(msgs[i]))
-		}
-	}
-	if err := b.addLate(confPath, tmpPrefix, final, 0o644); err != nil {
-		b.abort()
-		if tx != nil {
-			tx.rollback()
-		}
-		return fail(err)
-	}
-	if tx != nil {
-		if err := tx.write(b); err != nil {
-			b.abort()
-			tx.rollback()
-			if newDir {
-				_ = os.Remove(hostDir)
-			}
-			if errors.Is(err, errHeadMoved) {
-				return err
-			}
-			return fail(err)
-		}
-	}
-	if err := b.apply(); err != nil {
-		if !b.landed() {
-			d.restore(confPath, oldData, create, newDir, b)
-			if tx != nil {
-				tx.rollback()
-			}
-			return fail(err)
-		}
-		// Everything is in place; only a directory fsync failed.
-		d.log.Error("fsync of a directory failed after commit", "serial", serial, "err", err)
-	}
-	d.blobs[serial] = blobID(final)
-	if tx != nil {
-		tx.done()
-		d.git.index.set(serial+"/"+confName, filemode.Regular, blobID(final), lstat(confPath))
-		d.writeGitIndex()
-		d.maybePack()
-	}
-	return nil
 }
 
 // restore puts the previous conf.json back after a failed batch that may

@@ -2,13 +2,11 @@ package store
 
 import (
 	"bytes"
-	"compress/zlib"
 	"crypto/sha1"
 	"encoding/binary"
 	"fmt"
 	"sort"
 	"strconv"
-	"sync"
 
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
@@ -16,37 +14,19 @@ import (
 )
 
 // This file holds git's on-disk formats the store writes on its hot path:
-// loose objects, trees kept in memory, and the index file. They are written
-// here rather than through go-git's filesystem storer because that storer
+// object ids, trees kept in memory, and the index file (packs are in
+// gitpack.go). They are written here rather than through go-git's
+// filesystem storer because that storer
 // neither fsyncs nor replaces refs atomically (it truncates the ref file in
 // place), and its index and tree writers re-encode everything each time.
 // go-git still reads the repository (packs included) when the store opens.
 
-// largeObject is the payload size above which objects are stored with zlib
+// largeObject is the payload size above which objects are packed with zlib
 // level 0 (stored blocks). Only the root tree gets that big (about 40 bytes
-// per host, so 400 KB at 10,000 hosts); compressing it costs ~4 ms per
-// commit at BestSpeed and saves little, since half of it is random hashes.
-// `git gc` packs and deltas these objects down to a few bytes each anyway.
+// per host, so 400 KB at 10,000 hosts); compressing it costs ~4 ms
+// per batch at BestSpeed and saves little, since half of it is random
+// hashes; the other root trees of a pack are deltas of a few bytes.
 const largeObject = 64 << 10
-
-var zlibPools = map[int]*sync.Pool{}
-
-func init() {
-	for _, lvl := range []int{zlib.NoCompression, zlib.BestSpeed} {
-		lvl := lvl
-		zlibPools[lvl] = &sync.Pool{New: func() any {
-			w, _ := zlib.NewWriterLevel(nil, lvl)
-			return w
-		}}
-	}
-}
-
-// gitObject is an encoded object ready to be written as a loose object.
-type gitObject struct {
-	hash plumbing.Hash
-	data []byte // zlib-compressed "<kind> <len>\x00<payload>"
-	root bool   // a root tree (see gitpack.go)
-}
 
 // hashObject returns the object id of a payload. crypto/sha1 gives the same
 // ids as git's collision-detecting SHA-1 for every real input and is several
@@ -66,24 +46,6 @@ func objectHeader(kind plumbing.ObjectType, n int) []byte {
 	b = append(b, ' ')
 	b = strconv.AppendInt(b, int64(n), 10)
 	return append(b, 0)
-}
-
-// encodeObject hashes and compresses a payload.
-func encodeObject(kind plumbing.ObjectType, payload []byte) gitObject {
-	hdr := objectHeader(kind, len(payload))
-	lvl := zlib.BestSpeed
-	if len(payload) > largeObject {
-		lvl = zlib.NoCompression
-	}
-	var buf bytes.Buffer
-	buf.Grow(len(payload)/2 + 64)
-	w := zlibPools[lvl].Get().(*zlib.Writer)
-	w.Reset(&buf)
-	_, _ = w.Write(hdr)
-	_, _ = w.Write(payload)
-	_ = w.Close()
-	zlibPools[lvl].Put(w)
-	return gitObject{hash: hashObject(kind, payload), data: buf.Bytes()}
 }
 
 // treeEntry is one entry of a tree object.

@@ -9,32 +9,36 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
+	"strings"
 	"time"
 
+	"github.com/go-git/go-billy/v5/osfs"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/format/idxfile"
+	"github.com/go-git/go-git/v5/plumbing/format/packfile"
 )
 
 // Every commit writes a new root tree of about 40 bytes per host: 400 KB
-// at 10,000 hosts, so 10 commits per machine would leave 40 GB of loose
-// objects. Mayu 0.11 had `git gc --auto` run after its commits; this store
-// instead packs the loose objects it wrote, in the background, once there
-// are packThreshold of them. In the pack, a root tree is stored as a delta
-// against an earlier one: the trees are sorted entry lists, so the delta is
-// computed by walking both lists, in time linear in their size, and holds
-// little more than the entries that changed.
+// at 10,000 hosts. Each durable batch (gitTx) is therefore written as one
+// pack and its index, two files whatever the batch's size, with every root
+// tree after the batch's first stored as a delta against the one before:
+// the trees are sorted entry lists, so the delta is computed by walking
+// both lists, in time linear in their size, and holds little more than the
+// entries that changed. Loose objects would cost four files per commit,
+// and on ext4 creating files while the journal commits costs far more CPU
+// than writing them (see docs/PERFORMANCE.md).
+//
+// Mayu 0.11 had `git gc --auto` run after its commits. This store instead
+// merges its own packs in the background, tiered: mergeFanIn packs of one
+// level become one pack of the next, their root trees deltified again
+// across the former pack boundaries, so a long-running mayu keeps
+// O(mergeFanIn * log(commits)) packs and about one full root tree per
+// packMaxDepth commits.
 
-// packThreshold is the number of loose objects written before they are
-// packed (about a thousand commits); packBytes bounds their size, which
-// at 10,000 hosts is reached first (about 600 commits).
-var (
-	packThreshold       = 4096
-	packBytes     int64 = 256 << 20
-)
+// mergeFanIn is the number of packs of one level merged into one.
+var mergeFanIn = 16
 
 // packMaxDepth bounds delta chains, as git's default --depth does, so that
 // reading an old tree never applies more than this many deltas.
@@ -47,110 +51,264 @@ const (
 	idxTmpPrefix  = "tmp_idx_mayu-"
 )
 
-// looseObj is an object the store wrote as a loose object.
-type looseObj struct {
-	hash plumbing.Hash
-	root bool // a root tree: stored as a delta in the pack
+// packFile is a pack this process wrote: a batch's (level 0) or a merge's.
+type packFile struct {
+	name  string // "pack-<checksum>"
+	level int
 }
 
-// maybePack starts packing when enough loose objects were written. It runs
-// in the background: loose objects never change, and each is deleted only
-// after the pack holding it is durable, so writers need not wait.
+// smallPackSize is the size under which a pack found at open is merged
+// like the store's own: the batches an earlier run left unmerged, not the
+// big packs of `git gc`.
+const smallPackSize = 4 << 20
+
+// smallPacks returns known plus the packs in the repository under
+// smallPackSize that known does not list, as level 0.
+func smallPacks(gitDir string, known []packFile) []packFile {
+	have := map[string]bool{}
+	for _, p := range known {
+		have[p.name] = true
+	}
+	packDir := filepath.Join(gitDir, "objects", "pack")
+	files, _ := filepath.Glob(filepath.Join(packDir, "pack-*.pack"))
+	for _, f := range files {
+		name := strings.TrimSuffix(filepath.Base(f), ".pack")
+		fi, err := os.Stat(f)
+		if err != nil || fi.Size() >= smallPackSize || have[name] {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(packDir, name+".idx")); err != nil {
+			continue
+		}
+		known = append(known, packFile{name: name})
+	}
+	return known
+}
+
+// maybePack starts a background merge when mergeFanIn packs of a level
+// accumulated. It runs under wmu. The merged packs are deleted only after
+// the new one is durable, and under wmu, so the store's own readers (go-git
+// at a reload) never see a pack vanish.
 func (d *Dir) maybePack() {
 	g := d.git
-	if g == nil || (len(g.written) < packThreshold && g.writtenBytes < packBytes) || d.packing.Load() {
+	if g == nil || d.packing.Load() {
 		return
 	}
-	objs := g.written
-	g.written, g.writtenBytes = nil, 0
+	level := -1
+	count := map[int]int{}
+	for _, p := range g.packs {
+		count[p.level]++
+		if count[p.level] >= mergeFanIn && (level < 0 || p.level < level) {
+			level = p.level
+		}
+	}
+	if level < 0 {
+		return
+	}
+	var take, keep []packFile
+	for _, p := range g.packs {
+		if p.level == level {
+			take = append(take, p)
+		} else {
+			keep = append(keep, p)
+		}
+	}
+	g.packs = keep
 	d.packing.Store(true)
 	d.packWG.Add(1)
 	go func() {
 		defer d.packWG.Done()
 		defer d.packing.Store(false)
-		start := time.Now()
-		name, n, size, err := packLoose(g.gitDir, objs)
-		if err != nil {
-			d.log.Warn("cannot pack loose objects; they stay loose", "err", err)
-			return
-		}
-		d.log.Info("packed loose objects", "pack", name, "objects", n, "bytes", size, "took", time.Since(start))
+		d.mergeInto(g.gitDir, take, level+1)
 	}()
 }
 
-// packLoose writes the objects into one pack with its index and deletes
-// the loose copies. Objects already gone (packed by `git gc`) are skipped.
-func packLoose(gitDir string, objs []looseObj) (name string, n int, size int64, err error) {
-	packDir := filepath.Join(gitDir, "objects", "pack")
-	if err := os.MkdirAll(packDir, 0o755); err != nil {
-		return "", 0, 0, err
+// mergeInto merges the packs into one of the given level and drops them.
+func (d *Dir) mergeInto(gitDir string, packs []packFile, level int) {
+	start := time.Now()
+	names := make([]string, len(packs))
+	for i, p := range packs {
+		names[i] = p.name
 	}
+	name, n, size, err := mergePacks(gitDir, names)
+	d.wmu.Lock()
+	defer d.wmu.Unlock()
+	if err != nil {
+		// Not tried again in this run (a damaged pack would fail every
+		// time); `git gc` packs them, and the next start retries.
+		d.log.Warn("cannot merge packs; they stay as they are", "packs", len(packs), "err", err)
+		return
+	}
+	packDir := filepath.Join(gitDir, "objects", "pack")
+	for _, old := range names {
+		// The pack first: an index without its pack is ignored by git and
+		// go-git (and removed at the next start), a pack without its index
+		// makes go-git fail.
+		_ = os.Remove(filepath.Join(packDir, old+".pack"))
+		_ = os.Remove(filepath.Join(packDir, old+".idx"))
+	}
+	if d.git != nil {
+		d.git.packs = append(d.git.packs, packFile{name: name, level: level})
+	}
+	d.log.Info("merged packs", "packs", len(packs), "into", name, "objects", n, "bytes", size, "took", time.Since(start))
+}
+
+// mergePacks writes every object of the named packs (in objects/pack)
+// into one new pack, root trees (the trees commits point to) as deltas
+// against the root tree before them, and returns its name.
+func mergePacks(gitDir string, names []string) (name string, n int, size int64, err error) {
+	packDir := filepath.Join(gitDir, "objects", "pack")
+	fsys := osfs.New(packDir)
+	type source struct {
+		idx  *idxfile.MemoryIndex
+		pack *packfile.Packfile
+	}
+	var srcs []source
+	defer func() {
+		for _, s := range srcs {
+			_ = s.pack.Close()
+		}
+	}()
+	for _, nm := range names {
+		xf, err := os.Open(filepath.Join(packDir, nm+".idx"))
+		if err != nil {
+			return "", 0, 0, err
+		}
+		idx := idxfile.NewMemoryIndex()
+		err = idxfile.NewDecoder(bufio.NewReader(xf)).Decode(idx)
+		_ = xf.Close()
+		if err != nil {
+			return "", 0, 0, fmt.Errorf("%s.idx: %w", nm, err)
+		}
+		pf, err := fsys.Open(nm + ".pack")
+		if err != nil {
+			return "", 0, 0, err
+		}
+		srcs = append(srcs, source{idx: idx, pack: packfile.NewPackfile(idx, fsys, pf, 0)})
+	}
+	// Pass 1: the root trees are the trees of the commits.
+	roots := map[plumbing.Hash]bool{}
+	for _, s := range srcs {
+		it, err := s.pack.GetByType(plumbing.CommitObject)
+		if err != nil {
+			return "", 0, 0, err
+		}
+		err = it.ForEach(func(o plumbing.EncodedObject) error {
+			payload, err := readEncoded(o)
+			if err != nil {
+				return err
+			}
+			if tree, ok := commitTree(payload); ok {
+				roots[tree] = true
+			}
+			return nil
+		})
+		if err != nil {
+			return "", 0, 0, err
+		}
+	}
+	// Pass 2: every object, in the order the packs were written.
 	pw, err := newPackWriter(packDir)
 	if err != nil {
 		return "", 0, 0, err
 	}
 	defer pw.abort()
-
-	var (
-		seen      = map[plumbing.Hash]bool{}
-		packed    []plumbing.Hash
-		prev      *packedTree // the last root tree written
-		chainRoot *packedTree // the full root tree the current chain starts from
-	)
-	for _, o := range objs {
-		if seen[o.hash] {
-			continue
-		}
-		kind, payload, err := readLoose(gitDir, o.hash)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
+	seen := map[plumbing.Hash]bool{}
+	var rd rootDeltas
+	for _, s := range srcs {
+		it, err := s.idx.EntriesByOffset()
 		if err != nil {
-			return "", 0, 0, fmt.Errorf("read object %s: %w", o.hash, err)
-		}
-		seen[o.hash] = true
-		packed = append(packed, o.hash)
-		if !o.root || kind != plumbing.TreeObject {
-			if err := pw.full(o.hash, kind, payload); err != nil {
-				return "", 0, 0, err
-			}
-			continue
-		}
-		// A root tree: a delta against the previous one, or against the
-		// chain's full tree when the chain is as deep as allowed.
-		base := prev
-		if base != nil && base.depth >= packMaxDepth {
-			base = chainRoot
-		}
-		if base != nil {
-			if delta := treeDelta(base.payload, payload); len(delta) < len(payload)/2 {
-				if err := pw.delta(o.hash, base.offset, delta); err != nil {
-					return "", 0, 0, err
-				}
-				prev = &packedTree{payload: payload, offset: pw.last, depth: base.depth + 1}
-				continue
-			}
-		}
-		if err := pw.full(o.hash, kind, payload); err != nil {
 			return "", 0, 0, err
 		}
-		prev = &packedTree{payload: payload, offset: pw.last}
-		chainRoot = prev
+		for {
+			e, err := it.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return "", 0, 0, err
+			}
+			if seen[e.Hash] {
+				continue
+			}
+			seen[e.Hash] = true
+			o, err := s.pack.GetByOffset(int64(e.Offset))
+			if err != nil {
+				return "", 0, 0, fmt.Errorf("object %s: %w", e.Hash, err)
+			}
+			payload, err := readEncoded(o)
+			if err != nil {
+				return "", 0, 0, fmt.Errorf("object %s: %w", e.Hash, err)
+			}
+			if o.Type() == plumbing.TreeObject && roots[e.Hash] {
+				err = rd.write(pw, e.Hash, payload, false)
+			} else {
+				err = pw.full(e.Hash, o.Type(), payload)
+			}
+			if err != nil {
+				return "", 0, 0, err
+			}
+		}
 	}
-	if len(packed) == 0 {
-		return "", 0, 0, nil
+	if len(seen) == 0 {
+		return "", 0, 0, errors.New("nothing to merge")
 	}
 	name, size, err = pw.finish()
+	return name, len(seen), size, err
+}
+
+func readEncoded(o plumbing.EncodedObject) ([]byte, error) {
+	r, err := o.Reader()
 	if err != nil {
-		return "", 0, 0, err
+		return nil, err
 	}
-	// The pack is durable: the loose copies can go. An unlink lost in a
-	// crash only leaves an object stored twice.
-	for _, h := range packed {
-		hex := h.String()
-		_ = os.Remove(filepath.Join(gitDir, "objects", hex[:2], hex[2:]))
+	defer r.Close()
+	return io.ReadAll(r)
+}
+
+// commitTree returns the tree a commit payload names.
+func commitTree(payload []byte) (plumbing.Hash, bool) {
+	line, _, _ := bytes.Cut(payload, []byte{'\n'})
+	hex, ok := bytes.CutPrefix(line, []byte("tree "))
+	if !ok || !plumbing.IsHash(string(hex)) {
+		return plumbing.ZeroHash, false
 	}
-	return name, len(packed), size, nil
+	return plumbing.NewHash(string(hex)), true
+}
+
+// rootDeltas writes root trees into a pack, each as a delta against the
+// previous one, or against the chain's full tree when the chain is as deep
+// as allowed, or in full when the delta would not be much smaller.
+type rootDeltas struct {
+	prev      *packedTree // the last root tree written
+	chainRoot *packedTree // the full root tree the current chain starts from
+}
+
+// write adds one root tree. copyPayload is set when the caller reuses the
+// payload's memory afterwards (the store's in-memory root tree).
+func (rd *rootDeltas) write(pw *packWriter, h plumbing.Hash, payload []byte, copyPayload bool) error {
+	if copyPayload {
+		payload = bytes.Clone(payload)
+	}
+	base := rd.prev
+	if base != nil && base.depth >= packMaxDepth {
+		base = rd.chainRoot
+	}
+	if base != nil {
+		if delta := treeDelta(base.payload, payload); len(delta) < len(payload)/2 {
+			if err := pw.delta(h, base.offset, delta); err != nil {
+				return err
+			}
+			rd.prev = &packedTree{payload: payload, offset: pw.last, depth: base.depth + 1}
+			return nil
+		}
+	}
+	if err := pw.full(h, plumbing.TreeObject, payload); err != nil {
+		return err
+	}
+	rd.prev = &packedTree{payload: payload, offset: pw.last}
+	rd.chainRoot = rd.prev
+	return nil
 }
 
 type packedTree struct {
@@ -159,16 +317,20 @@ type packedTree struct {
 	depth   int
 }
 
-// packWriter writes a version 2 pack and its version 2 index.
+// packWriter writes a version 2 pack and its version 2 index, to a file
+// (newPackWriter, for merges) or to memory (newMemPackWriter, for a batch
+// that the write protocol then makes durable with its other files).
 type packWriter struct {
 	dir     string
-	f       *os.File
+	f       *os.File      // nil in memory
+	mem     *bytes.Buffer // nil to a file
 	bw      *bufio.Writer
 	off     int64
 	last    int64 // offset of the last object written
 	entries []idxfile.Entry
 	zbuf    bytes.Buffer
-	zw      *zlib.Writer
+	zw      *zlib.Writer // BestSpeed
+	zstore  *zlib.Writer // stored blocks, for payloads over largeObject
 	header  []byte
 }
 
@@ -178,14 +340,23 @@ func newPackWriter(dir string) (*packWriter, error) {
 		return nil, err
 	}
 	pw := &packWriter{dir: dir, f: f}
-	pw.bw = bufio.NewWriterSize(f, 256<<10)
-	pw.zw, _ = zlib.NewWriterLevel(nil, zlib.BestSpeed)
-	// The header's object count is patched in finish, once known.
-	if _, err := pw.bw.Write([]byte{'P', 'A', 'C', 'K', 0, 0, 0, 2, 0, 0, 0, 0}); err != nil {
-		return nil, err
-	}
-	pw.off = 12
+	pw.init(f)
 	return pw, nil
+}
+
+func newMemPackWriter() *packWriter {
+	pw := &packWriter{mem: &bytes.Buffer{}}
+	pw.init(pw.mem)
+	return pw
+}
+
+func (pw *packWriter) init(w io.Writer) {
+	pw.bw = bufio.NewWriterSize(w, 256<<10)
+	pw.zw, _ = zlib.NewWriterLevel(nil, zlib.BestSpeed)
+	pw.zstore, _ = zlib.NewWriterLevel(nil, zlib.NoCompression)
+	// The header's object count is patched in finish, once known.
+	_, _ = pw.bw.Write([]byte{'P', 'A', 'C', 'K', 0, 0, 0, 2, 0, 0, 0, 0})
+	pw.off = 12
 }
 
 // Pack object types.
@@ -242,11 +413,15 @@ func (pw *packWriter) entry(h plumbing.Hash, typ byte, size int, baseRef, data [
 	pw.header = hdr
 
 	pw.zbuf.Reset()
-	pw.zw.Reset(&pw.zbuf)
-	if _, err := pw.zw.Write(data); err != nil {
+	zw := pw.zw
+	if len(data) > largeObject {
+		zw = pw.zstore
+	}
+	zw.Reset(&pw.zbuf)
+	if _, err := zw.Write(data); err != nil {
 		return err
 	}
-	if err := pw.zw.Close(); err != nil {
+	if err := zw.Close(); err != nil {
 		return err
 	}
 	crc := crc32.NewIEEE()
@@ -272,10 +447,7 @@ func (pw *packWriter) finish() (string, int64, error) {
 	}
 	// The object count, known only now, goes into the header; then the
 	// file is hashed for its trailer.
-	count := uint32(len(pw.entries))
-	var cnt [4]byte
-	cnt[0], cnt[1], cnt[2], cnt[3] = byte(count>>24), byte(count>>16), byte(count>>8), byte(count)
-	if _, err := pw.f.WriteAt(cnt[:], 8); err != nil {
+	if _, err := pw.f.WriteAt(pw.count(), 8); err != nil {
 		return "", 0, err
 	}
 	if _, err := pw.f.Seek(0, io.SeekStart); err != nil {
@@ -294,18 +466,7 @@ func (pw *packWriter) finish() (string, int64, error) {
 		return "", 0, err
 	}
 	size := pw.off + 20
-
-	var iw idxfile.Writer
-	if err := iw.OnHeader(count); err != nil {
-		return "", 0, err
-	}
-	for _, e := range pw.entries {
-		iw.Add(e.Hash, e.Offset, e.CRC32)
-	}
-	if err := iw.OnFooter(packSum); err != nil {
-		return "", 0, err
-	}
-	mi, err := iw.Index()
+	idx, err := pw.index(packSum)
 	if err != nil {
 		return "", 0, err
 	}
@@ -317,29 +478,71 @@ func (pw *packWriter) finish() (string, int64, error) {
 		_ = xf.Close()
 		_ = os.Remove(xf.Name())
 	}()
-	xb := bufio.NewWriter(xf)
-	if _, err := idxfile.NewEncoder(xb).Encode(mi); err != nil {
-		return "", 0, err
-	}
-	if err := xb.Flush(); err != nil {
+	if _, err := xf.Write(idx); err != nil {
 		return "", 0, err
 	}
 	if err := xf.Sync(); err != nil {
 		return "", 0, err
 	}
+	// The index first, as in a batch (see gitTx.write).
 	name := "pack-" + packSum.String()
+	if err := os.Rename(xf.Name(), filepath.Join(pw.dir, name+".idx")); err != nil {
+		return "", 0, err
+	}
 	if err := os.Rename(pw.f.Name(), filepath.Join(pw.dir, name+".pack")); err != nil {
+		_ = os.Remove(filepath.Join(pw.dir, name+".idx"))
 		return "", 0, err
 	}
 	_ = pw.f.Close()
 	pw.f = nil
-	if err := os.Rename(xf.Name(), filepath.Join(pw.dir, name+".idx")); err != nil {
-		return "", 0, err
-	}
 	if err := syncDir(pw.dir); err != nil {
 		return "", 0, err
 	}
 	return name, size, nil
+}
+
+// finishMem returns the name, the pack and the index of a pack written to
+// memory.
+func (pw *packWriter) finishMem() (name string, pack, idx []byte, err error) {
+	if err := pw.bw.Flush(); err != nil {
+		return "", nil, nil, err
+	}
+	pack = pw.mem.Bytes()
+	copy(pack[8:12], pw.count())
+	packSum := plumbing.Hash(sha1.Sum(pack))
+	pack = append(pack, packSum[:]...)
+	if idx, err = pw.index(packSum); err != nil {
+		return "", nil, nil, err
+	}
+	return "pack-" + packSum.String(), pack, idx, nil
+}
+
+func (pw *packWriter) count() []byte {
+	n := uint32(len(pw.entries))
+	return []byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}
+}
+
+// index encodes the pack's version 2 index.
+func (pw *packWriter) index(packSum plumbing.Hash) ([]byte, error) {
+	var iw idxfile.Writer
+	if err := iw.OnHeader(uint32(len(pw.entries))); err != nil {
+		return nil, err
+	}
+	for _, e := range pw.entries {
+		iw.Add(e.Hash, e.Offset, e.CRC32)
+	}
+	if err := iw.OnFooter(packSum); err != nil {
+		return nil, err
+	}
+	mi, err := iw.Index()
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	if _, err := idxfile.NewEncoder(&buf).Encode(mi); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 func (pw *packWriter) abort() {
@@ -348,40 +551,6 @@ func (pw *packWriter) abort() {
 		_ = os.Remove(pw.f.Name())
 		pw.f = nil
 	}
-}
-
-// readLoose reads a loose object written by anyone.
-func readLoose(gitDir string, h plumbing.Hash) (plumbing.ObjectType, []byte, error) {
-	hex := h.String()
-	f, err := os.Open(filepath.Join(gitDir, "objects", hex[:2], hex[2:]))
-	if err != nil {
-		return 0, nil, err
-	}
-	defer f.Close()
-	zr, err := zlib.NewReader(bufio.NewReader(f))
-	if err != nil {
-		return 0, nil, err
-	}
-	raw, err := io.ReadAll(zr)
-	if err != nil {
-		return 0, nil, err
-	}
-	hdr, payload, ok := bytes.Cut(raw, []byte{0})
-	if !ok {
-		return 0, nil, fmt.Errorf("object %s: no header", h)
-	}
-	kindName, sizeStr, ok := bytes.Cut(hdr, []byte{' '})
-	if !ok {
-		return 0, nil, fmt.Errorf("object %s: bad header %q", h, hdr)
-	}
-	kind, err := plumbing.ParseObjectType(string(kindName))
-	if err != nil {
-		return 0, nil, fmt.Errorf("object %s: %w", h, err)
-	}
-	if n, err := strconv.Atoi(string(sizeStr)); err != nil || n != len(payload) {
-		return 0, nil, fmt.Errorf("object %s: size %q does not match %d bytes", h, sizeStr, len(payload))
-	}
-	return kind, payload, nil
 }
 
 // treeDelta returns a git delta that turns tree base into tree target.

@@ -54,13 +54,14 @@ type gitRepo struct {
 	index  *gitIndex
 	ident  string // "mayu commiter <email>"
 	reflog bool
-	// written lists the loose objects committed since the last pack, in
-	// write order, for the packer.
-	written      []looseObj
-	writtenBytes int64
-	fanout       [256]bool
-	log          *slog.Logger
-	now          func() time.Time
+	// packs lists the packs this process wrote and has not merged yet.
+	packs     []packFile
+	packDirOK bool // objects/pack exists
+	// fanout marks the loose-object directories that exist (for the
+	// cleanup of temporary objects an older version left).
+	fanout [256]bool
+	log    *slog.Logger
+	now    func() time.Time
 }
 
 // headState is what HEAD holds, read at open.
@@ -326,6 +327,9 @@ func newGitRepo(workDir string, hs *headState, log *slog.Logger) *gitRepo {
 	if fi, err := os.Stat(filepath.Join(g.gitDir, "logs")); err == nil && fi.IsDir() {
 		g.reflog = true
 	}
+	if fi, err := os.Stat(filepath.Join(g.gitDir, "objects", "pack")); err == nil && fi.IsDir() {
+		g.packDirOK = true
+	}
 	for i := range g.fanout {
 		if fi, err := os.Stat(filepath.Join(g.gitDir, "objects", fmt.Sprintf("%02x", i))); err == nil && fi.IsDir() {
 			g.fanout[i] = true
@@ -358,6 +362,16 @@ func (g *gitRepo) cleanStale() {
 	for _, prefix := range []string{packTmpPrefix, idxTmpPrefix} {
 		if n, err := removeTemps(packDir, prefix); err == nil && n > 0 {
 			g.log.Warn("removed temporary pack files left by a crash", "count", n)
+		}
+	}
+	// An index without its pack: a crash between the two renames of a
+	// batch, or between the two removals of a merge. Git ignores it.
+	idxs, _ := filepath.Glob(filepath.Join(packDir, "pack-*.idx"))
+	for _, idx := range idxs {
+		if _, err := os.Lstat(strings.TrimSuffix(idx, ".idx") + ".pack"); errors.Is(err, fs.ErrNotExist) {
+			if err := os.Remove(idx); err == nil {
+				g.log.Warn("removed a pack index without its pack, left by a crash", "path", idx)
+			}
 		}
 	}
 	for i, ok := range g.fanout {
@@ -447,13 +461,42 @@ func (g *gitRepo) rollForwardRef(hs *headState, isHost func(string) bool, disk m
 	if err := readCommitTree(repo, ls, isHost); err != nil {
 		return skip("new tree unreadable", err)
 	}
+	// A batch renames its records one by one after its objects and this
+	// lock are durable: a crash among those renames leaves some records
+	// new and the others old. Each changed path must hold the new or the
+	// old version (anything else is an edit the operator made since); at
+	// least one must be new (else the batch had not begun to show); the
+	// old ones are then written from the new commit, finishing the batch.
+	var missing []string // paths still at the old version
+	landed := false
+	check := func(path string, onDisk, newBlob, oldBlob plumbing.Hash) bool {
+		switch {
+		case newBlob == oldBlob:
+		case onDisk == newBlob:
+			landed = true
+		case onDisk == oldBlob:
+			missing = append(missing, path)
+		default:
+			return false
+		}
+		return true
+	}
 	for s := range unionKeys(ls.confBlob, hs.confBlob) {
-		if ls.confBlob[s] != hs.confBlob[s] && disk[s] != ls.confBlob[s] {
-			return skip("working tree does not hold the new commit's "+s+"/"+confName, nil)
+		if !check(s+"/"+confName, disk[s], ls.confBlob[s], hs.confBlob[s]) {
+			return skip("working tree holds neither version of "+s+"/"+confName, nil)
 		}
 	}
-	if a, b := ls.files[clusterName].hash, hs.files[clusterName].hash; a != b && clusterBlob != a {
-		return skip("working tree does not hold the new commit's "+clusterName, nil)
+	if !check(clusterName, clusterBlob, ls.files[clusterName].hash, hs.files[clusterName].hash) {
+		return skip("working tree holds neither version of "+clusterName, nil)
+	}
+	if !landed {
+		return skip("no record of the new commit is in the working tree yet", nil)
+	}
+	for _, path := range missing {
+		if err := g.restoreFromCommit(repo, newHead, path); err != nil {
+			return skip("cannot write "+path+" from the new commit", err)
+		}
+		g.log.Warn("finished writing a record interrupted by a crash", "path", path)
 	}
 	if err := os.Rename(refPath+".lock", refPath); err != nil {
 		return false, err
@@ -475,6 +518,28 @@ func (g *gitRepo) rollForwardRef(hs *headState, isHost func(string) bool, disk m
 	}
 	g.log.Warn("finished branch update interrupted by a crash", "ref", g.refName, "from", cur, "to", newHead)
 	return true, nil
+}
+
+// restoreFromCommit writes the working-tree file at path as the commit
+// holds it.
+func (g *gitRepo) restoreFromCommit(repo *git.Repository, commit plumbing.Hash, path string) error {
+	c, err := repo.CommitObject(commit)
+	if err != nil {
+		return err
+	}
+	f, err := c.File(path)
+	if err != nil {
+		return err
+	}
+	data, err := f.Contents()
+	if err != nil {
+		return err
+	}
+	p := filepath.Join(g.workDir, filepath.FromSlash(path))
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	return writeFileAtomic(p, []byte(data), 0o644)
 }
 
 // checkAncestry checks that hs.head is a first-parent ancestor of head
@@ -529,46 +594,59 @@ func unionKeys(a, b map[string]plumbing.Hash) map[string]bool {
 	return out
 }
 
-// gitTx collects the objects of one or more commits and makes them, and
-// the branch update, durable in one batch.
+// gitTx collects the objects of one or more commits into one pack (see
+// gitpack.go) and makes it, and the branch update, durable in one batch.
 type gitTx struct {
 	g       *gitRepo
 	oldHead plumbing.Hash
 	head    plumbing.Hash
-	objs    []gitObject
+	pw      *packWriter // created at the first object
+	roots   rootDeltas
 	seen    map[plumbing.Hash]bool
+	pack    string                // the pack's name, once written
 	undo    map[string]*treeEntry // root entries as they were before the tx
 	reflog  []string
-	lock    *lockFile
-	staged  bool
+	err     error // the first failure to encode an object
 }
 
 func (g *gitRepo) begin() *gitTx {
 	return &gitTx{g: g, oldHead: g.head, head: g.head, seen: map[plumbing.Hash]bool{}, undo: map[string]*treeEntry{}}
 }
 
+// add puts an object into the tx's pack (once) and returns its id.
 func (tx *gitTx) add(kind plumbing.ObjectType, payload []byte) plumbing.Hash {
 	h := hashObject(kind, payload)
-	if tx.seen[h] {
+	if !tx.fresh(h) {
 		return h
 	}
-	tx.seen[h] = true
-	if tx.g.hasLoose(h) {
-		return h
-	}
-	obj := encodeObject(kind, payload)
-	tx.objs = append(tx.objs, obj)
-	return obj.hash
-}
-
-// addRoot adds a root tree, marked so the packer stores it as a delta.
-func (tx *gitTx) addRoot(payload []byte) plumbing.Hash {
-	n := len(tx.objs)
-	h := tx.add(plumbing.TreeObject, payload)
-	if len(tx.objs) > n {
-		tx.objs[n].root = true
+	if err := tx.pw.full(h, kind, payload); err != nil && tx.err == nil {
+		tx.err = err
 	}
 	return h
+}
+
+// addRoot adds a root tree, as a delta against the tx's previous one. The
+// payload is the in-memory root tree's buffer: it is copied.
+func (tx *gitTx) addRoot(payload []byte) plumbing.Hash {
+	h := hashObject(plumbing.TreeObject, payload)
+	if !tx.fresh(h) {
+		return h
+	}
+	if err := tx.roots.write(tx.pw, h, payload, true); err != nil && tx.err == nil {
+		tx.err = err
+	}
+	return h
+}
+
+func (tx *gitTx) fresh(h plumbing.Hash) bool {
+	if tx.seen[h] {
+		return false
+	}
+	tx.seen[h] = true
+	if tx.pw == nil {
+		tx.pw = newMemPackWriter()
+	}
+	return true
 }
 
 func (tx *gitTx) saveRoot(name string) {
@@ -621,23 +699,37 @@ func (tx *gitTx) commit(msg string) {
 	tx.head = c
 }
 
-// write adds the objects and the branch update to the batch. The ref lock
+// write adds the pack and the branch update to the batch. The ref lock
 // is taken here and verified, so a commit made by the git CLI since we read
 // HEAD is detected (errHeadMoved) instead of being overwritten.
 func (tx *gitTx) write(b *writeBatch) error {
-	objDir := filepath.Join(tx.g.gitDir, "objects")
-	for _, o := range tx.objs {
-		hex := o.hash.String()
-		if !tx.g.fanout[o.hash[0]] {
-			if err := os.MkdirAll(filepath.Join(objDir, hex[:2]), 0o755); err != nil {
+	if tx.err != nil {
+		return tx.err
+	}
+	if tx.pw != nil {
+		packDir := filepath.Join(tx.g.gitDir, "objects", "pack")
+		if !tx.g.packDirOK {
+			if err := os.MkdirAll(packDir, 0o755); err != nil {
 				return err
 			}
-			tx.g.fanout[o.hash[0]] = true
-			b.syncDir(objDir)
+			tx.g.packDirOK = true
+			b.syncDir(filepath.Dir(packDir))
 		}
-		if err := b.add(filepath.Join(objDir, hex[:2], hex[2:]), objTmpPrefix, o.data, 0o444); err != nil {
+		name, pack, idx, err := tx.pw.finishMem()
+		if err != nil {
 			return err
 		}
+		// The index before its pack (the batch renames in this order): git
+		// and go-git ignore an index without its pack, while go-git cannot
+		// read a repository holding a pack without its index. Both are
+		// durable before the ref names their commits.
+		if err := b.add(filepath.Join(packDir, name+".idx"), idxTmpPrefix, idx, 0o444); err != nil {
+			return err
+		}
+		if err := b.add(filepath.Join(packDir, name+".pack"), packTmpPrefix, pack, 0o444); err != nil {
+			return err
+		}
+		tx.pack = name
 	}
 	if tx.head == tx.oldHead {
 		return nil
@@ -667,7 +759,6 @@ func (tx *gitTx) write(b *writeBatch) error {
 	// renamed over the ref only once they are durable.
 	b.setCommitPoint(lock.f, refPath+".lock", refPath)
 	lock.f = nil
-	tx.staged = true
 	return nil
 }
 
@@ -675,9 +766,8 @@ func (tx *gitTx) write(b *writeBatch) error {
 // committed, and appends the reflog.
 func (tx *gitTx) done() {
 	tx.g.head = tx.head
-	for _, o := range tx.objs {
-		tx.g.written = append(tx.g.written, looseObj{hash: o.hash, root: o.root})
-		tx.g.writtenBytes += int64(len(o.data))
+	if tx.pack != "" {
+		tx.g.packs = append(tx.g.packs, packFile{name: tx.pack})
 	}
 	if tx.g.reflog && len(tx.reflog) > 0 {
 		text := strings.Join(tx.reflog, "")
@@ -738,15 +828,6 @@ func (g *gitRepo) readRef() (plumbing.Hash, error) {
 		}
 	}
 	return plumbing.ZeroHash, sc.Err()
-}
-
-func (g *gitRepo) hasLoose(h plumbing.Hash) bool {
-	if !g.fanout[h[0]] {
-		return false
-	}
-	hex := h.String()
-	_, err := os.Lstat(filepath.Join(g.gitDir, "objects", hex[:2], hex[2:]))
-	return err == nil
 }
 
 // writeIndex writes .git/index from memory, as a split index (see
