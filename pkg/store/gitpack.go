@@ -16,6 +16,7 @@ import (
 
 	"github.com/go-git/go-billy/v5/osfs"
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/format/idxfile"
 	"github.com/go-git/go-git/v5/plumbing/format/packfile"
 )
@@ -159,54 +160,53 @@ func (d *Dir) mergeInto(gitDir string, packs []packFile, level int) {
 func mergePacks(gitDir string, names []string) (name string, n int, size int64, err error) {
 	packDir := filepath.Join(gitDir, "objects", "pack")
 	fsys := osfs.New(packDir)
-	type source struct {
-		idx  *idxfile.MemoryIndex
-		pack *packfile.Packfile
-	}
-	var srcs []source
-	defer func() {
-		for _, s := range srcs {
-			_ = s.pack.Close()
-		}
-	}()
-	for _, nm := range names {
+	// One small cache of resolved objects for all the packs, opened one at
+	// a time: go-git's default is 96 MiB per pack, and at 10,000 hosts a
+	// root tree is 400 KB.
+	objCache := cache.NewObjectLRU(16 * cache.MiByte)
+	withPack := func(nm string, fn func(*idxfile.MemoryIndex, *packfile.Packfile) error) error {
 		xf, err := os.Open(filepath.Join(packDir, nm+".idx"))
 		if err != nil {
-			return "", 0, 0, err
+			return err
 		}
 		idx := idxfile.NewMemoryIndex()
 		err = idxfile.NewDecoder(bufio.NewReader(xf)).Decode(idx)
 		_ = xf.Close()
 		if err != nil {
-			return "", 0, 0, fmt.Errorf("%s.idx: %w", nm, err)
+			return fmt.Errorf("%s.idx: %w", nm, err)
 		}
 		pf, err := fsys.Open(nm + ".pack")
 		if err != nil {
-			return "", 0, 0, err
+			return err
 		}
-		srcs = append(srcs, source{idx: idx, pack: packfile.NewPackfile(idx, fsys, pf, 0)})
+		p := packfile.NewPackfileWithCache(idx, fsys, pf, objCache, 0)
+		defer p.Close()
+		return fn(idx, p)
 	}
 	// Pass 1: the root trees are the trees of the commits.
 	roots := map[plumbing.Hash]bool{}
-	for _, s := range srcs {
-		it, err := s.pack.GetByType(plumbing.CommitObject)
-		if err != nil {
-			return "", 0, 0, err
-		}
-		err = it.ForEach(func(o plumbing.EncodedObject) error {
-			payload, err := readEncoded(o)
+	for _, nm := range names {
+		err := withPack(nm, func(_ *idxfile.MemoryIndex, p *packfile.Packfile) error {
+			it, err := p.GetByType(plumbing.CommitObject)
 			if err != nil {
 				return err
 			}
-			if tree, ok := commitTree(payload); ok {
-				roots[tree] = true
-			}
-			return nil
+			return it.ForEach(func(o plumbing.EncodedObject) error {
+				payload, err := readEncoded(o)
+				if err != nil {
+					return err
+				}
+				if tree, ok := commitTree(payload); ok {
+					roots[tree] = true
+				}
+				return nil
+			})
 		})
 		if err != nil {
 			return "", 0, 0, err
 		}
 	}
+	objCache.Clear()
 	// Pass 2: every object, in the order the packs were written.
 	pw, err := newPackWriter(packDir)
 	if err != nil {
@@ -215,39 +215,44 @@ func mergePacks(gitDir string, names []string) (name string, n int, size int64, 
 	defer pw.abort()
 	seen := map[plumbing.Hash]bool{}
 	var rd rootDeltas
-	for _, s := range srcs {
-		it, err := s.idx.EntriesByOffset()
+	for _, nm := range names {
+		err := withPack(nm, func(idx *idxfile.MemoryIndex, p *packfile.Packfile) error {
+			it, err := idx.EntriesByOffset()
+			if err != nil {
+				return err
+			}
+			for {
+				e, err := it.Next()
+				if errors.Is(err, io.EOF) {
+					return nil
+				}
+				if err != nil {
+					return err
+				}
+				if seen[e.Hash] {
+					continue
+				}
+				seen[e.Hash] = true
+				o, err := p.GetByOffset(int64(e.Offset))
+				if err != nil {
+					return fmt.Errorf("object %s: %w", e.Hash, err)
+				}
+				payload, err := readEncoded(o)
+				if err != nil {
+					return fmt.Errorf("object %s: %w", e.Hash, err)
+				}
+				if o.Type() == plumbing.TreeObject && roots[e.Hash] {
+					err = rd.write(pw, e.Hash, payload, false)
+				} else {
+					err = pw.full(e.Hash, o.Type(), payload)
+				}
+				if err != nil {
+					return err
+				}
+			}
+		})
 		if err != nil {
 			return "", 0, 0, err
-		}
-		for {
-			e, err := it.Next()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				return "", 0, 0, err
-			}
-			if seen[e.Hash] {
-				continue
-			}
-			seen[e.Hash] = true
-			o, err := s.pack.GetByOffset(int64(e.Offset))
-			if err != nil {
-				return "", 0, 0, fmt.Errorf("object %s: %w", e.Hash, err)
-			}
-			payload, err := readEncoded(o)
-			if err != nil {
-				return "", 0, 0, fmt.Errorf("object %s: %w", e.Hash, err)
-			}
-			if o.Type() == plumbing.TreeObject && roots[e.Hash] {
-				err = rd.write(pw, e.Hash, payload, false)
-			} else {
-				err = pw.full(e.Hash, o.Type(), payload)
-			}
-			if err != nil {
-				return "", 0, 0, err
-			}
 		}
 	}
 	if len(seen) == 0 {
@@ -282,32 +287,53 @@ func commitTree(payload []byte) (plumbing.Hash, bool) {
 type rootDeltas struct {
 	prev      *packedTree // the last root tree written
 	chainRoot *packedTree // the full root tree the current chain starts from
+	// free holds copies no longer referenced, reused for the next copy: at
+	// 10,000 hosts a root tree is 400 KB and a batch may hold hundreds.
+	free [][]byte
 }
 
 // write adds one root tree. copyPayload is set when the caller reuses the
 // payload's memory afterwards (the store's in-memory root tree).
 func (rd *rootDeltas) write(pw *packWriter, h plumbing.Hash, payload []byte, copyPayload bool) error {
 	if copyPayload {
-		payload = bytes.Clone(payload)
+		var buf []byte
+		if n := len(rd.free); n > 0 {
+			buf, rd.free = rd.free[n-1][:0], rd.free[:n-1]
+		}
+		payload = append(buf, payload...)
 	}
 	base := rd.prev
 	if base != nil && base.depth >= packMaxDepth {
 		base = rd.chainRoot
 	}
+	var next *packedTree
 	if base != nil {
 		if delta := treeDelta(base.payload, payload); len(delta) < len(payload)/2 {
 			if err := pw.delta(h, base.offset, delta); err != nil {
 				return err
 			}
-			rd.prev = &packedTree{payload: payload, offset: pw.last, depth: base.depth + 1}
-			return nil
+			next = &packedTree{payload: payload, offset: pw.last, depth: base.depth + 1}
 		}
 	}
-	if err := pw.full(h, plumbing.TreeObject, payload); err != nil {
-		return err
+	if next == nil {
+		if err := pw.full(h, plumbing.TreeObject, payload); err != nil {
+			return err
+		}
+		next = &packedTree{payload: payload, offset: pw.last}
 	}
-	rd.prev = &packedTree{payload: payload, offset: pw.last}
-	rd.chainRoot = rd.prev
+	old, oldChain := rd.prev, rd.chainRoot
+	rd.prev = next
+	if next.depth == 0 {
+		rd.chainRoot = next
+	}
+	if copyPayload {
+		for i, t := range []*packedTree{old, oldChain} {
+			if t == nil || t == rd.prev || t == rd.chainRoot || (i == 1 && t == old) {
+				continue
+			}
+			rd.free = append(rd.free, t.payload)
+		}
+	}
 	return nil
 }
 
