@@ -149,3 +149,39 @@ func TestDirRollForwardPartialBatch(t *testing.T) {
 	checkRepo(t, dir)
 	checkFilesMatch(t, dir, d)
 }
+
+// TestDirGitGCWhileRunning: an operator's `git gc` repacks and removes the
+// store's packs under it; the store keeps committing, and its later merges
+// skip the packs that are gone.
+func TestDirGitGCWhileRunning(t *testing.T) {
+	needGit(t)
+	defer store.SetMergeFanIn(4)()
+	dir := t.TempDir()
+	d, err := store.OpenDir(dir, store.DirOptions{})
+	require.NoError(t, err)
+	defer d.Close()
+	_, err = d.Create("s1", step("host created", func(h *host.Host) { h.Enabled = true }))
+	require.NoError(t, err)
+	update := func(n int) {
+		for i := 0; i < n; i++ {
+			_, err := d.Update("s1", step("updated host cabinet", func(h *host.Host) { h.Cabinet++ }))
+			require.NoError(t, err)
+		}
+	}
+	update(10)
+	git(t, dir, "gc", "--quiet", "--prune=now")
+	update(20)
+	require.NoError(t, d.MergeNow())
+	checkRepo(t, dir)
+	h, err := d.Get("s1")
+	require.NoError(t, err)
+	assert.Equal(t, uint(30), h.Cabinet)
+	assert.Len(t, gitLog(t, dir), 1+1+30, "initial commit, host created, 30 updates")
+	require.NoError(t, d.Close())
+	d2, err := store.OpenDir(dir, store.DirOptions{})
+	require.NoError(t, err)
+	defer d2.Close()
+	h, err = d2.Get("s1")
+	require.NoError(t, err)
+	assert.Equal(t, uint(30), h.Cabinet)
+}
