@@ -81,6 +81,11 @@ func smallPacks(gitDir string, known []packFile) []packFile {
 		if _, err := os.Stat(filepath.Join(packDir, name+".idx")); err != nil {
 			continue
 		}
+		// A pack the operator marked to keep (or a promisor pack) is
+		// left as it is, as git gc does.
+		if exists(filepath.Join(packDir, name+".keep")) || exists(filepath.Join(packDir, name+".promisor")) {
+			continue
+		}
 		known = append(known, packFile{name: name})
 	}
 	return known
@@ -147,6 +152,9 @@ func (d *Dir) mergeInto(gitDir string, packs []packFile, level int) {
 		// makes go-git fail.
 		_ = os.Remove(filepath.Join(packDir, old+".pack"))
 		_ = os.Remove(filepath.Join(packDir, old+".idx"))
+		// What git may keep beside a pack it wrote.
+		_ = os.Remove(filepath.Join(packDir, old+".rev"))
+		_ = os.Remove(filepath.Join(packDir, old+".bitmap"))
 	}
 	if d.git != nil {
 		d.git.packs = append(d.git.packs, packFile{name: name, level: level})

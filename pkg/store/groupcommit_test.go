@@ -178,9 +178,17 @@ func TestDirGitGCWhileRunning(t *testing.T) {
 	assert.Equal(t, uint(30), h.Cabinet)
 	assert.Len(t, gitLog(t, dir), 1+1+30, "initial commit, host created, 30 updates")
 	require.NoError(t, d.Close())
+
+	// A pack the operator marked .keep is never merged away by mayu.
+	git(t, dir, "gc", "--quiet", "--prune=now")
+	packs, err := filepath.Glob(filepath.Join(dir, ".git", "objects", "pack", "pack-*.pack"))
+	require.NoError(t, err)
+	require.Len(t, packs, 1)
+	require.NoError(t, os.WriteFile(strings.TrimSuffix(packs[0], ".pack")+".keep", nil, 0o644))
 	d2, err := store.OpenDir(dir, store.DirOptions{})
 	require.NoError(t, err)
 	defer d2.Close()
+	assert.Empty(t, d2.Packs(), "a kept pack is not a merge candidate")
 	h, err = d2.Get("s1")
 	require.NoError(t, err)
 	assert.Equal(t, uint(30), h.Cabinet)
