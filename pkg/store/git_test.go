@@ -1072,8 +1072,6 @@ func gitLog(t testing.TB, dir string) []string {
 	return strings.Split(out, "\n")
 }
 
-// TestDirPacks: the loose objects are packed in the background, root
-// trees as delta chains of bounded depth, and stock git reads the packs.
 // TestDirPacks: every batch is one pack, the packs are merged in the
 // background, and the merged packs hold root trees as bounded delta chains
 // that stock git and go-git read back.

@@ -61,11 +61,12 @@ var ioCounts struct {
 // on disk.
 //
 // Files added with addLate (a record in the working tree) are renamed only
-// after the other files (git objects) and the commit point's content are
+// after the other files (the batch's pack) and the commit point's content are
 // durable, and before the commit point. So whenever a new record is on
 // disk, the objects of its commits are too and the ref lock names the new
 // head: a crash before the ref rename is rolled forward at open
-// (rollForwardRef) instead of being committed as an unexplained change.
+// (rollForwardRef, which also writes the records a crash left old) instead
+// of being committed as an unexplained change.
 //
 // A reader never sees a partly written file, and a crash leaves either the
 // old or the new file, plus at worst a temporary file that OpenDir removes.
