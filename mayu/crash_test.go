@@ -35,29 +35,14 @@ import (
 
 // crashConfig has an address range far larger than any storm here and
 // two profiles with quantities, so profile allocation is checked too.
-const crashConfig = `
-default_coreos_version: 1068.6.0
-network:
-  pxe: true
-  interface: lo
-  bind_addr: 127.0.0.1
-  bootstrap_range: {start: 10.9.0.100, end: 10.9.0.200}
-  ip_range: {start: 10.10.0.1, end: 10.10.250.254}
-  dns: [10.9.0.1]
-  router: 10.9.0.1
-profiles:
-  - name: core-services
-    quantity: 3
-    tags: ["role-core=true"]
-  - name: workers
-    quantity: 40
-    tags: ["role-worker=true"]
-  - name: default
-    tags: ["role-default=true"]
-templates_env:
-  ssh_authorized_keys: ["ssh-rsa AAAAB3Nza test@example"]
-  mayu_http_endpoint: "http://127.0.0.1:4080"
-`
+var crashConfig = proctest.Config(proctest.LoopConfig{
+	IPStart: "10.10.0.1", IPEnd: "10.10.250.254",
+	Profiles: []proctest.Profile{
+		{Name: "core-services", Quantity: 3, Tags: []string{"role-core=true"}},
+		{Name: "workers", Quantity: 40, Tags: []string{"role-worker=true"}},
+		{Name: "default", Tags: []string{"role-default=true"}},
+	},
+})
 
 // proc is one run of the daemon on a fixed port, so it can be killed and
 // restarted where the storm's clients expect it.

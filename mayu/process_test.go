@@ -64,26 +64,13 @@ func repoPath(parts ...string) string {
 	return abs
 }
 
-const processConfig = `
-default_coreos_version: 1068.6.0
-network:
-  pxe: true
-  interface: lo
-  bind_addr: 127.0.0.1
-  bootstrap_range: {start: 10.9.0.100, end: 10.9.0.200}
-  ip_range: {start: 10.9.0.21, end: 10.9.0.99}
-  dns: [10.9.0.1]
-  router: 10.9.0.1
-profiles:
-  - name: core-services
-    quantity: 3
-    tags: ["role-core=true"]
-  - name: default
-    tags: ["role-worker=true"]
-templates_env:
-  ssh_authorized_keys: ["ssh-rsa AAAAB3Nza test@example"]
-  mayu_http_endpoint: "http://127.0.0.1:4080"
-`
+var processConfig = proctest.Config(proctest.LoopConfig{
+	IPStart: "10.9.0.21", IPEnd: "10.9.0.99",
+	Profiles: []proctest.Profile{
+		{Name: "core-services", Quantity: 3, Tags: []string{"role-core=true"}},
+		{Name: "default", Tags: []string{"role-worker=true"}},
+	},
+})
 
 type daemon struct {
 	t       *testing.T

@@ -83,25 +83,14 @@ func repo(parts ...string) string {
 	return p
 }
 
-const daemonConfig = `default_coreos_version: 1068.6.0
-network:
-  pxe: true
-  interface: lo
-  bind_addr: 127.0.0.1
-  bootstrap_range: {start: 10.9.0.100, end: 10.9.0.200}
-  ip_range: {start: 10.9.0.21, end: 10.9.0.99}
-  dns: [10.9.0.1]
-  router: 10.9.0.1
-profiles:
-  - name: core-services
-    quantity: 2
-    tags: ["role-core=true"]
-  - name: default
-    tags: ["role-worker=true"]
-templates_env:
-  ssh_authorized_keys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMayuctlProcessTest test@example"]
-  mayu_http_endpoint: "http://127.0.0.1:4080"
-`
+var daemonConfig = proctest.Config(proctest.LoopConfig{
+	IPStart: "10.9.0.21", IPEnd: "10.9.0.99",
+	Profiles: []proctest.Profile{
+		{Name: "core-services", Quantity: 2, Tags: []string{"role-core=true"}},
+		{Name: "default", Tags: []string{"role-worker=true"}},
+	},
+	SSHKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMayuctlProcessTest test@example",
+})
 
 // mayuDaemon is one running bin/mayu.
 type mayuDaemon struct {

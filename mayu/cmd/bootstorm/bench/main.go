@@ -32,35 +32,22 @@ import (
 
 	"mayu/mayu/cmd/bootstorm/storm"
 	"mayu/pkg/config"
+	"mayu/pkg/proctest"
 	"mayu/pkg/provision"
 	"mayu/pkg/store"
 )
 
 // benchConfig gives room for 60,000 hosts and two profiles with
 // quantities, so profile allocation is exercised and checked.
-const benchConfig = `
-default_coreos_version: 1068.6.0
-network:
-  pxe: true
-  interface: lo
-  bind_addr: 127.0.0.1
-  bootstrap_range: {start: 10.9.0.100, end: 10.9.0.200}
-  ip_range: {start: 10.10.0.1, end: 10.10.250.254}
-  dns: [10.9.0.1]
-  router: 10.9.0.1
-profiles:
-  - name: core-services
-    quantity: 3
-    tags: ["role-core=true"]
-  - name: workers
-    quantity: 50
-    tags: ["role-worker=true"]
-  - name: default
-    tags: ["role-default=true"]
-templates_env:
-  ssh_authorized_keys: ["ssh-rsa AAAAB3Nza bench@example"]
-  mayu_http_endpoint: "http://127.0.0.1:4080"
-`
+var benchConfig = proctest.Config(proctest.LoopConfig{
+	IPStart: "10.10.0.1", IPEnd: "10.10.250.254",
+	Profiles: []proctest.Profile{
+		{Name: "core-services", Quantity: 3, Tags: []string{"role-core=true"}},
+		{Name: "workers", Quantity: 50, Tags: []string{"role-worker=true"}},
+		{Name: "default", Tags: []string{"role-default=true"}},
+	},
+	SSHKey: "ssh-rsa AAAAB3Nza bench@example",
+})
 
 type options struct {
 	mayu, repo, work, out, nginx string

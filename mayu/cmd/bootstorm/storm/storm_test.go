@@ -17,32 +17,20 @@ import (
 
 	"mayu/pkg/api"
 	"mayu/pkg/config"
+	"mayu/pkg/proctest"
 	"mayu/pkg/provision"
 	"mayu/pkg/render"
 	"mayu/pkg/store"
 )
 
-const testConfig = `
-default_coreos_version: 1068.6.0
-network:
-  pxe: true
-  interface: eth1
-  bind_addr: 127.0.0.1
-  bootstrap_range: {start: 10.9.0.100, end: 10.9.0.200}
-  ip_range: {start: 10.10.0.1, end: 10.10.3.254}
-  dns: [10.9.0.1]
-  router: 10.9.0.1
-profiles:
-  - name: core-services
-    quantity: 3
-    tags: ["role-core=true"]
-  - name: workers
-    quantity: 10
-    tags: ["role-worker=true"]
-templates_env:
-  ssh_authorized_keys: ["ssh-rsa AAAA test@example"]
-  mayu_http_endpoint: "http://127.0.0.1:4080"
-`
+var testConfig = proctest.Config(proctest.LoopConfig{
+	Interface: "eth1", IPStart: "10.10.0.1", IPEnd: "10.10.3.254",
+	Profiles: []proctest.Profile{
+		{Name: "core-services", Quantity: 3, Tags: []string{"role-core=true"}},
+		{Name: "workers", Quantity: 10, Tags: []string{"role-worker=true"}},
+	},
+	SSHKey: "ssh-rsa AAAA test@example",
+})
 
 func repo(parts ...string) string {
 	return filepath.Join(append([]string{"..", "..", "..", ".."}, parts...)...)
