@@ -425,9 +425,12 @@ func TestDirCrashLeftovers(t *testing.T) {
 		require.NoError(t, os.WriteFile(filepath.Join(dir, p), []byte("partial"), 0o644))
 		require.NoError(t, os.Chtimes(filepath.Join(dir, p), old, old))
 	}
-	objDir := filepath.Join(dir, ".git", "objects", "ab")
-	require.NoError(t, os.MkdirAll(objDir, 0o755))
-	require.NoError(t, os.WriteFile(filepath.Join(objDir, "tmp_obj_mayu-1"), []byte("partial"), 0o644))
+	// A batch's pack and index, half written.
+	packDir := filepath.Join(dir, ".git", "objects", "pack")
+	require.NoError(t, os.MkdirAll(packDir, 0o755))
+	for _, tmp := range []string{"tmp_pack_mayu-1", "tmp_idx_mayu-1"} {
+		require.NoError(t, os.WriteFile(filepath.Join(packDir, tmp), []byte("partial"), 0o644))
+	}
 
 	logs := &syncBuffer{}
 	d, err = store.OpenDir(dir, store.DirOptions{Logger: slog.New(slog.NewTextHandler(logs, nil))})
@@ -441,7 +444,7 @@ func TestDirCrashLeftovers(t *testing.T) {
 		"s1: host created",
 		"initial commit",
 	}, gitLog(t, dir))
-	for _, p := range append(leftovers, ".git/objects/ab/tmp_obj_mayu-1") {
+	for _, p := range append(leftovers, ".git/objects/pack/tmp_pack_mayu-1", ".git/objects/pack/tmp_idx_mayu-1") {
 		_, err := os.Lstat(filepath.Join(dir, p))
 		assert.ErrorIs(t, err, fs.ErrNotExist, p)
 	}

@@ -21,11 +21,6 @@ import (
 // by a crash never shows in `git status`, and OpenDir removes leftovers.
 const tmpPrefix = ".mayu-tmp-"
 
-// objTmpPrefix named the temporary loose objects of earlier versions, which
-// wrote loose objects; OpenDir still removes any such leftover. git fsck
-// tolerates files named tmp_obj_* inside objects/xx/.
-const objTmpPrefix = "tmp_obj_mayu-"
-
 // batchOpen bounds the files a batch keeps open: a bulk commit (the
 // initial commit of a directory with thousands of hosts) writes more
 // objects than the process may have descriptors.
@@ -149,9 +144,8 @@ func (b *writeBatch) syncOpen() error {
 		files = append(files, b.commit)
 	}
 	if len(files) >= syncfsMin {
-		ioCounts.fsyncs.Add(1)
-		if err := unix.Syncfs(int(files[0].f.Fd())); err != nil {
-			return fmt.Errorf("syncfs: %w", err)
+		if err := syncfs(files[0].f); err != nil {
+			return err
 		}
 	} else {
 		ioCounts.fsyncs.Add(int64(len(files)))
@@ -295,14 +289,19 @@ func syncDir(dir string) error {
 // directory of the batch is on it, since the cluster directory and its
 // .git are one tree.
 func syncFS(dir string) error {
-	ioCounts.fsyncs.Add(1)
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
 	}
 	defer d.Close()
-	if err := unix.Syncfs(int(d.Fd())); err != nil {
-		return fmt.Errorf("syncfs %s: %w", dir, err)
+	return syncfs(d)
+}
+
+// syncfs flushes the filesystem that holds f.
+func syncfs(f *os.File) error {
+	ioCounts.fsyncs.Add(1)
+	if err := unix.Syncfs(int(f.Fd())); err != nil {
+		return fmt.Errorf("syncfs %s: %w", f.Name(), err)
 	}
 	return nil
 }

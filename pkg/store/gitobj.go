@@ -58,11 +58,12 @@ type treeEntry struct {
 func (e treeEntry) isDir() bool { return e.mode == filemode.Dir }
 
 // treeLess is git's tree order: names compared bytewise, a directory
-// compared as if its name ended in '/'.
-func treeLess(a string, aDir bool, b string, bDir bool) bool {
+// compared as if its name ended in '/'. It serves the in-memory trees
+// (string names) and the encoded ones the packer walks ([]byte names).
+func treeLess[T string | []byte](a T, aDir bool, b T, bDir bool) bool {
 	n := min(len(a), len(b))
-	if a[:n] != b[:n] {
-		return a[:n] < b[:n]
+	if string(a[:n]) != string(b[:n]) {
+		return string(a[:n]) < string(b[:n])
 	}
 	ca, cb := byte(0), byte(0)
 	if len(a) > n {

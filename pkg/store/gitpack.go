@@ -614,7 +614,7 @@ func treeDelta(base, target []byte) []byte {
 		name, isDir := treeEntryName(entry)
 		for i < len(be) {
 			bn, bd := treeEntryName(base[be[i][0]:be[i][1]])
-			if !treeLessBytes(bn, bd, name, isDir) {
+			if !treeLess(bn, bd, name, isDir) {
 				break
 			}
 			i++
@@ -660,26 +660,6 @@ func treeEntryName(e []byte) ([]byte, bool) {
 		return nil, false
 	}
 	return e[sp+1 : nul], sp == 5 && string(e[:sp]) == "40000"
-}
-
-// treeLessBytes is treeLess on byte slices.
-func treeLessBytes(a []byte, aDir bool, b []byte, bDir bool) bool {
-	n := min(len(a), len(b))
-	if c := bytes.Compare(a[:n], b[:n]); c != 0 {
-		return c < 0
-	}
-	ca, cb := byte(0), byte(0)
-	if len(a) > n {
-		ca = a[n]
-	} else if aDir {
-		ca = '/'
-	}
-	if len(b) > n {
-		cb = b[n]
-	} else if bDir {
-		cb = '/'
-	}
-	return ca < cb
 }
 
 // deltaBuf builds git delta instructions, merging adjacent copies and

@@ -57,11 +57,8 @@ type gitRepo struct {
 	// packs lists the packs this process wrote and has not merged yet.
 	packs     []packFile
 	packDirOK bool // objects/pack exists
-	// fanout marks the loose-object directories that exist (for the
-	// cleanup of temporary objects an older version left).
-	fanout [256]bool
-	log    *slog.Logger
-	now    func() time.Time
+	log       *slog.Logger
+	now       func() time.Time
 }
 
 // headState is what HEAD holds, read at open.
@@ -330,11 +327,6 @@ func newGitRepo(workDir string, hs *headState, log *slog.Logger) *gitRepo {
 	if fi, err := os.Stat(filepath.Join(g.gitDir, "objects", "pack")); err == nil && fi.IsDir() {
 		g.packDirOK = true
 	}
-	for i := range g.fanout {
-		if fi, err := os.Stat(filepath.Join(g.gitDir, "objects", fmt.Sprintf("%02x", i))); err == nil && fi.IsDir() {
-			g.fanout[i] = true
-		}
-	}
 	return g
 }
 
@@ -372,15 +364,6 @@ func (g *gitRepo) cleanStale() {
 			if err := os.Remove(idx); err == nil {
 				g.log.Warn("removed a pack index without its pack, left by a crash", "path", idx)
 			}
-		}
-	}
-	for i, ok := range g.fanout {
-		if !ok {
-			continue
-		}
-		dir := filepath.Join(g.gitDir, "objects", fmt.Sprintf("%02x", i))
-		if n, err := removeTemps(dir, objTmpPrefix); err == nil && n > 0 {
-			g.log.Warn("removed temporary objects left by a crash", "dir", dir, "count", n)
 		}
 	}
 }

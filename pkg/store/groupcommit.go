@@ -139,9 +139,14 @@ func (d *Dir) tryBatch(batch []*writeReq) error {
 	var writers []*writeReq
 	for _, r := range batch {
 		r.res, r.err = host.Host{}, nil
-		h, ok := d.get(r.serial)
+		var (
+			h  host.Host
+			ok bool
+		)
 		if p := pend[r.serial]; p != nil {
 			h, ok = p.h, true
+		} else {
+			h, ok = d.get(r.serial)
 		}
 		switch {
 		case r.create && ok:
