@@ -66,13 +66,15 @@ Examples:
    MAYU_HOST=192.168.2.2 MAYU_NO_TLS=true mayuctl list --fields=ip,serial,state`,
 		// No --version flag: -v is --verbose, as in Mayu's mayuctl; the
 		// version command prints it.
-		HideVersion:    true,
-		Writer:         stdout,
-		ErrWriter:      stderr,
-		Flags:          globalFlags(),
-		Commands:       commands(),
-		OnUsageError:   usageError,
-		ExitErrHandler: func(*cli.Context, error) {}, // run prints and exits
+		HideVersion: true,
+		// -dv is -d -v, as with Mayu 0.11's mayuctl.
+		UseShortOptionHandling: true,
+		Writer:                 stdout,
+		ErrWriter:              stderr,
+		Flags:                  globalFlags(),
+		Commands:               commands(),
+		OnUsageError:           usageError,
+		ExitErrHandler:         func(*cli.Context, error) {}, // run prints and exits
 		Action: func(cCtx *cli.Context) error {
 			if cCtx.Args().Present() {
 				return cli.Exit(fmt.Sprintf("unknown command %q (see 'mayuctl --help')", cCtx.Args().First()), exitUsage)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"slices"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -17,13 +16,14 @@ import (
 // stops there). hoistFlags reorders the line once, for every command, so
 // urfave sees what it understands:
 //
-//	mayuctl [global options before] [global options after] command [command options] [arguments] [-- rest]
+//	mayuctl [global options before] [global options after] command [command options] [arguments]
 //
 // Only flags the app or the command defines are moved, with their separate
 // value where they take one; anything else keeps its place, so an unknown
-// flag is still reported, "-1" stays the argument of `set <serial> cabinet
-// -1`, and nothing after "--" is touched. A command's --help drops its
-// arguments, so `mayuctl set <serial> state --help` shows set's help. A global option given twice takes
+// flag is still reported and "-1" stays the argument of `set <serial>
+// cabinet -1`. Everything after "--" is an argument, even where "--" follows
+// other arguments. A command's --help drops its arguments, so `mayuctl set
+// <serial> state --help` shows set's help. A global option given twice takes
 // its last value (Go's flag package keeps the last one), so one written after
 // the command beats one written before it; either beats its $MAYU_ variable.
 
@@ -43,22 +43,34 @@ func (s flagSpec) add(flags []cli.Flag) {
 	}
 }
 
-// flagName returns the name of a "-name", "--name" or "--name=value"
-// argument, whether it carries its value, and false for anything that is
-// not flag syntax ("-", "--", "---x", "-=x", plain words).
-func flagName(arg string) (name string, inline, ok bool) {
-	if len(arg) < 2 || arg[0] != '-' || arg == "--" {
-		return "", false, false
+// lookup reports whether arg (not "--") is one of these flags, and whether
+// the argument after it is its value. "-dv" is -d -v when both are one-letter
+// switches (the app parses it so with UseShortOptionHandling).
+func (s flagSpec) lookup(arg string) (known, separateValue bool) {
+	if len(arg) < 2 || arg[0] != '-' {
+		return false, false
 	}
-	name = arg[1:]
-	if name[0] == '-' {
+	name := arg[1:]
+	single := name[0] != '-'
+	if !single {
 		name = name[1:]
 	}
 	if name == "" || name[0] == '-' || name[0] == '=' {
-		return "", false, false
+		return false, false // "--", "---x", "-=x": not flag syntax
 	}
-	name, _, inline = strings.Cut(name, "=")
-	return name, inline, true
+	name, _, inline := strings.Cut(name, "=")
+	if takesValue, ok := s[name]; ok {
+		return true, takesValue && !inline
+	}
+	if !single || inline {
+		return false, false
+	}
+	for _, r := range name {
+		if takesValue, ok := s[string(r)]; !ok || takesValue {
+			return false, false
+		}
+	}
+	return true, false
 }
 
 // hoistFlags returns args (args[0] being the program name) with every global
@@ -80,18 +92,14 @@ func hoistFlags(app *cli.App, args []string) ([]string, error) {
 	// nor the value of one.
 	cmdAt := -1
 	for i := 1; i < len(args); i++ {
-		name, inline, ok := flagName(args[i])
-		if !ok {
-			if args[i] != "--" {
+		known, separateValue := global.lookup(args[i])
+		if !known {
+			if !strings.HasPrefix(args[i], "-") {
 				cmdAt = i
 			}
 			break
 		}
-		takesValue, known := global[name]
-		if !known {
-			break
-		}
-		if takesValue && !inline {
+		if separateValue {
 			i++
 		}
 	}
@@ -100,50 +108,52 @@ func hoistFlags(app *cli.App, args []string) ([]string, error) {
 	}
 
 	local := flagSpec{}
+	help := flagSpec{}
 	for _, c := range app.Commands {
 		if c.HasName(args[cmdAt]) {
 			local.add(c.Flags)
 			if !c.HideHelp && cli.HelpFlag != nil {
+				help.add([]cli.Flag{cli.HelpFlag})
 				local.add([]cli.Flag{cli.HelpFlag})
 			}
 		}
 	}
 
 	out := append([]string{}, args[:cmdAt]...)
-	var cmdFlags, rest []string
-	help := false
+	var cmdFlags, rest, afterDashes []string
+	wantsHelp, dashes := false, false
 	for i := cmdAt + 1; i < len(args); i++ {
 		if args[i] == "--" {
-			rest = append(rest, args[i:]...)
+			dashes, afterDashes = true, args[i+1:]
 			break
 		}
-		name, inline, ok := flagName(args[i])
 		// A command's own option wins a name clash (TestNoFlagNameClash
 		// keeps there being none).
-		takesValue, isLocal := local[name]
+		isLocal, separateValue := local.lookup(args[i])
+		isGlobal := false
 		if !isLocal {
-			takesValue = global[name]
+			isGlobal, separateValue = global.lookup(args[i])
 		}
-		_, isGlobal := global[name]
-		if !ok || (!isLocal && !isGlobal) {
+		if !isLocal && !isGlobal {
 			rest = append(rest, args[i])
 			continue
 		}
 		n := 1
-		if takesValue && !inline {
+		if separateValue {
 			if i+1 == len(args) {
 				where := "mayuctl"
 				if isLocal {
 					where += " " + args[cmdAt]
 				}
 				// urfave's wording, for the same mistake before the command.
-				return nil, usagef("flag needs an argument: -%s (see '%s --help')", name, where)
+				return nil, usagef("flag needs an argument: -%s (see '%s --help')", strings.TrimLeft(args[i], "-"), where)
 			}
 			n = 2
 		}
 		if isLocal {
 			cmdFlags = append(cmdFlags, args[i:i+n]...)
-			help = help || (cli.HelpFlag != nil && slices.Contains(cli.HelpFlag.Names(), name))
+			h, _ := help.lookup(args[i])
+			wantsHelp = wantsHelp || h
 		} else {
 			out = append(out, args[i:i+n]...)
 		}
@@ -151,12 +161,18 @@ func hoistFlags(app *cli.App, args []string) ([]string, error) {
 	}
 	out = append(out, args[cmdAt])
 	out = append(out, cmdFlags...)
-	if help {
+	if wantsHelp {
 		// urfave reads arguments after a command's --help as the name of a
 		// subcommand to explain; `set <serial> state --help` means set's.
 		return out, nil
 	}
-	return append(out, rest...), nil
+	if dashes {
+		// Right after the options, where Go's flag package takes "--" as
+		// their end, so what follows is all arguments.
+		out = append(out, "--")
+	}
+	out = append(out, rest...)
+	return append(out, afterDashes...), nil
 }
 
 // globalOptionsHelp is the note every command's help ends with, so

@@ -190,8 +190,14 @@ func TestHoistLeavesTheRestAlone(t *testing.T) {
 		{[]string{"mayuctl", "list", "--colour", "--no-tls"}, []string{"mayuctl", "--no-tls", "list", "--colour"}},
 		// A negative number is an argument.
 		{[]string{"mayuctl", "set", "s", "cabinet", "-1", "--no-tls"}, []string{"mayuctl", "--no-tls", "set", "s", "cabinet", "-1"}},
-		// Nothing after "--" moves.
-		{[]string{"mayuctl", "set", "s", "providerid", "--", "--no-tls"}, []string{"mayuctl", "set", "s", "providerid", "--", "--no-tls"}},
+		// Everything after "--" is an argument: "--" goes where Go's flag
+		// package takes it as the end of the options.
+		{[]string{"mayuctl", "set", "s", "providerid", "--", "--no-tls"}, []string{"mayuctl", "set", "--", "s", "providerid", "--no-tls"}},
+		{[]string{"mayuctl", "set", "s", "--no-tls", "providerid", "--", "-x"}, []string{"mayuctl", "--no-tls", "set", "--", "s", "providerid", "-x"}},
+		// One-letter switches together.
+		{[]string{"mayuctl", "list", "-dv"}, []string{"mayuctl", "-dv", "list"}},
+		{[]string{"mayuctl", "list", "-dx"}, []string{"mayuctl", "list", "-dx"}},
+		{[]string{"mayuctl", "list", "--dv"}, []string{"mayuctl", "list", "--dv"}},
 		{[]string{"mayuctl", "--", "list", "--no-tls"}, []string{"mayuctl", "--", "list", "--no-tls"}},
 		// Not flags: "-", "---x".
 		{[]string{"mayuctl", "set", "s", "providerid", "-", "---no-tls"}, []string{"mayuctl", "set", "s", "providerid", "-", "---no-tls"}},
@@ -218,6 +224,30 @@ func TestHoistLeavesTheRestAlone(t *testing.T) {
 		assert.Equal(t, tc.want+"\n", r.stderr, tc.args)
 		assert.Empty(t, r.stdout, tc.args)
 	}
+}
+
+func TestArgumentsAfterDashes(t *testing.T) {
+	f := startFake(t, fixtureHosts()...)
+	const s = "0800278e158a-0"
+	r := mayuctl(t, "set", s, "providerid", "--no-tls", "--host=127.0.0.1", "--port="+f.port(), "--", "-rack-7")
+	require.Equal(t, 0, r.code, r.stderr)
+	h, err := f.store.Get(s)
+	require.NoError(t, err)
+	assert.Equal(t, "-rack-7", h.ProviderId)
+}
+
+func TestCombinedSwitches(t *testing.T) {
+	f := startFake(t, seedHosts()...)
+	for _, args := range [][]string{f.args("-dv", "list"), f.args("list", "-vd"), append([]string{"list"}, append(f.flags, "-dv")...)} {
+		r := mayuctl(t, args...)
+		require.Equal(t, 0, r.code, "%v: %s", args, r.stderr)
+		assert.Equal(t, seedList, r.stdout, args)
+		assert.Contains(t, r.stderr, "url=http://127.0.0.1:"+f.port()+"/admin/hosts", args)
+		assert.Contains(t, r.stderr, "level=DEBUG", args)
+	}
+	r := mayuctl(t, f.args("list", "-dx")...)
+	assert.Equal(t, 2, r.code)
+	assert.Equal(t, "mayuctl: flag provided but not defined: -dx (see 'mayuctl list --help')\n", r.stderr)
 }
 
 // TestNoFlagNameClash keeps hoisting unambiguous: no command defines an
