@@ -25,7 +25,11 @@ const (
 // Every failure ends up here as an error and is printed as exactly one line
 // on stderr.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	err := newApp(stdout, stderr).RunContext(ctx, args)
+	app := newApp(stdout, stderr)
+	args, err := hoistFlags(app, args)
+	if err == nil {
+		err = app.RunContext(ctx, args)
+	}
 	if err == nil {
 		return 0
 	}
@@ -49,20 +53,28 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Usage: "manage the machines of a mayu cluster",
 		UsageText: `mayuctl [global options] command [command options] [arguments...]
 
+Global options may also follow the command, anywhere among its options and
+arguments (as in Mayu 0.11): mayuctl list --no-tls. Given twice, the last one
+wins, so one after the command beats one before it; an option beats its
+$MAYU_ variable.
+
 Examples:
    mayuctl --no-tls list
    mayuctl --host=192.168.2.2 status 0800278e158a-0
+   mayuctl boot-complete --host=192.168.2.2 --port=4080 --no-tls --update-versions
    mayuctl set 0800278e158a-0 state configured
    MAYU_HOST=192.168.2.2 MAYU_NO_TLS=true mayuctl list --fields=ip,serial,state`,
 		// No --version flag: -v is --verbose, as in Mayu's mayuctl; the
 		// version command prints it.
-		HideVersion:    true,
-		Writer:         stdout,
-		ErrWriter:      stderr,
-		Flags:          globalFlags(),
-		Commands:       commands(),
-		OnUsageError:   usageError,
-		ExitErrHandler: func(*cli.Context, error) {}, // run prints and exits
+		HideVersion: true,
+		// -dv is -d -v, as with Mayu 0.11's mayuctl.
+		UseShortOptionHandling: true,
+		Writer:                 stdout,
+		ErrWriter:              stderr,
+		Flags:                  globalFlags(),
+		Commands:               commands(),
+		OnUsageError:           usageError,
+		ExitErrHandler:         func(*cli.Context, error) {}, // run prints and exits
 		Action: func(cCtx *cli.Context) error {
 			if cCtx.Args().Present() {
 				return cli.Exit(fmt.Sprintf("unknown command %q (see 'mayuctl --help')", cCtx.Args().First()), exitUsage)
@@ -104,8 +116,10 @@ func commands() []*cli.Command {
 		markFreshCommand(),
 		bootCompleteCommand(),
 	}
+	globalHelp := cli.CommandHelpTemplate + globalOptionsHelp(globalFlags())
 	for _, c := range cmds {
 		c.OnUsageError = usageError
+		c.CustomHelpTemplate = globalHelp
 	}
 	return cmds
 }

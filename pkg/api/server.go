@@ -94,6 +94,9 @@ func New(cfg Config) (*Server, error) {
 	e.HideBanner = true
 	e.HidePort = true
 	e.HTTPErrorHandler = s.handleError
+	// The access log comes first so it wraps everything that can answer:
+	// the recovered panic, the body limit's 413, the router's 404 and 405.
+	e.Use(s.logRequests)
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{
 		DisableStackAll: true,
 		LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
@@ -103,7 +106,6 @@ func New(cfg Config) (*Server, error) {
 		},
 	}))
 	e.Use(middleware.BodyLimit(strconv.Itoa(MaxBodyBytes/1024) + "K"))
-	e.Use(s.logRequests)
 	s.e = e
 	s.routes()
 	return s, nil
@@ -203,19 +205,22 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, certFile, keyFile s
 	return nil
 }
 
+// logRequests is the access log: one line per request with the status
+// that was sent. A failed request's error goes to the error handler here,
+// before the status is read: left to echo, the handler would run only after
+// every middleware had returned, and the line would show the 200 a response
+// holds before anything is written. The error is not returned, so echo does
+// not handle it twice.
 func (s *Server) logRequests(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		start := time.Now()
-		err := next(c)
-		if s.log.Enabled(c.Request().Context(), slog.LevelDebug) {
-			status := c.Response().Status
-			var he *echo.HTTPError
-			if err != nil && errors.As(err, &he) {
-				status = he.Code
-			}
-			s.log.Debug("request", "method", c.Request().Method, "path", c.Request().URL.Path,
-				"status", status, "remote", c.RealIP(), "duration", time.Since(start))
+		if err := next(c); err != nil {
+			c.Error(err)
 		}
-		return err
+		if s.log.Enabled(c.Request().Context(), slog.LevelDebug) {
+			s.log.Debug("request", "method", c.Request().Method, "path", c.Request().URL.Path,
+				"status", c.Response().Status, "remote", c.RealIP(), "duration", time.Since(start))
+		}
+		return nil
 	}
 }
