@@ -9,16 +9,11 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"mayu/pkg/host"
 	"mayu/pkg/provision"
 )
 
 func (s *Server) listHosts(c echo.Context) error {
-	hosts := s.cfg.Store.List()
-	if hosts == nil {
-		hosts = []host.Host{}
-	}
-	return c.JSON(http.StatusOK, hosts)
+	return c.JSON(http.StatusOK, s.prov.Hosts())
 }
 
 type adminRoute struct {
@@ -30,7 +25,7 @@ type adminRoute struct {
 // its small request type and calls one provision method; they share the
 // serial handling and the 202 answer.
 func (s *Server) adminRoutes() []adminRoute {
-	p := s.cfg.Provisioner
+	p := s.prov
 	return []adminRoute{
 		{"set_installed", s.hostAction(func(serial string, _ echo.Context) error {
 			_, err := p.SetInstalled(serial)
