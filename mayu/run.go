@@ -110,42 +110,13 @@ func run(parent context.Context, o options, log *slog.Logger) error {
 	}
 	defer st.Close()
 
-	disc, err := newDiscovery(o, p.site.BaseURL(), filepath.Join(o.clusterDir, ".discovery"), log.With("component", "discovery"))
+	prov, disc, err := newProvisioner(ctx, o, p, st, log)
 	if err != nil {
 		return err
 	}
-	prov, err := provision.New(provision.Config{
-		Cluster:   p.site.Cluster,
-		Store:     st,
-		HTTPPort:  p.site.HTTPPort,
-		NoTLS:     p.site.NoTLS,
-		Discovery: disc,
-		Logger:    log.With("component", "provision"),
-	})
+	srv, err := newServer(o, p, prov, disc, log)
 	if err != nil {
 		return err
-	}
-	if err := prov.EnsureClusterToken(ctx, o.quorumSize); err != nil {
-		return err
-	}
-
-	srv, err := api.New(api.Config{
-		Provisioner:   prov,
-		Renderer:      p.renderer,
-		Discovery:     disc,
-		ImagesDir:     o.imagesDir,
-		YochuDir:      o.yochuPath,
-		StaticHTMLDir: o.staticHTMLPath,
-		UseIgnition:   o.useIgnition,
-		Version:       version,
-		Logger:        log.With("component", "api"),
-	})
-	if err != nil {
-		return err
-	}
-
-	if in, ok := disc.(*discovery.Internal); ok {
-		srv.RegisterOnShutdown(in.Shutdown)
 	}
 
 	// Bind before starting anything, so a busy port is a start-up error.
@@ -177,6 +148,54 @@ func run(parent context.Context, o options, log *slog.Logger) error {
 		return err
 	}
 	return nil
+}
+
+// newProvisioner builds the etcd discovery service the flags ask for and
+// the provisioner over st, and makes sure cluster.json names the default
+// etcd token.
+func newProvisioner(ctx context.Context, o options, p *prepared, st store.Store, log *slog.Logger) (*provision.Provisioner, discovery.Service, error) {
+	disc, err := newDiscovery(o, p.site.BaseURL(), filepath.Join(o.clusterDir, ".discovery"), log.With("component", "discovery"))
+	if err != nil {
+		return nil, nil, err
+	}
+	prov, err := provision.New(provision.Config{
+		Cluster:   p.site.Cluster,
+		Store:     st,
+		HTTPPort:  p.site.HTTPPort,
+		NoTLS:     p.site.NoTLS,
+		Discovery: disc,
+		Logger:    log.With("component", "provision"),
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := prov.EnsureClusterToken(ctx, o.quorumSize); err != nil {
+		return nil, nil, err
+	}
+	return prov, disc, nil
+}
+
+// newServer builds the HTTP server; an internal discovery service's waits
+// end when its graceful shutdown starts.
+func newServer(o options, p *prepared, prov *provision.Provisioner, disc discovery.Service, log *slog.Logger) (*api.Server, error) {
+	srv, err := api.New(api.Config{
+		Provisioner:   prov,
+		Renderer:      p.renderer,
+		Discovery:     disc,
+		ImagesDir:     o.imagesDir,
+		YochuDir:      o.yochuPath,
+		StaticHTMLDir: o.staticHTMLPath,
+		UseIgnition:   o.useIgnition,
+		Version:       version,
+		Logger:        log.With("component", "api"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if in, ok := disc.(*discovery.Internal); ok {
+		srv.RegisterOnShutdown(in.Shutdown)
+	}
+	return srv, nil
 }
 
 // reloadOnHangup re-reads the templates and the dnsmasq template on SIGHUP.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"mayu/pkg/host"
 	"mayu/pkg/provision"
 )
 
@@ -42,30 +43,9 @@ func (s *Server) adminRoutes() []adminRoute {
 			_, err := p.BootComplete(serial, provision.Versions(req))
 			return err
 		})},
-		{"set_metadata", s.hostAction(func(serial string, c echo.Context) error {
-			tags, err := decodeField[[]string](c, "FleetMetadata")
-			if err != nil {
-				return err
-			}
-			_, err = p.SetMetadata(serial, tags)
-			return err
-		})},
-		{"set_provider_id", s.hostAction(func(serial string, c echo.Context) error {
-			id, err := decodeField[string](c, "ProviderId")
-			if err != nil {
-				return err
-			}
-			_, err = p.SetProviderID(serial, id)
-			return err
-		})},
-		{"set_ipmi_addr", s.hostAction(func(serial string, c echo.Context) error {
-			addr, err := decodeField[string](c, "IPMIAddr")
-			if err != nil {
-				return err
-			}
-			_, err = p.SetIPMIAddr(serial, addr)
-			return err
-		})},
+		{"set_metadata", setField(s, "FleetMetadata", p.SetMetadata)},
+		{"set_provider_id", setField(s, "ProviderId", p.SetProviderID)},
+		{"set_ipmi_addr", setField(s, "IPMIAddr", p.SetIPMIAddr)},
 		{"set_cabinet", s.hostAction(func(serial string, c echo.Context) error {
 			var req struct {
 				Cabinet          *uint
@@ -80,35 +60,27 @@ func (s *Server) adminRoutes() []adminRoute {
 			_, err := p.SetCabinet(serial, *req.Cabinet, req.MachineOnCabinet)
 			return err
 		})},
-		{"set_state", s.hostAction(func(serial string, c echo.Context) error {
-			state, err := decodeField[string](c, "State")
-			if err != nil {
-				return err
-			}
-			_, err = p.SetState(serial, state)
-			return err
-		})},
-		{"set_etcd_cluster_token", s.hostAction(func(serial string, c echo.Context) error {
-			token, err := decodeField[string](c, "EtcdClusterToken")
-			if err != nil {
-				return err
-			}
-			_, err = p.SetEtcdClusterToken(serial, token)
-			return err
-		})},
-		{"override", s.hostAction(func(serial string, c echo.Context) error {
-			overrides, err := decodeField[map[string]interface{}](c, "Overrides")
-			if err != nil {
-				return err
-			}
-			_, err = p.Override(serial, overrides)
-			return err
-		})},
+		{"set_state", setField(s, "State", p.SetState)},
+		{"set_etcd_cluster_token", setField(s, "EtcdClusterToken", p.SetEtcdClusterToken)},
+		{"override", setField(s, "Overrides", p.Override)},
 		{"mark_fresh", s.hostAction(func(serial string, _ echo.Context) error {
 			_, err := p.MarkFresh(serial)
 			return err
 		})},
 	}
+}
+
+// setField is the route of a setter that takes one field of the body
+// (decodeField) and passes it to set.
+func setField[T any](s *Server, field string, set func(serial string, v T) (host.Host, error)) echo.HandlerFunc {
+	return s.hostAction(func(serial string, c echo.Context) error {
+		v, err := decodeField[T](c, field)
+		if err != nil {
+			return err
+		}
+		_, err = set(serial, v)
+		return err
+	})
 }
 
 // hostAction validates the serial, runs fn and answers 202 Accepted.
