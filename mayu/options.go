@@ -52,6 +52,16 @@ type options struct {
 
 // optionsFrom reads the flags and reports every contradiction at once.
 func optionsFrom(c *cli.Context) (options, error) {
+	o := readOptions(c)
+	if problems := o.check(); len(problems) > 0 {
+		return o, problemsError(problems)
+	}
+	return o, nil
+}
+
+// readOptions copies the flags into options, with the defaults that depend
+// on other flags.
+func readOptions(c *cli.Context) options {
 	o := options{
 		configPath:        c.String("config"),
 		clusterDir:        c.String("cluster-directory"),
@@ -87,7 +97,12 @@ func optionsFrom(c *cli.Context) (options, error) {
 	if o.useIgnition && !c.IsSet("template-snippets") {
 		o.snippets = "./template_snippets/ignition"
 	}
+	return o
+}
 
+// check lists every contradiction and bad value among the flags; it makes
+// --tftproot absolute and defaults --shutdown-timeout.
+func (o *options) check() []string {
 	var problems []string
 	if o.internalDiscovery && o.externalDiscovery != "" {
 		problems = append(problems, "--etcd-discovery and the internal etcd discovery are exclusive: add --use-internal-etcd-discovery=false to use the external one")
@@ -128,10 +143,7 @@ func optionsFrom(c *cli.Context) (options, error) {
 		problems = append(problems, fmt.Sprintf("--tftproot: %v", err))
 	}
 	o.tftpRoot = abs
-	if len(problems) > 0 {
-		return o, problemsError(problems)
-	}
-	return o, nil
+	return problems
 }
 
 // problemsError joins start-up problems, one per line.

@@ -29,6 +29,7 @@ import (
 // prepared is everything loaded and checked before anything starts.
 type prepared struct {
 	cfg      *config.Config
+	site     provision.Site // what machines are told about mayu
 	renderer *render.Renderer
 	dnsmasq  *dnsmasq.Supervisor // nil with --no-dnsmasq
 	runDir   string
@@ -45,6 +46,7 @@ func prepare(o options, log *slog.Logger) (*prepared, error) {
 		problems = append(problems, err.Error())
 	}
 	p.cfg = cfg
+	p.site = provision.Site{Cluster: cfg, HTTPPort: o.httpPort, NoTLS: o.noTLS}
 	p.renderer, err = render.New(render.Config{
 		FirstStageScript:     o.firstStageScript,
 		LastStageCloudConfig: o.lastStageCC,
@@ -108,42 +110,13 @@ func run(parent context.Context, o options, log *slog.Logger) error {
 	}
 	defer st.Close()
 
-	prov, err := provision.New(provision.Config{Cluster: p.cfg, Store: st, Logger: log.With("component", "provision")})
+	prov, disc, err := newProvisioner(ctx, o, p, st, log)
 	if err != nil {
 		return err
 	}
-
-	base := baseURL(p.cfg.Network.BindAddr, o.httpPort, o.noTLS)
-	disc, err := newDiscovery(o, base, filepath.Join(o.clusterDir, ".discovery"), log.With("component", "discovery"))
+	srv, err := newServer(o, p, prov, disc, log)
 	if err != nil {
 		return err
-	}
-	if err := ensureClusterToken(ctx, st, prov, disc, o.quorumSize, log); err != nil {
-		return err
-	}
-
-	srv, err := api.New(api.Config{
-		Cluster:       p.cfg,
-		Store:         st,
-		Provisioner:   prov,
-		Renderer:      p.renderer,
-		Discovery:     disc,
-		ImagesDir:     o.imagesDir,
-		YochuDir:      o.yochuPath,
-		StaticHTMLDir: o.staticHTMLPath,
-		Host:          p.cfg.Network.BindAddr,
-		Port:          o.httpPort,
-		NoTLS:         o.noTLS,
-		UseIgnition:   o.useIgnition,
-		Version:       version,
-		Logger:        log.With("component", "api"),
-	})
-	if err != nil {
-		return err
-	}
-
-	if in, ok := disc.(*discovery.Internal); ok {
-		srv.RegisterOnShutdown(in.Shutdown)
 	}
 
 	// Bind before starting anything, so a busy port is a start-up error.
@@ -156,7 +129,7 @@ func run(parent context.Context, o options, log *slog.Logger) error {
 	if o.noTLS {
 		certFile, keyFile = "", ""
 	}
-	log.Info("mayu started", "version", version, "listen", ln.Addr().String(), "base_url", base,
+	log.Info("mayu started", "version", version, "listen", ln.Addr().String(), "base_url", prov.BaseURL(),
 		"cluster_directory", o.clusterDir, "git", !o.noGit, "ignition", o.useIgnition, "dnsmasq", p.dnsmasq != nil)
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -164,8 +137,8 @@ func run(parent context.Context, o options, log *slog.Logger) error {
 	g.Go(func() error { return p.renderer.Watch(gctx) })
 	if p.dnsmasq != nil {
 		sup := p.dnsmasq
-		sup.Sync(st.List())
-		st.Subscribe(func() { sup.Sync(st.List()) })
+		sup.Sync(prov.Hosts())
+		st.Subscribe(func() { sup.Sync(prov.Hosts()) })
 		g.Go(func() error { return sup.Run(gctx) })
 	}
 	g.Go(func() error { return reloadOnHangup(gctx, p, log) })
@@ -175,6 +148,54 @@ func run(parent context.Context, o options, log *slog.Logger) error {
 		return err
 	}
 	return nil
+}
+
+// newProvisioner builds the etcd discovery service the flags ask for and
+// the provisioner over st, and makes sure cluster.json names the default
+// etcd token.
+func newProvisioner(ctx context.Context, o options, p *prepared, st store.Store, log *slog.Logger) (*provision.Provisioner, discovery.Service, error) {
+	disc, err := newDiscovery(o, p.site.BaseURL(), filepath.Join(o.clusterDir, ".discovery"), log.With("component", "discovery"))
+	if err != nil {
+		return nil, nil, err
+	}
+	prov, err := provision.New(provision.Config{
+		Cluster:   p.site.Cluster,
+		Store:     st,
+		HTTPPort:  p.site.HTTPPort,
+		NoTLS:     p.site.NoTLS,
+		Discovery: disc,
+		Logger:    log.With("component", "provision"),
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := prov.EnsureClusterToken(ctx, o.quorumSize); err != nil {
+		return nil, nil, err
+	}
+	return prov, disc, nil
+}
+
+// newServer builds the HTTP server; an internal discovery service's waits
+// end when its graceful shutdown starts.
+func newServer(o options, p *prepared, prov *provision.Provisioner, disc discovery.Service, log *slog.Logger) (*api.Server, error) {
+	srv, err := api.New(api.Config{
+		Provisioner:   prov,
+		Renderer:      p.renderer,
+		Discovery:     disc,
+		ImagesDir:     o.imagesDir,
+		YochuDir:      o.yochuPath,
+		StaticHTMLDir: o.staticHTMLPath,
+		UseIgnition:   o.useIgnition,
+		Version:       version,
+		Logger:        log.With("component", "api"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if in, ok := disc.(*discovery.Internal); ok {
+		srv.RegisterOnShutdown(in.Shutdown)
+	}
+	return srv, nil
 }
 
 // reloadOnHangup re-reads the templates and the dnsmasq template on SIGHUP.
@@ -204,14 +225,6 @@ func reloadOnHangup(ctx context.Context, p *prepared, log *slog.Logger) error {
 	}
 }
 
-func baseURL(host string, port int, noTLS bool) string {
-	scheme := "https"
-	if noTLS {
-		scheme = "http"
-	}
-	return scheme + "://" + net.JoinHostPort(host, strconv.Itoa(port))
-}
-
 // newDiscovery builds the etcd discovery mode the flags ask for: internal
 // (default), proxy (--etcd-endpoint given) or external (--etcd-discovery).
 func newDiscovery(o options, base, dir string, log *slog.Logger) (discovery.Service, error) {
@@ -224,44 +237,6 @@ func newDiscovery(o options, base, dir string, log *slog.Logger) (discovery.Serv
 	default:
 		return discovery.NewInternal(discovery.InternalConfig{Dir: dir, BaseURL: base, DefaultSize: o.quorumSize, Logger: log})
 	}
-}
-
-// ensureClusterToken makes sure cluster.json names a default etcd token:
-// a deprecated EtcdDiscoveryURL is converted, a missing one is created.
-func ensureClusterToken(ctx context.Context, st store.Store, prov *provision.Provisioner, disc discovery.Service, size int, log *slog.Logger) error {
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if err := disc.Check(cctx); err != nil {
-		return fmt.Errorf("etcd discovery: %w", err)
-	}
-	cl := st.Cluster().Config
-	token := cl.DefaultEtcdClusterToken
-	if token == "" && cl.EtcdDiscoveryURL != "" {
-		t, err := discovery.TokenFromURL(cl.EtcdDiscoveryURL)
-		if err != nil {
-			return fmt.Errorf("cluster.json: EtcdDiscoveryURL: %w", err)
-		}
-		token = t
-		log.Info("converted deprecated EtcdDiscoveryURL of cluster.json", "url", cl.EtcdDiscoveryURL, "token", token)
-	}
-	if token == "" {
-		t, err := disc.NewToken(cctx, size)
-		if err != nil {
-			return fmt.Errorf("creating the default etcd discovery token: %w", err)
-		}
-		token = t
-	} else if e, ok := disc.(discovery.Ensurer); ok {
-		if _, err := e.Ensure(cctx, token, size); err != nil {
-			return fmt.Errorf("etcd discovery registry for %s: %w", token, err)
-		}
-	}
-	if token != cl.DefaultEtcdClusterToken || cl.EtcdDiscoveryURL != "" {
-		if err := prov.SetClusterToken(token); err != nil {
-			return err
-		}
-		log.Info("default etcd discovery token set", "token", token)
-	}
-	return nil
 }
 
 // runtimeDir returns the directory for dnsmasq's files: the flag's, else
@@ -292,19 +267,8 @@ func showTemplates(w io.Writer, o options, log *slog.Logger) error {
 		return err
 	}
 	defer p.cleanup()
-	base := baseURL(p.cfg.Network.BindAddr, o.httpPort, o.noTLS)
-	h := render.PlaceholderHost()
-	return p.renderer.ShowTemplates(w, render.FinalData{
-		Host:             h,
-		EtcdDiscoveryUrl: base + "/etcd/" + placeholderToken,
-		ClusterNetwork:   p.cfg.Network,
-		MayuHost:         p.cfg.Network.BindAddr,
-		MayuPort:         o.httpPort,
-		MayuURL:          base,
-		NoTLS:            o.noTLS,
-		PostBootURL:      base + "/admin/host/" + h.Serial + "/boot_complete",
-		TemplatesEnv:     p.cfg.TemplatesEnv,
-	})
+	// The placeholder host's token, under the internal discovery's URL.
+	return p.renderer.ShowTemplates(w, p.site.FinalData(render.PlaceholderHost(), p.site.BaseURL()+"/etcd/"+placeholderToken))
 }
 
 const placeholderToken = "00000000000000000000000000000000"

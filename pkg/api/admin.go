@@ -14,11 +14,7 @@ import (
 )
 
 func (s *Server) listHosts(c echo.Context) error {
-	hosts := s.cfg.Store.List()
-	if hosts == nil {
-		hosts = []host.Host{}
-	}
-	return c.JSON(http.StatusOK, hosts)
+	return c.JSON(http.StatusOK, s.prov.Hosts())
 }
 
 type adminRoute struct {
@@ -30,7 +26,7 @@ type adminRoute struct {
 // its small request type and calls one provision method; they share the
 // serial handling and the 202 answer.
 func (s *Server) adminRoutes() []adminRoute {
-	p := s.cfg.Provisioner
+	p := s.prov
 	return []adminRoute{
 		{"set_installed", s.hostAction(func(serial string, _ echo.Context) error {
 			_, err := p.SetInstalled(serial)
@@ -47,30 +43,9 @@ func (s *Server) adminRoutes() []adminRoute {
 			_, err := p.BootComplete(serial, provision.Versions(req))
 			return err
 		})},
-		{"set_metadata", s.hostAction(func(serial string, c echo.Context) error {
-			tags, err := decodeField[[]string](c, "FleetMetadata")
-			if err != nil {
-				return err
-			}
-			_, err = p.SetMetadata(serial, tags)
-			return err
-		})},
-		{"set_provider_id", s.hostAction(func(serial string, c echo.Context) error {
-			id, err := decodeField[string](c, "ProviderId")
-			if err != nil {
-				return err
-			}
-			_, err = p.SetProviderID(serial, id)
-			return err
-		})},
-		{"set_ipmi_addr", s.hostAction(func(serial string, c echo.Context) error {
-			addr, err := decodeField[string](c, "IPMIAddr")
-			if err != nil {
-				return err
-			}
-			_, err = p.SetIPMIAddr(serial, addr)
-			return err
-		})},
+		{"set_metadata", setField(s, "FleetMetadata", p.SetMetadata)},
+		{"set_provider_id", setField(s, "ProviderId", p.SetProviderID)},
+		{"set_ipmi_addr", setField(s, "IPMIAddr", p.SetIPMIAddr)},
 		{"set_cabinet", s.hostAction(func(serial string, c echo.Context) error {
 			var req struct {
 				Cabinet          *uint
@@ -85,35 +60,27 @@ func (s *Server) adminRoutes() []adminRoute {
 			_, err := p.SetCabinet(serial, *req.Cabinet, req.MachineOnCabinet)
 			return err
 		})},
-		{"set_state", s.hostAction(func(serial string, c echo.Context) error {
-			state, err := decodeField[string](c, "State")
-			if err != nil {
-				return err
-			}
-			_, err = p.SetState(serial, state)
-			return err
-		})},
-		{"set_etcd_cluster_token", s.hostAction(func(serial string, c echo.Context) error {
-			token, err := decodeField[string](c, "EtcdClusterToken")
-			if err != nil {
-				return err
-			}
-			_, err = p.SetEtcdClusterToken(serial, token)
-			return err
-		})},
-		{"override", s.hostAction(func(serial string, c echo.Context) error {
-			overrides, err := decodeField[map[string]interface{}](c, "Overrides")
-			if err != nil {
-				return err
-			}
-			_, err = p.Override(serial, overrides)
-			return err
-		})},
+		{"set_state", setField(s, "State", p.SetState)},
+		{"set_etcd_cluster_token", setField(s, "EtcdClusterToken", p.SetEtcdClusterToken)},
+		{"override", setField(s, "Overrides", p.Override)},
 		{"mark_fresh", s.hostAction(func(serial string, _ echo.Context) error {
 			_, err := p.MarkFresh(serial)
 			return err
 		})},
 	}
+}
+
+// setField is the route of a setter that takes one field of the body
+// (decodeField) and passes it to set.
+func setField[T any](s *Server, field string, set func(serial string, v T) (host.Host, error)) echo.HandlerFunc {
+	return s.hostAction(func(serial string, c echo.Context) error {
+		v, err := decodeField[T](c, field)
+		if err != nil {
+			return err
+		}
+		_, err = set(serial, v)
+		return err
+	})
 }
 
 // hostAction validates the serial, runs fn and answers 202 Accepted.

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -70,20 +71,24 @@ type env struct {
 	dir    string
 }
 
-func newEnv(t *testing.T, opts ...func(*Config)) *env {
+// envConfig is what a test may change before the server is built: the
+// provisioner's settings and the server's.
+type envConfig struct {
+	prov provision.Config
+	api  Config
+}
+
+func newEnv(t *testing.T, opts ...func(*envConfig)) *env {
 	t.Helper()
 	return newEnvWithRange(t, "192.168.2.99", opts...)
 }
 
-func newEnvWithRange(t *testing.T, rangeEnd string, opts ...func(*Config)) *env {
+func newEnvWithRange(t *testing.T, rangeEnd string, opts ...func(*envConfig)) *env {
 	t.Helper()
 	cfg, err := config.Parse([]byte(fmt.Sprintf(testConfig, rangeEnd)))
 	require.NoError(t, err)
 	mem := store.NewMemory()
 	t.Cleanup(func() { _ = mem.Close() })
-	prov, err := provision.New(provision.Config{Cluster: cfg, Store: mem})
-	require.NoError(t, err)
-	require.NoError(t, prov.SetClusterToken("41f07d10ab835b22071a32d5c1b75a6d"))
 	dir := t.TempDir()
 	for _, f := range []struct{ path, content string }{
 		{"images/1068.6.0/coreos_production_pxe.vmlinuz", "kernel-1068"},
@@ -101,17 +106,24 @@ func newEnvWithRange(t *testing.T, rangeEnd string, opts ...func(*Config)) *env 
 		require.NoError(t, os.WriteFile(p, []byte(f.content), 0o644))
 	}
 	fr := &fakeRenderer{}
-	c := Config{
-		Cluster: cfg, Store: mem, Provisioner: prov, Renderer: fr,
-		ImagesDir: filepath.Join(dir, "images"), YochuDir: filepath.Join(dir, "yochu"), StaticHTMLDir: filepath.Join(dir, "static"),
-		Host: "192.168.2.2", Port: 4080, NoTLS: true, Version: "1.2.3",
+	c := envConfig{
+		prov: provision.Config{Cluster: cfg, Store: mem, HTTPPort: 4080, NoTLS: true},
+		api: Config{
+			Renderer:  fr,
+			ImagesDir: filepath.Join(dir, "images"), YochuDir: filepath.Join(dir, "yochu"), StaticHTMLDir: filepath.Join(dir, "static"),
+			Version: "1.2.3",
+		},
 	}
 	for _, o := range opts {
 		o(&c)
 	}
-	srv, err := New(c)
+	prov, err := provision.New(c.prov)
 	require.NoError(t, err)
-	return &env{t: t, srv: srv, store: c.Store, mem: mem, render: fr, dir: dir}
+	require.NoError(t, prov.SetClusterToken("41f07d10ab835b22071a32d5c1b75a6d"))
+	c.api.Provisioner = prov
+	srv, err := New(c.api)
+	require.NoError(t, err)
+	return &env{t: t, srv: srv, store: c.prov.Store, mem: mem, render: fr, dir: dir}
 }
 
 func (e *env) do(method, path, body string, headers ...string) *httptest.ResponseRecorder {
@@ -149,7 +161,7 @@ func TestWelcomeAndBootScript(t *testing.T) {
 		"initrd http://192.168.2.2:4080/images/initrd.cpio.gz\n"+
 		"boot\n", rec.Body.String())
 
-	tls := newEnv(t, func(c *Config) { c.NoTLS = false })
+	tls := newEnv(t, func(c *envConfig) { c.prov.NoTLS = false })
 	assert.Contains(t, tls.do("GET", "/ipxebootscript", "").Body.String(), "mayu=https://192.168.2.2:4080 ")
 }
 
@@ -171,7 +183,7 @@ func TestFirstStageScriptRegisters(t *testing.T) {
 		MachineID:         h.MachineID,
 	}, e.render.first)
 
-	ign := newEnv(t, func(c *Config) { c.UseIgnition = true })
+	ign := newEnv(t, func(c *envConfig) { c.api.UseIgnition = true })
 	require.Equal(t, 200, ign.do("GET", "/first-stage-script/x", "").Code)
 	assert.Equal(t, "http://192.168.2.2:4080/final-ignition-config.json", ign.render.first.IgnitionConfigURL)
 	assert.Empty(t, ign.render.first.CloudConfigURL)
@@ -240,7 +252,7 @@ func TestFinalConfig(t *testing.T) {
 }
 
 func TestFinalConfigUsesDiscoveryURL(t *testing.T) {
-	e := newEnv(t, func(c *Config) { c.Discovery = discoveryStub{} })
+	e := newEnv(t, func(c *envConfig) { c.prov.Discovery, c.api.Discovery = discoveryStub{}, discoveryStub{} })
 	require.Equal(t, 200, e.do("POST", "/final-cloud-config.yaml", facts).Code)
 	assert.Equal(t, "http://192.168.2.2:4080/etcd/41f07d10ab835b22071a32d5c1b75a6d", e.render.final.EtcdDiscoveryUrl)
 }
@@ -304,13 +316,13 @@ func TestImages(t *testing.T) {
 	assert.NotEmpty(t, rec.Header().Get("Last-Modified"))
 
 	// The host's version comes from its overrides first.
-	_, err := e.srv.cfg.Provisioner.Override("m1", map[string]interface{}{"CoreOSVersion": "1122.2.0"})
+	_, err := e.srv.prov.Override("m1", map[string]interface{}{"CoreOSVersion": "1122.2.0"})
 	require.NoError(t, err)
 	assert.Equal(t, "image-1122", e.do("GET", "/images/m1/install_image.bin.bz2", "").Body.String())
-	_, err = e.srv.cfg.Provisioner.Override("m1", map[string]interface{}{"CoreOSVersion": ".."})
+	_, err = e.srv.prov.Override("m1", map[string]interface{}{"CoreOSVersion": ".."})
 	require.NoError(t, err)
 	assert.Equal(t, 400, e.do("GET", "/images/m1/install_image.bin.bz2", "").Code)
-	_, err = e.srv.cfg.Provisioner.Override("m1", map[string]interface{}{"CoreOSVersion": 1068})
+	_, err = e.srv.prov.Override("m1", map[string]interface{}{"CoreOSVersion": 1068})
 	require.NoError(t, err)
 	assert.Equal(t, 404, e.do("GET", "/images/m1/install_image.bin.bz2", "").Code, "a non-string override is formatted, not a crash")
 }
@@ -421,12 +433,9 @@ func (b brokenStore) Update(string, ...store.Step) (host.Host, error) {
 
 func TestStorageFailuresAre500(t *testing.T) {
 	var mem *store.Memory
-	e := newEnv(t, func(c *Config) {
-		mem = c.Store.(*store.Memory)
-		broken := brokenStore{mem}
-		prov, err := provision.New(provision.Config{Cluster: c.Cluster, Store: broken})
-		require.NoError(t, err)
-		c.Store, c.Provisioner = broken, prov
+	e := newEnv(t, func(c *envConfig) {
+		mem = c.prov.Store.(*store.Memory)
+		c.prov.Store = brokenStore{mem}
 	})
 	_, err := mem.Create("m1", store.Step{Message: "host created", Apply: func(h *host.Host) error { h.State = host.Installing; return nil }})
 	require.NoError(t, err)
@@ -440,7 +449,13 @@ func TestStorageFailuresAre500(t *testing.T) {
 	assert.True(t, errors.Is(fmt.Errorf("%w", store.ErrStorage), store.ErrStorage))
 }
 
+// discoveryStub names discovery URLs like the internal service; the API
+// tests never create tokens or mount its routes.
 type discoveryStub struct{}
 
-func (discoveryStub) URL(token string) string { return "http://192.168.2.2:4080/etcd/" + token }
-func (discoveryStub) Register(*echo.Group)    {}
+func (discoveryStub) URL(token string) string     { return "http://192.168.2.2:4080/etcd/" + token }
+func (discoveryStub) Register(*echo.Group)        {}
+func (discoveryStub) Check(context.Context) error { return nil }
+func (discoveryStub) NewToken(context.Context, int) (string, error) {
+	return "", errors.New("discoveryStub: the API tests create no tokens")
+}

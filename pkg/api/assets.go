@@ -34,12 +34,11 @@ var qemuFiles = map[string]bool{
 // defaultImage serves a file of the default OS version.
 func (s *Server) defaultImage(name string) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		return s.serveFileIn(c, filepath.Join(s.cfg.ImagesDir, s.cfg.Cluster.DefaultCoreOSVersion), name)
+		return s.serveFileIn(c, filepath.Join(s.cfg.ImagesDir, s.prov.DefaultImageVersion()), name)
 	}
 }
 
-// hostImage serves a file of the OS version of one host: its
-// Overrides["CoreOSVersion"], else its CoreOSVersion, else the default.
+// hostImage serves a file of the OS version of one host.
 func (s *Server) hostImage(name string) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		version, err := s.hostVersion(c.Param("serial"))
@@ -62,21 +61,16 @@ func (s *Server) qemuImage(c echo.Context) error {
 	return s.serveFileIn(c, filepath.Join(s.cfg.ImagesDir, "qemu", version), file)
 }
 
+// hostVersion is the OS version of a host's images (provision's rule),
+// checked to name one directory under the images directory.
 func (s *Server) hostVersion(rawSerial string) (string, error) {
 	serial, err := provision.Serial(rawSerial)
 	if err != nil {
 		return "", err
 	}
-	h, err := s.cfg.Store.Get(serial)
+	version, err := s.prov.ImageVersion(serial)
 	if err != nil {
 		return "", err
-	}
-	version := s.cfg.Cluster.DefaultCoreOSVersion
-	if h.CoreOSVersion != "" {
-		version = h.CoreOSVersion
-	}
-	if v, ok := h.OverrideString("CoreOSVersion"); ok {
-		version = v
 	}
 	if !validPathElem(version) {
 		return "", fmt.Errorf("%w: OS version %q of %s cannot name a directory", errBadRequest, version, serial)

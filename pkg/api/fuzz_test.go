@@ -133,7 +133,14 @@ func newFzEnv(t testing.TB) *fzEnv {
 	log := slog.New(watch)
 	mem := store.NewMemory()
 	t.Cleanup(func() { _ = mem.Close() })
-	prov, err := provision.New(provision.Config{Cluster: cfg, Store: mem, Logger: log})
+	discDir := filepath.Join(root, "cluster", ".discovery")
+	disc, err := discovery.NewInternal(discovery.InternalConfig{
+		Dir: discDir, BaseURL: "http://192.168.2.2:4080", DefaultSize: 3, MaxWait: 5 * time.Millisecond, Logger: log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prov, err := provision.New(provision.Config{Cluster: cfg, Store: mem, HTTPPort: 4080, NoTLS: true, Discovery: disc, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,18 +158,11 @@ func newFzEnv(t testing.TB) *fzEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	discDir := filepath.Join(root, "cluster", ".discovery")
-	disc, err := discovery.NewInternal(discovery.InternalConfig{
-		Dir: discDir, BaseURL: "http://192.168.2.2:4080", DefaultSize: 3, MaxWait: 5 * time.Millisecond, Logger: log,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	srv, err := New(Config{
-		Cluster: cfg, Store: mem, Provisioner: prov, Renderer: rend, Discovery: disc,
+		Provisioner: prov, Renderer: rend, Discovery: disc,
 		ImagesDir: filepath.Join(served, "images"), YochuDir: filepath.Join(served, "yochu"),
 		StaticHTMLDir: filepath.Join(served, "static"),
-		Host:          "192.168.2.2", Port: 4080, NoTLS: true, Version: "fuzz", Logger: log,
+		Version:       "fuzz", Logger: log,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -8,7 +8,6 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"mayu/pkg/host"
 	"mayu/pkg/hostinfo"
 	"mayu/pkg/provision"
 	"mayu/pkg/render"
@@ -33,7 +32,7 @@ func (s *Server) ipxeBootScript(c echo.Context) error {
 // firstStageScript registers the machine on first sight and answers its
 // install script.
 func (s *Server) firstStageScript(c echo.Context) error {
-	h, _, err := s.cfg.Provisioner.Register(c.Param("serial"))
+	h, _, err := s.prov.Register(c.Param("serial"))
 	if err != nil {
 		return err
 	}
@@ -88,11 +87,11 @@ func (s *Server) finalConfig(ignition bool) echo.HandlerFunc {
 				f.MACs = append(f.MACs, d.MacAddress)
 			}
 		}
-		h, err := s.cfg.Provisioner.ReportFacts(req.Serial, f)
+		h, err := s.prov.ReportFacts(req.Serial, f)
 		if err != nil {
 			return err
 		}
-		out, err := s.renderFinal(h)
+		out, err := s.cfg.Renderer.Final(s.prov.FinalData(h))
 		if err != nil {
 			return err
 		}
@@ -101,29 +100,6 @@ func (s *Server) finalConfig(ignition bool) echo.HandlerFunc {
 		}
 		return c.Blob(http.StatusOK, "text/yaml; charset=utf-8", out)
 	}
-}
-
-// renderFinal renders the final config of a host.
-func (s *Server) renderFinal(h host.Host) ([]byte, error) {
-	token := h.EtcdClusterToken
-	if token == "" {
-		token = s.cfg.Store.Cluster().Config.DefaultEtcdClusterToken
-	}
-	var discoveryURL string
-	if s.cfg.Discovery != nil && token != "" {
-		discoveryURL = s.cfg.Discovery.URL(token)
-	}
-	return s.cfg.Renderer.Final(render.FinalData{
-		Host:             h,
-		EtcdDiscoveryUrl: discoveryURL,
-		ClusterNetwork:   s.cfg.Cluster.Network,
-		MayuHost:         s.cfg.Host,
-		MayuPort:         s.cfg.Port,
-		MayuURL:          s.base,
-		NoTLS:            s.cfg.NoTLS,
-		PostBootURL:      s.base + "/admin/host/" + h.Serial + "/boot_complete",
-		TemplatesEnv:     s.cfg.Cluster.TemplatesEnv,
-	})
 }
 
 // decodeJSON decodes a JSON body into v. Unknown fields are ignored: Mayu

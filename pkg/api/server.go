@@ -18,10 +18,8 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 
-	"mayu/pkg/config"
 	"mayu/pkg/provision"
 	"mayu/pkg/render"
-	"mayu/pkg/store"
 )
 
 // MaxBodyBytes bounds request bodies: host facts and admin setters are a few
@@ -34,30 +32,23 @@ type Renderer interface {
 	Final(d render.FinalData) ([]byte, error)
 }
 
-// Discovery is the etcd discovery service: it names the discovery URL of a
-// token and may serve the protocol under /etcd.
+// Discovery is the etcd discovery service's protocol, served under /etcd.
 type Discovery interface {
-	URL(token string) string
 	Register(g *echo.Group)
 }
 
-// Config is what the server needs.
+// Config is what the server needs. Where machines reach mayu, the cluster
+// configuration and the store are the Provisioner's: every rule goes
+// through it.
 type Config struct {
-	Cluster     *config.Config
-	Store       store.Store
 	Provisioner *provision.Provisioner
 	Renderer    Renderer
-	Discovery   Discovery // nil: no /etcd routes, discovery URL left empty
+	Discovery   Discovery // nil: no /etcd routes
 
 	ImagesDir     string // --images-cache-dir
 	YochuDir      string // --yochu-path
 	StaticHTMLDir string // --static-html-path
 
-	// Host and Port are what machines use to reach mayu: bind_addr of the
-	// config and --http-port.
-	Host        string
-	Port        int
-	NoTLS       bool
 	UseIgnition bool
 	Version     string
 
@@ -67,6 +58,7 @@ type Config struct {
 // Server is the HTTP server.
 type Server struct {
 	cfg        Config
+	prov       *provision.Provisioner
 	e          *echo.Echo
 	log        *slog.Logger
 	base       string
@@ -75,20 +67,17 @@ type Server struct {
 
 // New builds the server and its route table.
 func New(cfg Config) (*Server, error) {
-	if cfg.Cluster == nil || cfg.Store == nil || cfg.Provisioner == nil || cfg.Renderer == nil {
-		return nil, errors.New("api: cluster config, store, provisioner and renderer are required")
+	if cfg.Provisioner == nil || cfg.Renderer == nil {
+		return nil, errors.New("api: provisioner and renderer are required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	scheme := "https"
-	if cfg.NoTLS {
-		scheme = "http"
-	}
 	s := &Server{
 		cfg:  cfg,
+		prov: cfg.Provisioner,
 		log:  cfg.Logger,
-		base: scheme + "://" + net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)),
+		base: cfg.Provisioner.BaseURL(),
 	}
 	e := echo.New()
 	e.HideBanner = true

@@ -241,7 +241,7 @@ func TestServerErrors(t *testing.T) {
 	}{
 		{"unknown serial", host.Running,
 			func(c *client.Client) error { return c.SetCabinet(context.Background(), "unknown-1", 1) },
-			http.StatusNotFound, "host unknown-1 not found"},
+			http.StatusNotFound, "store: host not found: unknown-1"},
 		{"forbidden transition", host.Configured,
 			func(c *client.Client) error { return c.SetState(context.Background(), serial, host.Running) },
 			http.StatusConflict, "host: forbidden state transition from configured to running"},

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -49,6 +50,19 @@ type Network struct {
 	SubnetSize     string   `yaml:"subnet_size"`
 	SubnetGateway  string   `yaml:"subnet_gateway"`
 	NetworkModel   string   `yaml:"network_model"`
+}
+
+// BaseURL is the URL machines reach mayu at on the provisioning network,
+// http(s)://<bind_addr>:<port> without a trailing slash: port is
+// --http-port, noTLS (--no-tls) picks http. Every URL handed to a machine
+// (DHCP boot script, install scripts, rendered configs, etcd discovery)
+// starts with it, so it is built here and nowhere else.
+func (n Network) BaseURL(port int, noTLS bool) string {
+	scheme := "https"
+	if noTLS {
+		scheme = "http"
+	}
+	return scheme + "://" + net.JoinHostPort(n.BindAddr, strconv.Itoa(port))
 }
 
 // IPRange is an inclusive range of IPv4 addresses.

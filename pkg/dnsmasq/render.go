@@ -3,16 +3,10 @@ package dnsmasq
 import (
 	"bytes"
 	"fmt"
-	"net"
-	"net/url"
 	"os"
-	"sort"
-	"strconv"
-	"strings"
 	"text/template"
 
 	"mayu/pkg/config"
-	"mayu/pkg/host"
 )
 
 // TemplateContext is what the dnsmasq template is executed with. Field names
@@ -74,84 +68,43 @@ const (
 	uefiBootFile = "ipxe.efi"
 )
 
-// hostSet is the per-host part of dnsmasq's configuration: what Sync
-// computes from the host records.
-type hostSet struct {
-	Ignored []string
-	Static  []StaticHost
+// render executes the template with the current network and host state.
+func (s *Supervisor) render() ([]byte, error) {
+	s.mu.Lock()
+	tmpl := s.tmpl
+	ctx := s.contextLocked()
+	s.mu.Unlock()
+	return renderConfig(tmpl, ctx)
 }
 
-// computeHostSet derives ignored MACs (every MAC of an installed or running
-// host, so its next boot falls through to disk) and static hosts (those
-// MACs with the InternalAddr their host configures on itself). Machines
-// still being provisioned are deliberately not static: a machine learns its
-// MACs' owner only when it asks for its final config, mid-install, and a
-// dhcp-host line appearing then would make dnsmasq NAK the renewal of its
-// bootstrap lease and move its address under the running installer.
-// Invalid MACs are returned separately so the caller can log them; they
-// never reach dnsmasq.
-func computeHostSet(hosts []host.Host) (hostSet, []string) {
-	var set hostSet
-	var bad []string
-	ignored := map[string]bool{}
-	static := map[string]string{}
-	for _, h := range hosts {
-		ignore := h.State == host.Installed || h.State == host.Running
-		ip := h.InternalAddr.To4()
-		for _, m := range h.MacAddresses {
-			mac, err := host.NormalizeMAC(m)
-			if err != nil {
-				bad = append(bad, fmt.Sprintf("%s: %q", h.Serial, m))
-				continue
-			}
-			if !ignore {
-				continue
-			}
-			ignored[mac] = true
-			if ip != nil {
-				static[mac] = ip.String()
-			}
-		}
+func (s *Supervisor) contextLocked() TemplateContext {
+	return TemplateContext{
+		Network: NetworkContext{
+			Network:      s.network,
+			IgnoredHosts: append([]string{}, s.desired.Ignored...),
+			StaticHosts:  append([]StaticHost{}, s.desired.Static...),
+		},
+		Global: s.global(s.network),
 	}
-	for mac := range ignored {
-		set.Ignored = append(set.Ignored, mac)
-	}
-	sort.Strings(set.Ignored)
-	for mac, ip := range static {
-		set.Static = append(set.Static, StaticHost{IP: ip, MacAddr: mac})
-	}
-	sort.Slice(set.Static, func(i, j int) bool { return set.Static[i].MacAddr < set.Static[j].MacAddr })
-	return set, bad
 }
 
-func (a hostSet) equal(b hostSet) bool {
-	if len(a.Ignored) != len(b.Ignored) || len(a.Static) != len(b.Static) {
-		return false
+func (s *Supervisor) global(n config.Network) GlobalContext {
+	pxeFile := biosBootFile
+	if n.UEFI {
+		pxeFile = uefiBootFile
 	}
-	for i := range a.Ignored {
-		if a.Ignored[i] != b.Ignored[i] {
-			return false
-		}
+	return GlobalContext{
+		Executable:    s.cfg.Binary,
+		Template:      s.cfg.Template,
+		TFTPRoot:      s.cfg.TFTPRoot,
+		NoTLS:         s.cfg.NoTLS,
+		HTTPPort:      s.cfg.HTTPPort,
+		PXEPort:       s.cfg.HTTPPort,
+		HostsFile:     s.hostsPath,
+		LeaseFile:     s.leasePath,
+		PXEFile:       pxeFile,
+		BootScriptURL: bootScriptURL(n, s.cfg.HTTPPort, s.cfg.NoTLS),
 	}
-	for i := range a.Static {
-		if a.Static[i] != b.Static[i] {
-			return false
-		}
-	}
-	return true
-}
-
-// renderHostsFile writes the --dhcp-hostsfile dnsmasq re-reads on SIGHUP:
-// "<mac>,ignore" for every ignored MAC, so an installed machine is not
-// answered at all and boots from its disk. Static hosts need no line: they
-// are ignored hosts.
-func renderHostsFile(set hostSet) []byte {
-	var b bytes.Buffer
-	b.WriteString("# Written by mayu from the host records; rewritten on every change. Do not edit.\n")
-	for _, mac := range set.Ignored {
-		fmt.Fprintf(&b, "%s,ignore\n", mac)
-	}
-	return b.Bytes()
 }
 
 // parseTemplate reads and parses the dnsmasq template.
@@ -179,27 +132,6 @@ func renderConfig(t *template.Template, ctx TemplateContext) ([]byte, error) {
 
 // bootScriptURL is where iPXE fetches its script: mayu's HTTP(S) port on the
 // provisioning network's address.
-func bootScriptURL(bindAddr string, port int, noTLS bool) string {
-	scheme := "https"
-	if noTLS {
-		scheme = "http"
-	}
-	u := url.URL{Scheme: scheme, Host: net.JoinHostPort(bindAddr, strconv.Itoa(port)), Path: "/ipxebootscript"}
-	return u.String()
+func bootScriptURL(n config.Network, port int, noTLS bool) string {
+	return n.BaseURL(port, noTLS) + "/ipxebootscript"
 }
-
-// lastLines keeps the last n lines of dnsmasq's output so an unexpected
-// exit can be reported with its reason.
-type lastLines struct {
-	n     int
-	lines []string
-}
-
-func (l *lastLines) add(s string) {
-	l.lines = append(l.lines, s)
-	if len(l.lines) > l.n {
-		l.lines = l.lines[len(l.lines)-l.n:]
-	}
-}
-
-func (l *lastLines) String() string { return strings.Join(l.lines, "\n") }

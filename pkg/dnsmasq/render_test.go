@@ -195,8 +195,8 @@ dhcp-boot=tag:ipxe,http{{if not .Global.NoTLS}}s{{end}}://{{.Network.BindAddr}}:
 {{end}}`
 
 func TestBootScriptURL(t *testing.T) {
-	assert.Equal(t, "https://192.168.2.2:4080/ipxebootscript", bootScriptURL("192.168.2.2", 4080, false))
-	assert.Equal(t, "http://192.168.2.2:8080/ipxebootscript", bootScriptURL("192.168.2.2", 8080, true))
+	assert.Equal(t, "https://192.168.2.2:4080/ipxebootscript", bootScriptURL(config.Network{BindAddr: "192.168.2.2"}, 4080, false))
+	assert.Equal(t, "http://192.168.2.2:8080/ipxebootscript", bootScriptURL(config.Network{BindAddr: "192.168.2.2"}, 8080, true))
 }
 
 func golden(t *testing.T, path string, got []byte) {

@@ -84,6 +84,13 @@ func TestTransitions(t *testing.T) {
 	}
 }
 
+func TestIgnoredByDHCP(t *testing.T) {
+	want := map[State]bool{Unknown: false, Configured: false, Installing: false, Installed: true, Running: true, "": false}
+	for st, ignored := range want {
+		assert.Equal(t, ignored, st.IgnoredByDHCP(), "%q", st)
+	}
+}
+
 func TestParseState(t *testing.T) {
 	for in, want := range map[string]State{"configured": Configured, `"Running"`: Running, " installed ": Installed} {
 		got, err := ParseState(in)

@@ -114,3 +114,9 @@ func (s State) CanTransition(to State) error {
 	}
 	return fmt.Errorf("%w from %s to %s", ErrForbiddenTransition, s, to)
 }
+
+// IgnoredByDHCP reports whether DHCP leaves a machine in state s
+// unanswered: it is installed (or running), so its next boot must fall
+// through to its disk instead of installing again. Moving it back to
+// configured (reinstall, mark-fresh) makes DHCP answer it again.
+func (s State) IgnoredByDHCP() bool { return s == Installed || s == Running }

@@ -17,21 +17,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"text/template"
 	"time"
 
 	"mayu/pkg/config"
-	"mayu/pkg/host"
 )
 
 // Errors callers can match with errors.Is.
@@ -208,36 +202,6 @@ func (s *Supervisor) Check() error {
 	return s.testOnce(conf)
 }
 
-// Sync takes the current host records and applies what dnsmasq must know
-// about them: MACs of installed and running hosts are ignored, hosts with
-// an InternalAddr get it. It only records the wish and returns; the Run
-// loop rewrites the hosts file and sends SIGHUP, so a burst of calls costs
-// one reload. If the template itself depends on host state (it ranges over
-// .Network.IgnoredHosts or .StaticHosts, as Mayu 0.11 templates do), the
-// configuration is re-rendered and dnsmasq restarted instead.
-func (s *Supervisor) Sync(hosts []host.Host) {
-	set, bad := computeHostSet(hosts)
-	s.mu.Lock()
-	for _, b := range bad {
-		// Sync runs on every change of any host: say it once per MAC.
-		if !s.warnedMACs[b] {
-			s.warnedMACs[b] = true
-			s.log.Warn("invalid MAC address of host left out of dnsmasq's configuration", "mac", b)
-		}
-	}
-	changed := !set.equal(s.desired)
-	if changed {
-		s.desired = set
-		if s.dirtySince.IsZero() {
-			s.dirtySince = time.Now()
-		}
-	}
-	s.mu.Unlock()
-	if changed {
-		s.poke()
-	}
-}
-
 // Reload re-reads the template and takes a new network section (config
 // reload). The result is checked with dnsmasq --test first: if it is
 // rejected, the error says why and the running dnsmasq keeps its old
@@ -351,16 +315,6 @@ const (
 	outcomeCrashed                // child exited on its own
 )
 
-// child is one dnsmasq process.
-type child struct {
-	cmd     *exec.Cmd
-	pid     int
-	started time.Time
-	out     *outputLog
-	exited  chan struct{} // closed once Wait returned
-	err     error         // Wait's result, readable after exited is closed
-}
-
 // supervise waits for the child to exit, for ctx, or for changes to apply.
 func (s *Supervisor) supervise(ctx context.Context, ch *child) outcome {
 	defer func() {
@@ -413,32 +367,6 @@ func (s *Supervisor) apply(ctx context.Context, ch *child) (restart bool, err er
 	return false, confErr
 }
 
-// applyHosts rewrites the hosts file if the host set changed and has the
-// child re-read it.
-func (s *Supervisor) applyHosts(ctx context.Context, ch *child) error {
-	s.mu.Lock()
-	set, since := s.desired, s.dirtySince
-	s.dirtySince = time.Time{}
-	s.mu.Unlock()
-	hosts := renderHostsFile(set)
-	if bytes.Equal(hosts, s.appliedHosts) {
-		return nil
-	}
-	if err := writeFileAtomic(s.hostsPath, hosts); err != nil {
-		return err
-	}
-	s.appliedHosts = hosts
-	if err := s.hup(ctx, ch); err != nil {
-		return err
-	}
-	attrs := []any{"pid", ch.pid, "ignored_macs", len(set.Ignored), "static_hosts", len(set.Static)}
-	if !since.IsZero() {
-		attrs = append(attrs, "latency", time.Since(since).Round(time.Microsecond))
-	}
-	s.log.Info("hosts file rewritten; dnsmasq told to re-read it", attrs...)
-	return nil
-}
-
 // prepareAndStart renders, checks (if changed) and writes the configuration
 // and the hosts file, then starts dnsmasq with them.
 func (s *Supervisor) prepareAndStart() (*child, error) {
@@ -469,246 +397,6 @@ func (s *Supervisor) prepareAndStart() (*child, error) {
 	return ch, nil
 }
 
-// start runs `dnsmasq -k -d` in its own process group (a Ctrl-C meant for
-// mayu must not kill it behind the supervisor's back) and with a parent
-// death signal (it must not outlive a killed mayu).
-func (s *Supervisor) start() (*child, error) {
-	out := &outputLog{log: s.log, tail: lastLines{n: 20}}
-	// Our own pipe rather than exec's copying goroutine: Wait then returns
-	// as soon as dnsmasq exits, even if a helper it forked still holds the
-	// pipe.
-	r, w, err := os.Pipe()
-	if err != nil {
-		return nil, fmt.Errorf("dnsmasq: output pipe: %w", err)
-	}
-	cmd := exec.Command(s.cfg.Binary, s.args(s.confPath, true)...)
-	cmd.Stdout = w
-	cmd.Stderr = w
-	cmd.SysProcAttr = sysProcAttr()
-	err = cmd.Start()
-	w.Close()
-	if err != nil {
-		r.Close()
-		return nil, fmt.Errorf("dnsmasq: start %s: %w", s.cfg.Binary, err)
-	}
-	ch := &child{cmd: cmd, pid: cmd.Process.Pid, started: time.Now(), out: out, exited: make(chan struct{})}
-	out.setPID(ch.pid)
-	copied := make(chan struct{})
-	go func() {
-		_, _ = io.Copy(out, r)
-		r.Close()
-		out.flush()
-		close(copied)
-	}()
-	go func() {
-		ch.err = cmd.Wait()
-		// Whatever is left of its process group (a dhcp-script helper)
-		// goes with it; the group id stays reserved while members live.
-		_ = syscall.Kill(-ch.pid, syscall.SIGKILL)
-		select {
-		case <-copied:
-		case <-time.After(2 * time.Second):
-		}
-		close(ch.exited)
-	}()
-	s.mu.Lock()
-	s.pid = ch.pid
-	s.starts++
-	s.mu.Unlock()
-	s.log.Info("dnsmasq started", "pid", ch.pid, "conf", s.confPath, "hosts", s.hostsPath, "leases", s.leasePath)
-	return ch, nil
-}
-
-// stop ends the child: SIGTERM to its process group, SIGKILL after
-// StopTimeout, and always waits for it.
-func (s *Supervisor) stop(ch *child) {
-	_ = syscall.Kill(-ch.pid, syscall.SIGTERM)
-	t := time.NewTimer(s.cfg.StopTimeout)
-	defer t.Stop()
-	select {
-	case <-ch.exited:
-	case <-t.C:
-		s.log.Warn("dnsmasq did not stop after SIGTERM; killing it", "pid", ch.pid, "waited", s.cfg.StopTimeout)
-		_ = syscall.Kill(-ch.pid, syscall.SIGKILL)
-		<-ch.exited
-	}
-	s.log.Info("dnsmasq stopped", "pid", ch.pid, "status", exitStatus(ch.err))
-}
-
-// hup tells dnsmasq to re-read the hosts file. A child that has not yet
-// installed its SIGHUP handler would be killed by the signal, so wait
-// (bounded) until it has.
-func (s *Supervisor) hup(ctx context.Context, ch *child) error {
-	deadline := time.Now().Add(readyTimeout)
-	for {
-		ok, err := catchesSIGHUP(ch.pid)
-		if err == nil && ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			// Signal anyway: at worst it dies and the restart reads the
-			// new hosts file.
-			s.log.Warn("dnsmasq does not seem to handle SIGHUP yet; signalling anyway", "pid", ch.pid)
-			break
-		}
-		select {
-		case <-ch.exited:
-			return nil // restarted with the new file by Run
-		case <-ctx.Done():
-			return nil
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
-	if err := syscall.Kill(ch.pid, syscall.SIGHUP); err != nil {
-		return fmt.Errorf("dnsmasq: signal pid %d: %w", ch.pid, err)
-	}
-	return nil
-}
-
-// render executes the template with the current network and host state.
-func (s *Supervisor) render() ([]byte, error) {
-	s.mu.Lock()
-	tmpl := s.tmpl
-	ctx := s.contextLocked()
-	s.mu.Unlock()
-	return renderConfig(tmpl, ctx)
-}
-
-func (s *Supervisor) contextLocked() TemplateContext {
-	return TemplateContext{
-		Network: NetworkContext{
-			Network:      s.network,
-			IgnoredHosts: append([]string{}, s.desired.Ignored...),
-			StaticHosts:  append([]StaticHost{}, s.desired.Static...),
-		},
-		Global: s.global(s.network),
-	}
-}
-
-func (s *Supervisor) global(n config.Network) GlobalContext {
-	pxeFile := biosBootFile
-	if n.UEFI {
-		pxeFile = uefiBootFile
-	}
-	return GlobalContext{
-		Executable:    s.cfg.Binary,
-		Template:      s.cfg.Template,
-		TFTPRoot:      s.cfg.TFTPRoot,
-		NoTLS:         s.cfg.NoTLS,
-		HTTPPort:      s.cfg.HTTPPort,
-		PXEPort:       s.cfg.HTTPPort,
-		HostsFile:     s.hostsPath,
-		LeaseFile:     s.leasePath,
-		PXEFile:       pxeFile,
-		BootScriptURL: bootScriptURL(n.BindAddr, s.cfg.HTTPPort, s.cfg.NoTLS),
-	}
-}
-
-// args is dnsmasq's command line. -k -d keeps it in the foreground as our
-// child (-d also keeps it root, so it can read the runtime directory and
-// tftproot whatever their modes); --log-facility=- sends its log to
-// stderr only, which we read, instead of also to syslog.
-func (s *Supervisor) args(conf string, run bool) []string {
-	a := []string{}
-	if run {
-		a = append(a, "-k", "-d")
-	} else {
-		a = append(a, "--test")
-	}
-	return append(a,
-		"--conf-file="+conf,
-		"--dhcp-hostsfile="+s.hostsPath,
-		"--dhcp-leasefile="+s.leasePath,
-		"--log-facility=-",
-	)
-}
-
-// badLine finds the line number in dnsmasq's "bad option at line 3 of
-// /path" complaints.
-var badLine = regexp.MustCompile(`at line (\d+) of `)
-
-// testOnce runs dnsmasq --test unless it already accepted this exact
-// configuration (Check before Run, restarts after a crash).
-func (s *Supervisor) testOnce(conf []byte) error {
-	s.mu.Lock()
-	done := bytes.Equal(conf, s.testedConf)
-	s.mu.Unlock()
-	if done {
-		return nil
-	}
-	if err := s.test(conf); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	s.testedConf = conf
-	s.mu.Unlock()
-	return nil
-}
-
-// test runs dnsmasq --test on a rendered configuration.
-func (s *Supervisor) test(conf []byte) error {
-	f, err := os.CreateTemp(s.cfg.RuntimeDir, ".dnsmasq-check-*.conf")
-	if err != nil {
-		return fmt.Errorf("dnsmasq: check: %w", err)
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(conf); err != nil {
-		f.Close()
-		return fmt.Errorf("dnsmasq: check: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("dnsmasq: check: %w", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, s.cfg.Binary, s.args(f.Name(), false)...).CombinedOutput()
-	if err == nil {
-		return nil
-	}
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) {
-		return fmt.Errorf("dnsmasq: run %s --test: %w", s.cfg.Binary, err)
-	}
-	msg := strings.TrimSpace(string(out))
-	if m := badLine.FindStringSubmatch(msg); m != nil {
-		if n, _ := strconv.Atoi(m[1]); n > 0 {
-			lines := strings.Split(string(conf), "\n")
-			if n <= len(lines) {
-				msg += fmt.Sprintf(" (rendered line %d: %q)", n, lines[n-1])
-			}
-		}
-	}
-	return fmt.Errorf("%w: template %s: %s", ErrConfigRejected, s.cfg.Template, msg)
-}
-
-// writeFileAtomic replaces path with data so that a reader (dnsmasq on
-// SIGHUP) sees either the old or the new file, never a torn one.
-func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("dnsmasq: write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	_, werr := f.Write(data)
-	if werr == nil {
-		werr = f.Sync()
-	}
-	if werr == nil {
-		werr = f.Chmod(0o644)
-	}
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr == nil {
-		werr = os.Rename(tmp, path)
-	}
-	if werr != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("dnsmasq: write %s: %w", path, werr)
-	}
-	return nil
-}
-
 // poke records that there are changes to apply; pokes while one is pending
 // merge into it.
 func (s *Supervisor) poke() {
@@ -728,87 +416,4 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
-}
-
-// exitStatus describes how a process ended: "exit status 2", "signal:
-// killed".
-func exitStatus(err error) string {
-	if err == nil {
-		return "exit status 0"
-	}
-	return err.Error()
-}
-
-// outputLog sends each line dnsmasq prints to the logger and keeps the last
-// ones for the report of an unexpected exit. exec calls Write from one
-// goroutine (stdout and stderr share it); the mutex orders it against
-// last().
-type outputLog struct {
-	log *slog.Logger
-
-	mu      sync.Mutex
-	pid     int
-	partial []byte
-	tail    lastLines
-}
-
-func (o *outputLog) setPID(pid int) {
-	o.mu.Lock()
-	o.pid = pid
-	o.mu.Unlock()
-}
-
-func (o *outputLog) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.partial = append(o.partial, p...)
-	for {
-		i := bytes.IndexByte(o.partial, '\n')
-		if i < 0 {
-			break
-		}
-		o.emitLocked(string(o.partial[:i]))
-		o.partial = o.partial[i+1:]
-	}
-	return len(p), nil
-}
-
-func (o *outputLog) flush() {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if len(o.partial) > 0 {
-		o.emitLocked(string(o.partial))
-		o.partial = nil
-	}
-}
-
-func (o *outputLog) emitLocked(line string) {
-	line = strings.TrimRight(line, "\r")
-	if line == "" {
-		return
-	}
-	o.tail.add(line)
-	level := slog.LevelInfo
-	if looksLikeTrouble(line) {
-		level = slog.LevelWarn
-	}
-	o.log.Log(context.Background(), level, line, "pid", o.pid)
-}
-
-func (o *outputLog) last() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.tail.String()
-}
-
-// looksLikeTrouble raises the level of dnsmasq lines that report a
-// problem, so they stand out among the DHCP chatter.
-func looksLikeTrouble(line string) bool {
-	l := strings.ToLower(line)
-	for _, w := range []string{"fail", "error", "cannot", "bad ", "warning", "illegal", "unknown interface"} {
-		if strings.Contains(l, w) {
-			return true
-		}
-	}
-	return false
 }
