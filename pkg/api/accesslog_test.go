@@ -92,7 +92,7 @@ func TestAccessLogStatusIsTheSentStatus(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			logs := &lockedBuffer{}
 			logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-			e := newEnvWithRange(t, "192.168.2.22", func(c *Config) { c.Logger = logger })
+			e := newEnvWithRange(t, "192.168.2.22", func(c *envConfig) { c.api.Logger = logger })
 			if tt.setup != nil {
 				tt.setup(e)
 			}
