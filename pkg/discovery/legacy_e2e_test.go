@@ -10,10 +10,8 @@ package discovery
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,22 +20,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-)
 
-// v2Create writes key the way Mayu 0.11 (its _config/size) and etcd's
-// discovery client (member keys) did: PUT ?prevExist=false, form value.
-func v2Create(t *testing.T, etcdURL, key, value string) {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodPut, etcdURL+"/v2/keys"+key+"?prevExist=false",
-		strings.NewReader(url.Values{"value": {value}}.Encode()))
-	require.NoError(t, err)
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	require.Equal(t, http.StatusCreated, resp.StatusCode, "PUT %s: %s", key, body)
-}
+	"mayu/pkg/proctest"
+)
 
 // v2Get answers a GET the way a member's discovery client sees it: the
 // node and the X-Etcd-Index. A missing key gives a nil node.
@@ -107,17 +92,19 @@ func TestUpgradeFromLegacyEtcd(t *testing.T) {
 	// two that cannot be imported (a name outside the token alphabet, a
 	// directory without _config/size).
 	const b, c = "0f5e1c0ee7b14d3f8a3a6f0fbbd2c4a1", "6c1b3f5d2a9e4e7c8d0b1a2f3e4d5c6b"
-	v2Create(t, old.clientURL, RegistryPrefix+"/"+b+"/_config/size", "5")
-	v2Create(t, old.clientURL, RegistryPrefix+"/"+b+"/8e9e05c52164694d", "n1=http://10.0.0.1:2380")
-	v2Create(t, old.clientURL, RegistryPrefix+"/"+b+"/91bc3c398fb3c146", "n2=http://10.0.0.2:2380")
-	v2Create(t, old.clientURL, RegistryPrefix+"/"+c+"/_config/size", "1")
-	v2Create(t, old.clientURL, RegistryPrefix+"/not.a.token/_config/size", "3")
-	v2Create(t, old.clientURL, RegistryPrefix+"/7d2a0c1e9b8f4a6d5c3e2f1a0b9c8d7e/0123456789abcdef", "x=http://10.0.0.9:2380")
+	proctest.EtcdV2Create(t, old.clientURL, RegistryPrefix+"/"+b+"/_config/size", "5")
+	proctest.EtcdV2Create(t, old.clientURL, RegistryPrefix+"/"+b+"/8e9e05c52164694d", "n1=http://10.0.0.1:2380")
+	proctest.EtcdV2Create(t, old.clientURL, RegistryPrefix+"/"+b+"/91bc3c398fb3c146", "n2=http://10.0.0.2:2380")
+	proctest.EtcdV2Create(t, old.clientURL, RegistryPrefix+"/"+c+"/_config/size", "1")
+	proctest.EtcdV2Create(t, old.clientURL, RegistryPrefix+"/not.a.token/_config/size", "3")
+	proctest.EtcdV2Create(t, old.clientURL, RegistryPrefix+"/7d2a0c1e9b8f4a6d5c3e2f1a0b9c8d7e/0123456789abcdef", "x=http://10.0.0.9:2380")
 
 	// What the members of each token see in the old etcd.
 	want := map[string][2]*Node{}
 	for _, tok := range []string{a, b, c} {
-		list, _ := v2Get(t, old.clientURL+"/v2/keys"+RegistryPrefix+"/"+tok)
+		// sorted: etcd lists in map order otherwise, and members sort
+		// by createdIndex themselves.
+		list, _ := v2Get(t, old.clientURL+"/v2/keys"+RegistryPrefix+"/"+tok+"?sorted=true")
 		size, _ := v2Get(t, old.clientURL+"/v2/keys"+RegistryPrefix+"/"+tok+"/_config/size")
 		require.NotNil(t, list)
 		require.NotNil(t, size)
@@ -137,7 +124,7 @@ func TestUpgradeFromLegacyEtcd(t *testing.T) {
 	assert.Equal(t, []string{importDoneFile}, markers(t, dir))
 
 	for tok, w := range want {
-		list, index := v2Get(t, svc.URL(tok))
+		list, index := v2Get(t, svc.URL(tok)+"?sorted=true")
 		assert.Equal(t, w[0], list, "members of %s as the old etcd answered them", tok)
 		size, _ := v2Get(t, svc.URL(tok)+"/_config/size")
 		assert.Equal(t, w[1], size, "_config/size of %s", tok)
@@ -169,7 +156,7 @@ func TestUpgradeFromLegacyEtcd(t *testing.T) {
 	// and not after an operator removed every registry file either.
 	ds.stop()
 	const d = "4b3a29180f1e2d3c4b5a69788796a5b4"
-	v2Create(t, old.clientURL, RegistryPrefix+"/"+d+"/_config/size", "3")
+	proctest.EtcdV2Create(t, old.clientURL, RegistryPrefix+"/"+d+"/_config/size", "3")
 	again, err := NewInternal(cfg)
 	require.NoError(t, err)
 	assert.Len(t, again.regs, 3)
@@ -202,10 +189,10 @@ func TestInterruptedLegacyImport(t *testing.T) {
 	bins := needEtcd(t)
 	old := startLegacyEtcd(t, bins)
 	const a, b = "11111111111111111111111111111111", "22222222222222222222222222222222"
-	v2Create(t, old.clientURL, RegistryPrefix+"/"+a+"/_config/size", "3")
-	v2Create(t, old.clientURL, RegistryPrefix+"/"+a+"/8e9e05c52164694d", "n1=http://10.0.0.1:2380")
-	v2Create(t, old.clientURL, RegistryPrefix+"/"+b+"/_config/size", "3")
-	v2Create(t, old.clientURL, RegistryPrefix+"/"+b+"/91bc3c398fb3c146", "n2=http://10.0.0.2:2380")
+	proctest.EtcdV2Create(t, old.clientURL, RegistryPrefix+"/"+a+"/_config/size", "3")
+	proctest.EtcdV2Create(t, old.clientURL, RegistryPrefix+"/"+a+"/8e9e05c52164694d", "n1=http://10.0.0.1:2380")
+	proctest.EtcdV2Create(t, old.clientURL, RegistryPrefix+"/"+b+"/_config/size", "3")
+	proctest.EtcdV2Create(t, old.clientURL, RegistryPrefix+"/"+b+"/91bc3c398fb3c146", "n2=http://10.0.0.2:2380")
 
 	// The interrupted start: a imported, b not yet.
 	dir := t.TempDir()
