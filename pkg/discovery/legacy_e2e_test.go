@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -128,7 +129,11 @@ func TestUpgradeFromLegacyEtcd(t *testing.T) {
 		assert.Equal(t, w[0], list, "members of %s as the old etcd answered them", tok)
 		size, _ := v2Get(t, svc.URL(tok)+"/_config/size")
 		assert.Equal(t, w[1], size, "_config/size of %s", tok)
-		assert.GreaterOrEqual(t, index, oldIndex, "the etcd index carries on from the old etcd's")
+		ours, err := strconv.ParseUint(index, 10, 64)
+		require.NoError(t, err)
+		theirs, err := strconv.ParseUint(oldIndex, 10, 64)
+		require.NoError(t, err)
+		assert.GreaterOrEqual(t, ours, theirs, "the etcd index carries on from the old etcd's")
 	}
 	for _, tok := range []string{"7d2a0c1e9b8f4a6d5c3e2f1a0b9c8d7e"} {
 		list, _ := v2Get(t, svc.URL(tok))
