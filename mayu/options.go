@@ -45,6 +45,7 @@ type options struct {
 	quorumSize        int
 	externalDiscovery string
 	etcdEndpoint      string // set only when given explicitly: proxy mode
+	legacyEtcd        string // Mayu 0.11's default etcd, imported from once by the internal mode
 
 	shutdownTimeout time.Duration
 	debug           bool
@@ -88,6 +89,7 @@ func readOptions(c *cli.Context) options {
 		internalDiscovery: c.Bool("use-internal-etcd-discovery"),
 		quorumSize:        c.Int("etcd-quorum-size"),
 		externalDiscovery: c.String("etcd-discovery"),
+		legacyEtcd:        c.String("legacy-etcd-endpoint"),
 		shutdownTimeout:   c.Duration("shutdown-timeout"),
 		debug:             c.Bool("debug") || c.Int("v") > 0,
 	}

@@ -235,7 +235,7 @@ func newDiscovery(o options, base, dir string, log *slog.Logger) (discovery.Serv
 	case o.etcdEndpoint != "":
 		return discovery.NewProxy(discovery.ProxyConfig{Endpoint: o.etcdEndpoint, BaseURL: base, DefaultSize: o.quorumSize, Client: client, Logger: log})
 	default:
-		return discovery.NewInternal(discovery.InternalConfig{Dir: dir, BaseURL: base, DefaultSize: o.quorumSize, Logger: log})
+		return discovery.NewInternal(discovery.InternalConfig{Dir: dir, BaseURL: base, DefaultSize: o.quorumSize, LegacyEtcd: o.legacyEtcd, Logger: log})
 	}
 }
 
