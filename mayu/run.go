@@ -45,7 +45,7 @@ func prepare(o options, log *slog.Logger) (*prepared, error) {
 		problems = append(problems, err.Error())
 	}
 	p.cfg = cfg
-	p.renderer, err = render.New(render.Config{
+	rc := render.Config{
 		FirstStageScript:     o.firstStageScript,
 		LastStageCloudConfig: o.lastStageCC,
 		IgnitionConfig:       o.ignitionConfig,
@@ -53,7 +53,15 @@ func prepare(o options, log *slog.Logger) (*prepared, error) {
 		UseIgnition:          o.useIgnition,
 		MayuVersion:          version,
 		Logger:               log.With("component", "render"),
-	})
+	}
+	if cfg != nil {
+		// Start-up and reloads render the templates for the placeholder
+		// host of --show-templates, so a template that --show-templates
+		// refuses stops the daemon here instead of failing each machine.
+		d := placeholderData(cfg, o)
+		rc.Check = &d
+	}
+	p.renderer, err = render.New(rc)
 	if err != nil {
 		problems = append(problems, err.Error())
 	}
@@ -292,19 +300,26 @@ func showTemplates(w io.Writer, o options, log *slog.Logger) error {
 		return err
 	}
 	defer p.cleanup()
-	base := baseURL(p.cfg.Network.BindAddr, o.httpPort, o.noTLS)
+	return p.renderer.ShowTemplates(w, placeholderData(p.cfg, o))
+}
+
+// placeholderData is the final-template context of render.PlaceholderHost
+// under this configuration: what --show-templates prints and what start-up
+// renders as its template check.
+func placeholderData(cfg *config.Config, o options) render.FinalData {
+	base := baseURL(cfg.Network.BindAddr, o.httpPort, o.noTLS)
 	h := render.PlaceholderHost()
-	return p.renderer.ShowTemplates(w, render.FinalData{
+	return render.FinalData{
 		Host:             h,
 		EtcdDiscoveryUrl: base + "/etcd/" + placeholderToken,
-		ClusterNetwork:   p.cfg.Network,
-		MayuHost:         p.cfg.Network.BindAddr,
+		ClusterNetwork:   cfg.Network,
+		MayuHost:         cfg.Network.BindAddr,
 		MayuPort:         o.httpPort,
 		MayuURL:          base,
 		NoTLS:            o.noTLS,
 		PostBootURL:      base + "/admin/host/" + h.Serial + "/boot_complete",
-		TemplatesEnv:     p.cfg.TemplatesEnv,
-	})
+		TemplatesEnv:     cfg.TemplatesEnv,
+	}
 }
 
 const placeholderToken = "00000000000000000000000000000000"
