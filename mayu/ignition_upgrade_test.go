@@ -46,8 +46,10 @@ func TestIgnition011TemplateServedAsSpec2(t *testing.T) {
 				Mode             int
 			}
 		}
-		Networkd struct{ Units []struct{ Name, Contents string } }
-		Systemd  struct {
+		Networkd struct {
+			Units []struct{ Name, Contents string }
+		}
+		Systemd struct {
 			Units []map[string]interface{}
 		}
 	}
@@ -95,7 +97,7 @@ func TestIgnitionTemplateCheckedAtStart(t *testing.T) {
 			code, out := runOnce(t, args...)
 			assert.NotEqual(t, 0, code, out)
 			assert.Contains(t, out, tc.want)
-			assert.Contains(t, out, "placeholder host")
+			assert.Contains(t, out, `check host "placeholder-serial"`)
 			assert.NotContains(t, out, "mayu started")
 
 			code, out = runOnce(t, append(args, "--show-templates")...)

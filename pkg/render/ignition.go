@@ -40,8 +40,8 @@ const IgnitionSpec = "3.4.0"
 // 2.0.0 to 2.3.0 are what Container Linux's Ignition reads (Mayu 0.11's
 // templates declare 2.0.0; Flatcar still boots them), 3.0.0 to 3.4.0 what
 // Flatcar's reads natively. 2.4.0 was only ever read by RHCOS and 3.5.0 is
-// newer than the Ignition of the Flatcar releases mayu installs, so both are
-// refused rather than served to a machine that cannot boot them.
+// newer than IgnitionSpec, so both are refused rather than served to a
+// machine that cannot boot them.
 var IgnitionSpecs = []string{"2.0.0", "2.1.0", "2.2.0", "2.3.0", "3.0.0", "3.1.0", "3.2.0", "3.3.0", "3.4.0"}
 
 // finding is one entry of a validator's report, reduced to what the render

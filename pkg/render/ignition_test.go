@@ -290,7 +290,7 @@ func TestIgnitionUnsupportedVersion(t *testing.T) {
 			cfg.Check = &check
 			_, err = New(cfg)
 			require.ErrorIs(t, err, ErrRender)
-			assert.Contains(t, err.Error(), "placeholder host")
+			assert.Contains(t, err.Error(), `check host "placeholder-serial"`)
 			assert.Contains(t, err.Error(), "ignition.yaml")
 			assert.Contains(t, err.Error(), tc.want)
 		})

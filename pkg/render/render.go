@@ -111,7 +111,7 @@ func (r *Renderer) loadChecked() (*templateSet, error) {
 	_, errFirst := r.firstStage(s, r.firstStageDataFor(d))
 	_, errFinal := r.final(s, d)
 	if err := errors.Join(errFirst, errFinal); err != nil {
-		return nil, fmt.Errorf("templates do not render for the placeholder host of --show-templates:\n%w", err)
+		return nil, fmt.Errorf("templates do not render for check host %q (what --show-templates prints):\n%w", d.Host.Serial, err)
 	}
 	return s, nil
 }
