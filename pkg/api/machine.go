@@ -8,6 +8,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"mayu/pkg/host"
 	"mayu/pkg/hostinfo"
 	"mayu/pkg/provision"
 	"mayu/pkg/render"
@@ -54,6 +55,13 @@ func (s *Server) firstStageScript(c echo.Context) error {
 		return err
 	}
 	return c.Blob(http.StatusOK, "text/x-shellscript; charset=utf-8", out)
+}
+
+// machineSerialScript serves mayu's serial rule (host.SerialScript), which
+// the PXE image and the first-stage script source to name the machine, so
+// they compute the serial exactly as this mayu checks it.
+func (s *Server) machineSerialScript(c echo.Context) error {
+	return c.Blob(http.StatusOK, "text/x-shellscript; charset=utf-8", []byte(host.SerialScript))
 }
 
 func (s *Server) hostinfoHelper(c echo.Context) error {

@@ -14,8 +14,14 @@ import (
 
 // Register returns the record of serial, creating it on first sight with
 // its profile, address, machine ID and etcd token. created tells whether it
-// was new.
+// was new. A serial host.CheckSerial refuses (vendor placeholder, template
+// marker) is an error wrapping ErrInvalid, and takes nothing.
 func (p *Provisioner) Register(serial string) (h host.Host, created bool, err error) {
+	// A placeholder or an unsubstituted marker would give many machines one
+	// record (and one address): refused before anything is reserved.
+	if err := host.CheckSerial(serial); err != nil {
+		return host.Host{}, false, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
 	serial, err = Serial(serial)
 	if err != nil {
 		return host.Host{}, false, err
