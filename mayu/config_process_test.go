@@ -2,11 +2,12 @@ package main
 
 // Process tests of config.yaml at start: the real binary lists every
 // problem of a bad file with its line and exits, and starts on a Mayu 0.11
-// configuration whose ip_range contains bootstrap_range, logging why some
+// configuration whose ip_range contains bootstrap_range, logging which
 // addresses are never handed out.
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -61,51 +62,27 @@ templates_env:
 	assert.NoDirExists(t, filepath.Join(dir, "cluster"), "nothing starts on a bad config")
 }
 
-// mayu011Loopback is Mayu 0.11's sample layout (ip_range containing
-// bootstrap_range), bound to loopback.
-const mayu011Loopback = `default_coreos_version: 1068.6.0
-network:
-  pxe: true
-  interface: lo
-  bind_addr: 127.0.0.1
-  bootstrap_range:
-    start: 10.9.0.10
-    end: 10.9.0.30
-  ip_range:
-    start: 10.9.0.1
-    end: 10.9.0.250
-  dns: [10.9.0.1]
-  router: 10.9.0.1
-  network_model: singlenic
-profiles:
-  - name: core
-    quantity: 3
-    tags:
-      - "role-core=true"
-  - name: default
-    tags:
-      - "role-worker=true"
-templates_env:
-  ssh_authorized_keys:
-    - "ssh-rsa AAAAB3Nza test@example"
-  yochu_version: 0.18.1
-  etcd_version: v2.2.5-gs-1
-`
-
 func TestStartupMayu011ConfigWarns(t *testing.T) {
+	// Mayu 0.11's sample layout (ip_range containing bootstrap_range),
+	// moved to loopback.
+	sample, err := os.ReadFile(repoPath("pkg", "config", "testdata", "mayu-0.11.yaml"))
+	require.NoError(t, err)
 	dir := t.TempDir()
-	writeFile(t, dir, "config.yaml", mayu011Loopback)
+	writeFile(t, dir, "config.yaml", strings.NewReplacer(
+		"bind_addr: 10.0.3.251", "bind_addr: 127.0.0.1",
+		"interface: bond0", "interface: lo",
+		"10.0.3.", "10.9.0.",
+	).Replace(string(sample)))
 	d := startDaemon(t, dir, "--no-tls")
 	d.waitReady(d.client)
 	out := d.out.String()
 	assert.Contains(t, out, "level=WARN msg=\"config warning\"")
-	assert.Contains(t, out, "line 9: network.ip_range 10.9.0.1-10.9.0.250 overlaps network.bootstrap_range 10.9.0.10-10.9.0.30: its 21 addresses 10.9.0.10-10.9.0.30 are leased by DHCP during installation and never handed out as static addresses")
-	assert.Contains(t, out, "line 9: network.ip_range 10.9.0.1-10.9.0.250 contains addresses that are never handed out: 10.9.0.1 (router, a DNS server)")
+	assert.Contains(t, out, "line 12: network.ip_range 10.9.0.1-10.9.0.254 overlaps network.bootstrap_range 10.9.0.10-10.9.0.30: its 21 addresses 10.9.0.10-10.9.0.30 are leased by DHCP during installation and never handed out as static addresses")
+	assert.Contains(t, out, "line 12: network.ip_range 10.9.0.1-10.9.0.254 contains addresses that are never handed out: 10.9.0.251 (router)")
 
-	// 10.9.0.1 is the router, 10.9.0.10-30 the bootstrap range: the ninth
-	// machine gets 10.9.0.31.
+	// 10.9.0.10-30 is the bootstrap range: the tenth machine gets 10.9.0.31.
 	var serials []string
-	for i := 0; i < 9; i++ {
+	for i := 0; i < 10; i++ {
 		s := fmt.Sprintf("0800278e16%02x-%d", i, i)
 		code, body := d.req("GET", "/first-stage-script/"+s, "")
 		require.Equal(t, 200, code, body)
@@ -116,6 +93,6 @@ func TestStartupMayu011ConfigWarns(t *testing.T) {
 	for _, s := range serials {
 		got = append(got, hosts[s].InternalAddr.String())
 	}
-	assert.Equal(t, "10.9.0.2 10.9.0.3 10.9.0.4 10.9.0.5 10.9.0.6 10.9.0.7 10.9.0.8 10.9.0.9 10.9.0.31", strings.Join(got, " "))
+	assert.Equal(t, "10.9.0.1 10.9.0.2 10.9.0.3 10.9.0.4 10.9.0.5 10.9.0.6 10.9.0.7 10.9.0.8 10.9.0.9 10.9.0.31", strings.Join(got, " "))
 	require.NoError(t, d.stop())
 }

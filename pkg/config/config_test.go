@@ -96,7 +96,9 @@ func TestValidationReportsEveryProblem(t *testing.T) {
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(valid))
 	f.Add([]byte(full))
-	f.Add([]byte(mayu011))
+	mayu011, err := os.ReadFile("testdata/mayu-0.11.yaml")
+	require.NoError(f, err)
+	f.Add(mayu011)
 	f.Add([]byte("network: {ip_range: {start: 1.2.3.4, end: 1.2.3.1}}"))
 	f.Add([]byte("profiles: [{name: a, quantity: -1}, {name: a}]"))
 	f.Add([]byte(strings.Replace(full, "interface: eth1", `interface: "eth1\ndhcp-script=/x"`, 1)))

@@ -9,48 +9,12 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// mayu011 is shaped like Mayu 0.11's sample configuration: ip_range spans
-// the segment and contains bootstrap_range, mayu and the router. 0.11 ran
-// with it; so must we.
-const mayu011 = `default_coreos_version: 1068.6.0
-network:
-  pxe: true
-  interface: bond0
-  bind_addr: 10.0.3.251
-  bootstrap_range:
-    start: 10.0.3.10
-    end: 10.0.3.30
-  ip_range:
-    start: 10.0.3.1
-    end: 10.0.3.254
-  dns: [8.8.8.8, 8.8.4.4]
-  router: 10.0.3.251
-  network_model: singlenic
-profiles:
-  - name: core
-    quantity: 3
-    tags:
-      - "role-core=true"
-  - name: default
-    tags:
-      - "role-worker=true"
-      - "stack-compute=true"
-templates_env:
-  ssh_authorized_keys:
-    - "ssh-rsa AAAA operator@example"
-  yochu_localsubnet: "10.0.3.0/24"
-  yochu_version: 0.18.1
-  etcd_version: v2.2.5-gs-1
-  docker_version: 1.10.2
-  rkt_version: 1.1
-`
-
 func TestMayu011OverlappingRangesParseWithAWarning(t *testing.T) {
-	c, err := Parse([]byte(mayu011))
+	c, err := Load("testdata/mayu-0.11.yaml")
 	require.NoError(t, err)
 	assert.Equal(t, []string{
-		"line 9: network.ip_range 10.0.3.1-10.0.3.254 overlaps network.bootstrap_range 10.0.3.10-10.0.3.30: its 21 addresses 10.0.3.10-10.0.3.30 are leased by DHCP during installation and never handed out as static addresses",
-		"line 9: network.ip_range 10.0.3.1-10.0.3.254 contains addresses that are never handed out: 10.0.3.251 (mayu's bind_addr, router)",
+		"line 12: network.ip_range 10.0.3.1-10.0.3.254 overlaps network.bootstrap_range 10.0.3.10-10.0.3.30: its 21 addresses 10.0.3.10-10.0.3.30 are leased by DHCP during installation and never handed out as static addresses",
+		"line 12: network.ip_range 10.0.3.1-10.0.3.254 contains addresses that are never handed out: 10.0.3.251 (mayu's bind_addr, router)",
 	}, c.Warnings)
 
 	for ip, want := range map[string]bool{
@@ -67,17 +31,15 @@ func TestMayu011OverlappingRangesParseWithAWarning(t *testing.T) {
 // broadcast addresses, the router and mayu are skipped with a warning
 // naming them, not refused.
 func TestReservedAddressesInsideIPRange(t *testing.T) {
-	cfg := strings.NewReplacer(
+	c := mustParse(t,
 		"{start: 192.168.2.21, end: 192.168.2.99}", "{start: 192.168.2.0, end: 192.168.3.255}",
 		"ntp: [pool.ntp.org, 192.168.2.3]", "ntp: [pool.ntp.org, 192.168.3.3]",
 		"dns: [8.8.8.8]", "dns: [8.8.8.8, 192.168.3.53]",
 		"subnet_gateway: 192.168.2.1", "subnet_gateway: 192.168.3.1",
-	).Replace(full)
-	c, err := Parse([]byte(cfg))
-	require.NoError(t, err)
+	)
 	require.Len(t, c.Warnings, 2)
-	assert.Contains(t, c.Warnings[0], "line 7: network.ip_range 192.168.2.0-192.168.3.255 overlaps network.bootstrap_range")
-	assert.Equal(t, "line 7: network.ip_range 192.168.2.0-192.168.3.255 contains addresses that are never handed out: "+
+	assert.Contains(t, c.Warnings[0], "line 8: network.ip_range 192.168.2.0-192.168.3.255 overlaps network.bootstrap_range")
+	assert.Equal(t, "line 8: network.ip_range 192.168.2.0-192.168.3.255 contains addresses that are never handed out: "+
 		"192.168.2.0 (network address of 192.168.2.0/24), 192.168.2.1 (router), 192.168.2.2 (mayu's bind_addr), "+
 		"192.168.2.255 (broadcast address of 192.168.2.0/24), 192.168.3.0 (network address of 192.168.3.0/24), "+
 		"192.168.3.1 (subnet_gateway), 192.168.3.3 (an NTP server), 192.168.3.53 (a DNS server), "+
@@ -103,13 +65,11 @@ func TestSubnetSizeDecidesNetworkAndBroadcast(t *testing.T) {
 		{"31", []string{"192.168.2.255", "192.168.3.0", "192.168.3.255"}, []string{"192.168.2.1"}},
 	} {
 		t.Run(tt.size, func(t *testing.T) {
-			cfg := strings.NewReplacer(
+			c := mustParse(t,
 				"{start: 192.168.2.21, end: 192.168.2.99}", "{start: 192.168.0.0, end: 192.168.3.255}",
 				"bootstrap_range: {start: 192.168.2.100, end: 192.168.2.200}", "bootstrap_range: {start: 192.168.4.100, end: 192.168.4.200}",
 				`subnet_size: "24"`, "subnet_size: "+tt.size,
-			).Replace(full)
-			c, err := Parse([]byte(cfg))
-			require.NoError(t, err)
+			)
 			for _, ip := range tt.allocatable {
 				assert.True(t, c.Allocatable(net.ParseIP(ip)), ip)
 			}
@@ -122,10 +82,9 @@ func TestSubnetSizeDecidesNetworkAndBroadcast(t *testing.T) {
 
 // A range over many subnets names a bounded number of them.
 func TestExcludedListIsBounded(t *testing.T) {
-	c, err := Parse([]byte(strings.Replace(full, "{start: 192.168.2.21, end: 192.168.2.99}", "{start: 10.0.0.0, end: 10.255.255.255}", 1)))
-	require.NoError(t, err)
+	c := mustParse(t, "{start: 192.168.2.21, end: 192.168.2.99}", "{start: 10.0.0.0, end: 10.255.255.255}")
 	require.Len(t, c.Warnings, 1)
-	assert.True(t, strings.HasPrefix(c.Warnings[0], "line 7: network.ip_range 10.0.0.0-10.255.255.255 contains addresses that are never handed out: "+
+	assert.True(t, strings.HasPrefix(c.Warnings[0], "line 8: network.ip_range 10.0.0.0-10.255.255.255 contains addresses that are never handed out: "+
 		"10.0.0.0 (network address of 10.0.0.0/24), 10.0.0.255 (broadcast address of 10.0.0.0/24), 10.0.1.0 (network address of 10.0.1.0/24)"), c.Warnings[0])
 	assert.True(t, strings.HasSuffix(c.Warnings[0], " and more"), c.Warnings[0])
 	assert.Equal(t, maxListed, strings.Count(c.Warnings[0], " ("))
@@ -140,7 +99,7 @@ func TestNothingToHandOutIsRefused(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			_, err := Parse([]byte(strings.Replace(full, "{start: 192.168.2.21, end: 192.168.2.99}", rng, 1)))
 			require.Error(t, err)
-			assert.Contains(t, err.Error(), "line 7: network.ip_range "+strings.NewReplacer("{start: ", "", ", end: ", "-", "}", "").Replace(rng)+" has no address to hand out")
+			assert.Contains(t, err.Error(), "line 8: network.ip_range "+strings.NewReplacer("{start: ", "", ", end: ", "-", "}", "").Replace(rng)+" has no address to hand out")
 		})
 	}
 }
@@ -148,12 +107,10 @@ func TestNothingToHandOutIsRefused(t *testing.T) {
 // A bootstrap range covering nearly all of a huge ip_range is stepped over,
 // not walked.
 func TestHugeBootstrapOverlapIsCheap(t *testing.T) {
-	cfg := strings.NewReplacer(
+	c := mustParse(t,
 		"{start: 192.168.2.21, end: 192.168.2.99}", "{start: 10.0.0.1, end: 10.255.255.254}",
 		"{start: 192.168.2.100, end: 192.168.2.200}", "{start: 10.0.0.1, end: 10.255.255.253}",
-	).Replace(full)
-	c, err := Parse([]byte(cfg))
-	require.NoError(t, err)
+	)
 	assert.True(t, c.Allocatable(net.ParseIP("10.255.255.254")))
 	assert.False(t, c.Allocatable(net.ParseIP("10.255.255.253")))
 	assert.Contains(t, c.Warnings[0], "its 16777213 addresses 10.0.0.1-10.255.255.253")
