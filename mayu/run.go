@@ -111,6 +111,7 @@ func run(parent context.Context, o options, log *slog.Logger) error {
 		return err
 	}
 	defer p.cleanup()
+	logConfigWarnings(log, o.configPath, p.cfg)
 
 	st, err := store.OpenDir(o.clusterDir, store.DirOptions{NoGit: o.noGit, Logger: log.With("component", "store"), Watch: true})
 	if err != nil {

@@ -160,10 +160,10 @@ type registration struct {
 func (p *Provisioner) freeIP() (net.IP, error) {
 	scan := func(from, to uint32) net.IP {
 		for n := from; n <= to && n >= from; n++ {
-			if p.resIP[n] {
+			ip := config.Uint32ToIP(n)
+			if p.resIP[n] || !p.cfg.Allocatable(ip) {
 				continue
 			}
-			ip := config.Uint32ToIP(n)
 			if _, err := p.store.ByIP(ip); errors.Is(err, store.ErrNotFound) {
 				return ip
 			}
