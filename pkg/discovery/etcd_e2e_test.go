@@ -17,8 +17,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -26,59 +26,26 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"mayu/pkg/proctest"
 )
 
 type etcdBins struct{ etcd, etcdctl string }
 
+// needEtcd returns the real etcd and etcdctl (proctest.RequireCommand:
+// skipped loudly when missing, a failure under MAYU_E2E=required).
 func needEtcd(t *testing.T) etcdBins {
 	t.Helper()
-	var b etcdBins
-	var missing []string
-	for _, bin := range []struct {
-		name string
-		dst  *string
-	}{{"etcd", &b.etcd}, {"etcdctl", &b.etcdctl}} {
-		p, err := exec.LookPath(bin.name)
-		if err != nil {
-			missing = append(missing, bin.name)
-			continue
-		}
-		*bin.dst = p
+	return etcdBins{
+		etcd:    proctest.RequireCommand(t, "etcd", "etcd-server"),
+		etcdctl: proctest.RequireCommand(t, "etcdctl", "etcd-client"),
 	}
-	if len(missing) > 0 {
-		why := strings.Join(missing, ", ") + " not in PATH (Debian packages etcd-server, etcd-client)"
-		if os.Getenv("MAYU_E2E") == "required" {
-			t.Fatal("MAYU_E2E=required and the real-etcd discovery test cannot run: " + why)
-		}
-		t.Skip("SKIPPING real-etcd discovery test: " + why)
-	}
-	return b
 }
 
-var (
-	portsMu sync.Mutex
-	ports   = map[string]bool{}
-)
-
 // freeAddr returns a loopback address nothing listens on, never the same
-// twice in this test binary (etcd binds it later, so the kernel alone
-// could hand it out again).
+// twice in this test binary (etcd binds it later).
 func freeAddr(t *testing.T) string {
-	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for range 100 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		addr := ln.Addr().String()
-		require.NoError(t, ln.Close())
-		if !ports[addr] {
-			ports[addr] = true
-			return addr
-		}
-	}
-	t.Fatal("no free loopback port")
-	return ""
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(proctest.FreePort(t)))
 }
 
 type member struct {

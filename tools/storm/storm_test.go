@@ -33,7 +33,7 @@ var testConfig = proctest.Config(proctest.LoopConfig{
 })
 
 func repo(parts ...string) string {
-	return filepath.Join(append([]string{"..", "..", "..", ".."}, parts...)...)
+	return filepath.Join(append([]string{"..", ".."}, parts...)...)
 }
 
 // realHandler is the real API (memory store, real renderer on the
