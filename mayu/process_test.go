@@ -4,13 +4,11 @@ package main
 // cluster directory, driven over HTTP the way machines and mayuctl drive it.
 
 import (
-	"context"
 	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -192,14 +190,8 @@ func TestProcessTLS(t *testing.T) {
 // runOnce runs mayu to completion and returns its exit code and output.
 func runOnce(t *testing.T, args ...string) (int, string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, mayuBinary(t), args...).CombinedOutput()
-	if ee, ok := err.(*exec.ExitError); ok {
-		return ee.ExitCode(), string(out)
-	}
-	require.NoError(t, err, string(out))
-	return 0, string(out)
+	r := proctest.Run(t, mayuBinary(t), nil, args...)
+	return r.Code, r.Stdout + r.Stderr
 }
 
 func TestStartupProblemsAreListedAtOnce(t *testing.T) {

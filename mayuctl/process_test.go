@@ -7,14 +7,12 @@ package main
 // trail checked at the end.
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -68,22 +66,11 @@ func (d *mayuDaemon) ctl(t *testing.T, bin proctest.Binaries, args ...string) re
 	return runBinary(t, bin.Mayuctl, nil, all...)
 }
 
+// runBinary runs a built binary to completion.
 func runBinary(t *testing.T, path string, env []string, args ...string) result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, path, args...)
-	cmd.Env = append(os.Environ(), env...)
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err := cmd.Run()
-	code := 0
-	if err != nil {
-		ee, ok := err.(*exec.ExitError)
-		require.True(t, ok, "running %s: %v", path, err)
-		code = ee.ExitCode()
-	}
-	return result{out.String(), errOut.String(), code}
+	r := proctest.Run(t, path, env, args...)
+	return result{r.Stdout, r.Stderr, r.Code}
 }
 
 // register does what a PXE-booted machine does: fetch its first-stage

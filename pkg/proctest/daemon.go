@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -207,4 +208,34 @@ func SelfSignedCert(t testing.TB, dir string) (certFile, keyFile string, pool *x
 	pool = x509.NewCertPool()
 	pool.AddCert(cert)
 	return certFile, keyFile, pool
+}
+
+// Result is a finished run of a binary.
+type Result struct {
+	Stdout, Stderr string
+	Code           int // exit status
+}
+
+// Run runs bin with args to completion (one minute at most), with env
+// added to the test's environment. An exit status is returned in Code; a
+// binary that cannot be started or does not finish fails the test.
+func Run(t testing.TB, bin string, env []string, args ...string) Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out, errOut strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case ctx.Err() != nil:
+		t.Fatalf("%s %s: did not finish within a minute: %s%s", bin, strings.Join(args, " "), out.String(), errOut.String())
+	case errors.As(err, &ee):
+		return Result{out.String(), errOut.String(), ee.ExitCode()}
+	case err != nil:
+		t.Fatalf("running %s: %v", bin, err)
+	}
+	return Result{out.String(), errOut.String(), 0}
 }

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package netlab builds a provisioning segment for the network tests (root
 // only): a namespace "prov" with a bridge br0 at ProvAddr/24, and a
 // namespace "cli" whose veths sit on that bridge, with real DHCP (busybox
