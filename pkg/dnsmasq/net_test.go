@@ -8,18 +8,13 @@
 package dnsmasq
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -169,55 +164,9 @@ func TestNetDnsmasq(t *testing.T) {
 	})
 
 	t.Run("100 state changes: same PID, TFTP transfer intact, DHCP available", func(t *testing.T) {
-		big := filepath.Join(l.TFTPRoot, "big.bin")
-		data := make([]byte, 64<<20)
-		rng := rand.NewChaCha8([32]byte{1, 2, 3})
-		_, _ = rng.Read(data)
-		require.NoError(t, os.WriteFile(big, data, 0o644))
-		want := sha256.Sum256(data)
-		data = nil
-
-		got := filepath.Join(l.Dir, "big.got")
-		tctx, tcancel := context.WithTimeout(context.Background(), 10*time.Minute)
-		defer tcancel()
-		tftp := exec.CommandContext(tctx, "ip", "netns", "exec", l.Cli, "busybox", "tftp", "-g", "-b", "1468",
-			"-r", "big.bin", "-l", got, netlab.ProvAddr)
-		var tftpOut bytes.Buffer
-		tftp.Stdout, tftp.Stderr = &tftpOut, &tftpOut
-		tftpStart := time.Now()
-		require.NoError(t, tftp.Start())
-		tftpDone := make(chan error, 1)
-		var tftpEnd time.Time
-		go func() { err := tftp.Wait(); tftpEnd = time.Now(); tftpDone <- err }()
-		require.Eventually(t, func() bool { fi, err := os.Stat(got); return err == nil && fi.Size() > 0 },
-			30*time.Second, 10*time.Millisecond, "TFTP download did not start")
-
+		tftp := l.StartTFTP(t, "big.bin", 64<<20, [32]byte{1, 2, 3})
 		// The bystander DHCPs in a loop the whole time.
-		type probe struct {
-			ok       bool
-			from, to time.Time
-		}
-		var (
-			probesMu sync.Mutex
-			probes   []probe
-		)
-		probeStop := make(chan struct{})
-		probeDone := make(chan struct{})
-		go func() {
-			defer close(probeDone)
-			for {
-				select {
-				case <-probeStop:
-					return
-				default:
-				}
-				from := time.Now()
-				ls, err := l.TryDHCP("c2", 5)
-				probesMu.Lock()
-				probes = append(probes, probe{ok: ls != nil && err == nil, from: from, to: time.Now()})
-				probesMu.Unlock()
-			}
-		}()
+		bystander := l.StartProber("c2")
 
 		var latencies []time.Duration
 		duringTransfer := 0
@@ -233,42 +182,21 @@ func TestNetDnsmasq(t *testing.T) {
 			sink.waitCount(t, readHosts, before+1, 10*time.Second)
 			at, _ := sink.nth(readHosts, before+1)
 			latencies = append(latencies, at.Sub(t0))
-			select {
-			case err := <-tftpDone:
-				tftpDone <- err
-			default:
+			if tftp.Running() {
 				duringTransfer++
 			}
 		}
 		syncEnd := time.Now()
-		// Let the bystander finish a few more rounds after the last change.
-		probesMu.Lock()
-		n := len(probes)
-		probesMu.Unlock()
-		require.Eventually(t, func() bool { probesMu.Lock(); defer probesMu.Unlock(); return len(probes) >= n+2 },
-			30*time.Second, 10*time.Millisecond)
-		close(probeStop)
-		<-probeDone
-
-		select {
-		case err := <-tftpDone:
-			require.NoError(t, err, "busybox tftp: %s", tftpOut.String())
-		case <-time.After(10 * time.Minute):
-			t.Fatal("TFTP download did not finish within 10 minutes")
-		}
-		assert.Equal(t, want, netlab.SHA256(t, got), "large TFTP download corrupted")
+		// The bystander finishes a few more rounds after the last change.
+		probes := bystander.Stop(t)
+		tftp.Check(t)
 		assert.Equal(t, pid, s.PID(), "dnsmasq PID changed across 100 state changes")
 		assert.Equal(t, 0, s.Restarts())
 		assert.Positive(t, duringTransfer, "the TFTP transfer was not under way during the state changes")
 
-		probesMu.Lock()
-		defer probesMu.Unlock()
-		failed, maxExchange := 0, time.Duration(0)
+		failed, maxExchange := netlab.Unanswered(probes), time.Duration(0)
 		for _, p := range probes {
-			if !p.ok {
-				failed++
-			}
-			maxExchange = max(maxExchange, p.to.Sub(p.from))
+			maxExchange = max(maxExchange, p.To.Sub(p.From))
 		}
 		assert.Zero(t, failed, "bystander DHCP went unanswered %d of %d times during the state changes", failed, len(probes))
 		slices.Sort(latencies)
@@ -277,7 +205,7 @@ func TestNetDnsmasq(t *testing.T) {
 		t.Logf("FIGURE bystander DHCP during them: %d exchanges, %d unanswered, longest exchange %s",
 			len(probes), failed, maxExchange.Round(time.Millisecond))
 		t.Logf("FIGURE TFTP 64 MiB (blksize 1468) took %s, %d of 100 state changes happened during it, PID %d unchanged",
-			tftpEnd.Sub(tftpStart).Round(time.Millisecond), duringTransfer, pid)
+			tftp.End.Sub(tftp.Start).Round(time.Millisecond), duringTransfer, pid)
 		ls := l.DHCP(t, "c1", 5)
 		require.NotNil(t, ls, "machine (configured after the last change) not answered")
 	})

@@ -3,17 +3,12 @@
 package netns
 
 import (
-	"bytes"
-	"context"
-	"crypto/sha256"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -167,45 +162,8 @@ func TestNetMayuDaemon(t *testing.T) {
 	})
 
 	t.Run("100 state changes over HTTP: same dnsmasq, TFTP and DHCP undisturbed", func(t *testing.T) {
-		data := make([]byte, 64<<20)
-		_, _ = rand.NewChaCha8([32]byte{4, 5, 6}).Read(data)
-		require.NoError(t, os.WriteFile(filepath.Join(l.TFTPRoot, "big.bin"), data, 0o644))
-		want := sha256.Sum256(data)
-		data = nil
-		got := filepath.Join(l.Dir, "big-via-mayu")
-		tctx, tcancel := context.WithTimeout(context.Background(), 10*time.Minute)
-		defer tcancel()
-		tftp := exec.CommandContext(tctx, "ip", "netns", "exec", l.Cli, "busybox", "tftp", "-g", "-b", "1468", "-r", "big.bin", "-l", got, netlab.ProvAddr)
-		var tftpOut bytes.Buffer
-		tftp.Stdout, tftp.Stderr = &tftpOut, &tftpOut
-		require.NoError(t, tftp.Start())
-		tftpDone := make(chan error, 1)
-		go func() { tftpDone <- tftp.Wait() }()
-		require.Eventually(t, func() bool { fi, err := os.Stat(got); return err == nil && fi.Size() > 0 },
-			30*time.Second, 10*time.Millisecond, "TFTP download did not start")
-
-		var (
-			mu               sync.Mutex
-			probes, failures int
-		)
-		probeStop, probeDone := make(chan struct{}), make(chan struct{})
-		go func() {
-			defer close(probeDone)
-			for {
-				select {
-				case <-probeStop:
-					return
-				default:
-				}
-				ls, err := l.TryDHCP("c2", 5)
-				mu.Lock()
-				probes++
-				if ls == nil || err != nil {
-					failures++
-				}
-				mu.Unlock()
-			}
-		}()
+		tftp := l.StartTFTP(t, "big.bin", 64<<20, [32]byte{4, 5, 6})
+		bystander := l.StartProber("c2")
 
 		// configured -> installing -> installed -> running -> configured ...
 		cycle := []host.State{host.Installing, host.Installed, host.Running, host.Configured}
@@ -216,31 +174,16 @@ func TestNetMayuDaemon(t *testing.T) {
 			if d := setState(t, cycle[i%len(cycle)]); d > 0 {
 				latencies = append(latencies, d)
 			}
-			select {
-			case err := <-tftpDone:
-				tftpDone <- err
-			default:
+			if tftp.Running() {
 				duringTransfer++
 			}
 		}
 		elapsed := time.Since(start)
-		mu.Lock()
-		n := probes
-		mu.Unlock()
-		require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return probes >= n+2 }, 30*time.Second, 10*time.Millisecond)
-		close(probeStop)
-		<-probeDone
-		select {
-		case err := <-tftpDone:
-			require.NoError(t, err, "busybox tftp: %s", tftpOut.String())
-		case <-time.After(10 * time.Minute):
-			t.Fatal("TFTP download did not finish")
-		}
-		assert.Equal(t, want, netlab.SHA256(t, got), "TFTP download corrupted")
+		exchanges := bystander.Stop(t)
+		tftp.Check(t)
 		assert.Equal(t, pid, m.dnsmasqPID(t), "dnsmasq PID changed across 100 state changes")
 		assert.Positive(t, duringTransfer)
-		mu.Lock()
-		defer mu.Unlock()
+		probes, failures := len(exchanges), netlab.Unanswered(exchanges)
 		assert.Zero(t, failures, "bystander DHCP unanswered %d of %d times", failures, probes)
 		slices.Sort(latencies)
 		t.Logf("FIGURE 100 HTTP state changes in %s (%d touched dnsmasq); request -> dnsmasq re-read: min %s, median %s, max %s",

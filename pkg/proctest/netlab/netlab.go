@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -245,4 +246,126 @@ func HTTPClient(ns string) *http.Client {
 		return conn, derr
 	}
 	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true}}
+}
+
+// Transfer is a TFTP download (busybox tftp, block size 1468) of a large
+// file, running in the client namespace from c0.
+type Transfer struct {
+	Want       [32]byte  // SHA-256 of the file served
+	Got        string    // where the download is written
+	Start, End time.Time // End is set once it finished
+	out        bytes.Buffer
+	done       chan struct{}
+	err        error
+	cancel     context.CancelFunc
+}
+
+// StartTFTP writes size bytes of pseudo-random data (from seed) as name
+// into TFTPRoot, starts downloading it from ProvAddr (10 minutes at most),
+// and waits (30s at most) until the first bytes have arrived.
+func (l *Lab) StartTFTP(t *testing.T, name string, size int, seed [32]byte) *Transfer {
+	t.Helper()
+	data := make([]byte, size)
+	_, _ = rand.NewChaCha8(seed).Read(data)
+	require.NoError(t, os.WriteFile(filepath.Join(l.TFTPRoot, name), data, 0o644))
+	x := &Transfer{Want: sha256.Sum256(data), Got: filepath.Join(l.Dir, name+".got"), done: make(chan struct{})}
+	var ctx context.Context
+	ctx, x.cancel = context.WithTimeout(context.Background(), 10*time.Minute)
+	t.Cleanup(x.cancel)
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", l.Cli, "busybox", "tftp", "-g", "-b", "1468",
+		"-r", name, "-l", x.Got, ProvAddr)
+	cmd.Stdout, cmd.Stderr = &x.out, &x.out
+	x.Start = time.Now()
+	require.NoError(t, cmd.Start())
+	go func() { x.err = cmd.Wait(); x.End = time.Now(); close(x.done) }()
+	require.Eventually(t, func() bool { fi, err := os.Stat(x.Got); return err == nil && fi.Size() > 0 },
+		30*time.Second, 10*time.Millisecond, "TFTP download did not start")
+	return x
+}
+
+// Running tells whether the download is still under way.
+func (x *Transfer) Running() bool {
+	select {
+	case <-x.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// Check waits for the download to finish and asserts that it succeeded
+// and is the file served, byte for byte.
+func (x *Transfer) Check(t *testing.T) {
+	t.Helper()
+	<-x.done // bounded by the command's own 10-minute context
+	require.NoError(t, x.err, "busybox tftp: %s", x.out.String())
+	assert.Equal(t, x.Want, SHA256(t, x.Got), "TFTP download corrupted")
+}
+
+// Exchange is one DHCP exchange of a Prober.
+type Exchange struct {
+	OK       bool // a lease was offered
+	From, To time.Time
+}
+
+// Prober runs DHCP exchanges on one client interface in a loop, as a
+// bystander machine that must keep getting answers.
+type Prober struct {
+	mu        sync.Mutex
+	exchanges []Exchange
+	stop      chan struct{}
+	done      chan struct{}
+}
+
+// StartProber starts DHCPing on iface in a loop (each exchange up to 5
+// DISCOVERs).
+func (l *Lab) StartProber(iface string) *Prober {
+	p := &Prober{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		for {
+			select {
+			case <-p.stop:
+				return
+			default:
+			}
+			from := time.Now()
+			ls, err := l.TryDHCP(iface, 5)
+			p.mu.Lock()
+			p.exchanges = append(p.exchanges, Exchange{OK: ls != nil && err == nil, From: from, To: time.Now()})
+			p.mu.Unlock()
+		}
+	}()
+	return p
+}
+
+func (p *Prober) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.exchanges)
+}
+
+// Stop lets the prober finish two more exchanges (30s at most), so that
+// the moments just after the caller's last change are probed too, then
+// stops it and returns every exchange.
+func (p *Prober) Stop(t *testing.T) []Exchange {
+	t.Helper()
+	n := p.count()
+	require.Eventually(t, func() bool { return p.count() >= n+2 }, 30*time.Second, 10*time.Millisecond)
+	close(p.stop)
+	<-p.done
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.exchanges
+}
+
+// Unanswered counts the exchanges that got no lease.
+func Unanswered(exchanges []Exchange) int {
+	n := 0
+	for _, e := range exchanges {
+		if !e.OK {
+			n++
+		}
+	}
+	return n
 }
