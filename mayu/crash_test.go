@@ -57,7 +57,8 @@ func startProc(t *testing.T, port int, args []string) *proctest.Daemon {
 // audit on and no TLS.
 func crashArgs(t *testing.T, dir string, port int) []string {
 	t.Helper()
-	return append(baseArgs(t, dir, port, crashConfig), "--no-tls")
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(crashConfig), 0o644))
+	return append(baseArgs(t, dir, port), "--no-tls")
 }
 
 // parseAllRecords reads every conf.json and cluster.json in the cluster

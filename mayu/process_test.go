@@ -5,7 +5,9 @@ package main
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -33,21 +35,28 @@ var processConfig = proctest.Config(proctest.LoopConfig{
 // mayuBinary is the daemon built from the working tree, once per run.
 func mayuBinary(t *testing.T) string { return proctest.Build(t).Mayu }
 
-// baseArgs are the flags of a loopback daemon on port using the
-// repository's templates, with config (processConfig if empty) in dir.
-func baseArgs(t *testing.T, dir string, port int, config string) []string {
-	if config == "" {
-		config = processConfig
+// loopFlags are the flags of a loopback daemon in dir using the
+// repository's templates; its config.yaml is processConfig unless the test
+// wrote one there first.
+func loopFlags(dir string, port int) proctest.Flags {
+	f := proctest.Flags{Dir: dir, Port: port}
+	if _, err := os.Stat(filepath.Join(dir, "config.yaml")); errors.Is(err, fs.ErrNotExist) {
+		f.ConfigText = processConfig
 	}
-	_, args := proctest.MayuArgs(t, proctest.Flags{Dir: dir, Port: port, ConfigText: config})
+	return f
+}
+
+// baseArgs are loopFlags as mayu's arguments.
+func baseArgs(t *testing.T, dir string, port int) []string {
+	_, args := proctest.MayuArgs(t, loopFlags(dir, port))
 	return args
 }
 
-// startDaemon runs mayu with processConfig on a free port; it is stopped
+// startDaemon runs mayu with loopFlags on a free port; it is stopped
 // (SIGTERM, then SIGKILL) when the test ends.
 func startDaemon(t *testing.T, dir string, extra ...string) *proctest.Daemon {
 	t.Helper()
-	return proctest.StartMayu(t, mayuBinary(t), proctest.Flags{Dir: dir, ConfigText: processConfig}, extra...)
+	return proctest.StartMayu(t, mayuBinary(t), loopFlags(dir, 0), extra...)
 }
 
 func TestProcessLifeCycle(t *testing.T) {
@@ -196,7 +205,7 @@ func runOnce(t *testing.T, args ...string) (int, string) {
 
 func TestStartupProblemsAreListedAtOnce(t *testing.T) {
 	dir := t.TempDir()
-	args := baseArgs(t, dir, proctest.FreePort(t), "")
+	args := baseArgs(t, dir, proctest.FreePort(t))
 	tests := []struct {
 		name  string
 		extra []string
@@ -237,7 +246,7 @@ func writeFile(t *testing.T, dir, name, content string) string {
 
 func TestShowTemplates(t *testing.T) {
 	dir := t.TempDir()
-	args := baseArgs(t, dir, proctest.FreePort(t), "")
+	args := baseArgs(t, dir, proctest.FreePort(t))
 	code, out := runOnce(t, append(args, "--show-templates")...)
 	require.Equal(t, 0, code, out)
 	assert.Contains(t, out, "#cloud-config")

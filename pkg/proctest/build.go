@@ -52,9 +52,10 @@ var (
 	buildErr  error
 )
 
-// Build builds mayu, mayuctl and infopusher from the working tree, static
-// (CGO_ENABLED=0) and with version TestVersion, once per test binary, into
-// a temporary directory. With -short it skips t instead: building and
+// Build builds mayu, mayuctl and infopusher from the working tree with
+// version TestVersion, once per test binary, into a temporary directory.
+// It keeps the environment's CGO_ENABLED, as the process tests always
+// built them (make build's static binaries are bin/*). With -short it skips t instead: building and
 // running the real binaries is what -short leaves out.
 func Build(t testing.TB) Binaries {
 	t.Helper()
@@ -77,7 +78,6 @@ func Build(t testing.TB) Binaries {
 		cmd := exec.Command("go", "build", "-ldflags", "-X main.version="+TestVersion, "-o", dir+"/",
 			"./mayu", "./mayuctl", "./mayuctl/cmd/infopusher")
 		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}
