@@ -24,6 +24,10 @@ COPY go.work* VERSION ./
 COPY pkg/ pkg/
 COPY mayu/ mayu/
 COPY mayuctl/ mayuctl/
+# Not built here, but the workspace (and mayu's test requirement on tools)
+# loads their go.mod files.
+COPY tools/ tools/
+COPY tests/ tests/
 # Cache mounts keep modules and compiled packages across builds; only the
 # modules the binaries need are downloaded.
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \

@@ -5,7 +5,9 @@ COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 GO      ?= go
 GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
-MODULES := pkg mayu mayuctl
+# pkg: the libraries; mayu, mayuctl: the shipped binaries; tools: the load
+# tools (bootstorm, stormbench); tests: the daemon-level network tests.
+MODULES := pkg mayu mayuctl tools tests
 # Each mk/*.mk fragment may add targets to these lists.
 TEST_TARGETS :=
 LINT_TARGETS :=
@@ -51,9 +53,9 @@ bench: ## run the Go benchmarks
 	@set -e; for m in $(MODULES); do (cd $$m && $(GO) test -run '^$$' -bench . -benchmem ./...); done
 
 .PHONY: lint
-lint: $(LINT_TARGETS) ## gofmt, go vet, go mod tidy check
+lint: $(LINT_TARGETS) ## gofmt, go vet (nettest files too), go mod tidy check
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	@set -e; for m in $(MODULES); do (cd $$m && $(GO) vet ./...); done
+	@set -e; for m in $(MODULES); do (cd $$m && $(GO) vet -tags nettest ./...); done
 	@set -e; for m in $(MODULES); do (cd $$m && cp go.mod /tmp/go.mod.$$m && cp go.sum /tmp/go.sum.$$m && $(GO) mod tidy && \
 	  if ! diff -q go.mod /tmp/go.mod.$$m >/dev/null || ! diff -q go.sum /tmp/go.sum.$$m >/dev/null; then \
 	    cp /tmp/go.mod.$$m go.mod; cp /tmp/go.sum.$$m go.sum; echo "go mod tidy changes $$m/go.mod"; exit 1; fi); done

@@ -65,7 +65,7 @@ templates_env:
 func TestStartupMayu011ConfigWarns(t *testing.T) {
 	// Mayu 0.11's sample layout (ip_range containing bootstrap_range),
 	// moved to loopback.
-	sample, err := os.ReadFile(repoPath("pkg", "config", "testdata", "mayu-0.11.yaml"))
+	sample, err := os.ReadFile(proctest.RepoPath(t, "pkg", "config", "testdata", "mayu-0.11.yaml"))
 	require.NoError(t, err)
 	dir := t.TempDir()
 	writeFile(t, dir, "config.yaml", strings.NewReplacer(
@@ -74,8 +74,8 @@ func TestStartupMayu011ConfigWarns(t *testing.T) {
 		"10.0.3.", "10.9.0.",
 	).Replace(string(sample)))
 	d := startDaemon(t, dir, "--no-tls")
-	d.waitReady(d.client)
-	out := d.out.String()
+	d.WaitReady()
+	out := d.Out.String()
 	assert.Contains(t, out, "level=WARN msg=\"config warning\"")
 	assert.Contains(t, out, "line 12: network.ip_range 10.9.0.1-10.9.0.254 overlaps network.bootstrap_range 10.9.0.10-10.9.0.30: its 21 addresses 10.9.0.10-10.9.0.30 are leased by DHCP during installation and never handed out as static addresses")
 	assert.Contains(t, out, "line 12: network.ip_range 10.9.0.1-10.9.0.254 contains addresses that are never handed out: 10.9.0.251 (router)")
@@ -84,15 +84,15 @@ func TestStartupMayu011ConfigWarns(t *testing.T) {
 	var serials []string
 	for i := 0; i < 10; i++ {
 		s := fmt.Sprintf("0800278e16%02x-%d", i, i)
-		code, body := d.req("GET", "/first-stage-script/"+s, "")
+		code, body := d.Do("GET", "/first-stage-script/"+s, "")
 		require.Equal(t, 200, code, body)
 		serials = append(serials, s)
 	}
-	hosts := d.hosts()
+	hosts := d.Hosts()
 	var got []string
 	for _, s := range serials {
 		got = append(got, hosts[s].InternalAddr.String())
 	}
 	assert.Equal(t, "10.9.0.1 10.9.0.2 10.9.0.3 10.9.0.4 10.9.0.5 10.9.0.6 10.9.0.7 10.9.0.8 10.9.0.9 10.9.0.31", strings.Join(got, " "))
-	require.NoError(t, d.stop())
+	require.NoError(t, d.Stop())
 }

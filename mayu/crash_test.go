@@ -11,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"math/rand/v2"
 	"net/http"
@@ -27,10 +26,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"mayu/mayu/cmd/bootstorm/storm"
 	"mayu/pkg/config"
 	"mayu/pkg/host"
 	"mayu/pkg/proctest"
+	"mayu/tools/storm"
 )
 
 // crashConfig has an address range far larger than any storm here and
@@ -44,62 +43,18 @@ var crashConfig = proctest.Config(proctest.LoopConfig{
 	},
 })
 
-// proc is one run of the daemon on a fixed port, so it can be killed and
-// restarted where the storm's clients expect it.
-type proc struct {
-	t    *testing.T
-	cmd  *exec.Cmd
-	out  *proctest.Output
-	done chan error
-	base string
-}
-
-// startProc starts mayu with args and waits (bounded) until it answers.
-func startProc(t *testing.T, port int, args []string) *proc {
+// startProc starts mayu with args (crashArgs) on port, fixed so that it
+// can be killed and restarted where the storm's clients expect it, and
+// waits (bounded) until it answers.
+func startProc(t *testing.T, port int, args []string) *proctest.Daemon {
 	t.Helper()
-	p := &proc{t: t, out: &proctest.Output{}, done: make(chan error, 1), base: fmt.Sprintf("http://127.0.0.1:%d", port)}
-	p.cmd = exec.Command(mayuBinary(t), args...)
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	require.NoError(t, p.cmd.Start())
-	go func() { p.done <- p.cmd.Wait() }()
-	t.Cleanup(p.kill)
-	client := &http.Client{Timeout: 2 * time.Second}
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case err := <-p.done:
-			p.done <- err
-			t.Fatalf("mayu exited at start (%v):\n%s", err, p.out.String())
-		default:
-		}
-		resp, err := client.Get(p.base + "/")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("mayu did not answer within 60s:\n%s", p.out.String())
-	return nil
+	d := proctest.StartDaemon(t, exec.Command(mayuBinary(t), args...), fmt.Sprintf("http://127.0.0.1:%d", port))
+	d.WaitReady()
+	return d
 }
 
-// kill sends SIGKILL (to this process only, by PID) and waits for it.
-func (p *proc) kill() {
-	if p.cmd.Process == nil {
-		return
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	select {
-	case err := <-p.done:
-		p.done <- err
-	case <-time.After(20 * time.Second):
-		p.t.Errorf("mayu (pid %d) did not die within 20s of SIGKILL", p.cmd.Process.Pid)
-	}
-}
-
-// crashArgs are the flags of a loopback daemon with git audit on.
+// crashArgs are the flags of a loopback daemon with crashConfig, git
+// audit on and no TLS.
 func crashArgs(t *testing.T, dir string, port int) []string {
 	t.Helper()
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(crashConfig), 0o644))
@@ -192,7 +147,7 @@ func checkAcked(t *testing.T, base, cluster string, acked map[string]int, report
 				if !subjects[serial+": "+m] && !reported[serial+": "+m] {
 					reported[serial+": "+m] = true
 					t.Errorf("%s got a 2xx for %s but git log lacks %q; its log:\n%s", serial, step, m,
-						git(t, cluster, "log", "--format=%h %s", "--", serial))
+						proctest.Git(t, cluster, "log", "--format=%h %s", "--", serial))
 				}
 			}
 		}
@@ -229,7 +184,7 @@ func TestCrashSafetyKill9DuringStorm(t *testing.T) {
 	errc := make(chan error, 1)
 	go func() {
 		res, err := storm.Run(ctx, storm.Config{
-			BaseURL: p.base, Machines: machines, Concurrency: 16, SerialPrefix: "crash-",
+			BaseURL: p.Base, Machines: machines, Concurrency: 16, SerialPrefix: "crash-",
 			Timeout: 10 * time.Second, Retry: 2 * time.Minute, Gate: gate,
 			Mix: storm.Mix{Hosts: 0.05},
 			OnEvent: func(ev storm.Event) {
@@ -273,16 +228,16 @@ func TestCrashSafetyKill9DuringStorm(t *testing.T) {
 				lastAck, lastChange = n, time.Now()
 			} else if time.Since(lastChange) > 30*time.Second {
 				// Ask the Go runtime for every goroutine's stack.
-				_ = p.cmd.Process.Signal(syscall.SIGQUIT)
+				_ = p.Cmd.Process.Signal(syscall.SIGQUIT)
 				time.Sleep(time.Second)
-				t.Fatalf("the storm made no progress for 30s after kill %d; mayu's output:\n%s", done, p.out.String())
+				t.Fatalf("the storm made no progress for 30s after kill %d; mayu's output:\n%s", done, p.Out.String())
 			}
 		}
 		if stormDone {
 			break
 		}
 		time.Sleep(time.Duration(rng.IntN(15)) * time.Millisecond)
-		p.kill()
+		p.Kill()
 		done++
 		gate.Close()
 		mu.Lock()
@@ -295,7 +250,7 @@ func TestCrashSafetyKill9DuringStorm(t *testing.T) {
 		records := parseAllRecords(t, cluster)
 		p = startProc(t, port, args)
 		gitClean(t, cluster)
-		checkAcked(t, p.base, cluster, snapshot, reported)
+		checkAcked(t, p.Base, cluster, snapshot, reported)
 		t.Logf("kill %d: %d acknowledged steps, %d records on disk", done, acks(), records)
 		gate.Open()
 	}
@@ -314,44 +269,13 @@ func TestCrashSafetyKill9DuringStorm(t *testing.T) {
 
 	cfg, err := config.Parse([]byte(crashConfig))
 	require.NoError(t, err)
-	chk, err := storm.CheckEndState(ctx, storm.CheckConfig{BaseURL: p.base, Serials: res.Serials, Cluster: cfg, ClusterDir: cluster})
+	chk, err := storm.CheckEndState(ctx, storm.CheckConfig{BaseURL: p.Base, Serials: res.Serials, Cluster: cfg, ClusterDir: cluster})
 	require.NoError(t, err)
 	assert.Empty(t, chk.Problems)
 	assert.Equal(t, machines, chk.Hosts, "one record per serial")
-	p.kill()
+	p.Kill()
 	assert.Equal(t, machines, parseAllRecords(t, cluster))
 	gitClean(t, cluster)
-}
-
-// needRoot skips, loudly, when a test needs root, and fails instead under
-// MAYU_E2E=required (CI).
-func needRoot(t *testing.T, why string) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("MAYU_E2E") == "required" {
-		t.Fatalf("MAYU_E2E=required but not root: cannot %s", why)
-	}
-	t.Skipf("SKIPPED: not root, cannot %s (run as root, or with MAYU_E2E=required to make this a failure)", why)
-}
-
-// httpDo sends one request and returns status and body.
-func httpDo(t *testing.T, method, url, body string) (int, string) {
-	t.Helper()
-	var r io.Reader
-	if body != "" {
-		r = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, url, r)
-	require.NoError(t, err)
-	client := &http.Client{Timeout: 30 * time.Second}
-	resp, err := client.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return resp.StatusCode, string(b)
 }
 
 // fillDisk writes a file until the filesystem is full and returns its
@@ -397,16 +321,13 @@ func lifeCycleStep(base, prefix string, i, step int) (method, url, body string) 
 }
 
 func TestDiskFullGives500AndRecovers(t *testing.T) {
-	needRoot(t, "mount a small tmpfs for the cluster directory")
+	proctest.RequireRoot(t, "mount a small tmpfs for the cluster directory")
 	dir := t.TempDir()
 	cluster := filepath.Join(dir, "cluster")
 	require.NoError(t, os.MkdirAll(cluster, 0o755))
 	out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs", cluster).CombinedOutput()
 	if err != nil {
-		if os.Getenv("MAYU_E2E") == "required" {
-			t.Fatalf("MAYU_E2E=required but mount -t tmpfs failed: %v: %s", err, out)
-		}
-		t.Skipf("SKIPPED: mount -t tmpfs failed (%v: %s): no disk-full test here", err, strings.TrimSpace(string(out)))
+		proctest.RequireE2E(t, fmt.Sprintf("mount -t tmpfs failed (%v: %s): no disk-full test here", err, strings.TrimSpace(string(out))))
 	}
 	t.Cleanup(func() {
 		if out, err := exec.Command("umount", "-l", cluster).CombinedOutput(); err != nil {
@@ -421,14 +342,14 @@ func TestDiskFullGives500AndRecovers(t *testing.T) {
 	const prefix = "full-"
 	for i := 0; i < 4; i++ {
 		for step := 0; step < 2; step++ {
-			m, u, b := lifeCycleStep(p.base, prefix, i, step)
-			code, body := httpDo(t, m, u, b)
+			m, u, b := lifeCycleStep(p.Base, prefix, i, step)
+			code, body := proctest.Do(t, nil, m, u, b)
 			require.Equal(t, 200, code, body)
 		}
 	}
-	before, err := storm.FetchHosts(context.Background(), nil, p.base)
+	before, err := storm.FetchHosts(context.Background(), nil, p.Base)
 	require.NoError(t, err)
-	headBefore := strings.TrimSpace(git(t, cluster, "rev-parse", "HEAD"))
+	headBefore := strings.TrimSpace(proctest.Git(t, cluster, "rev-parse", "HEAD"))
 
 	filler := fillDisk(t, cluster)
 
@@ -436,7 +357,7 @@ func TestDiskFullGives500AndRecovers(t *testing.T) {
 	// state change. Each is a 500 naming the cause, nothing changes.
 	requests := [][3]string{}
 	add := func(i, step int) {
-		m, u, b := lifeCycleStep(p.base, prefix, i, step)
+		m, u, b := lifeCycleStep(p.Base, prefix, i, step)
 		requests = append(requests, [3]string{m, u, b})
 	}
 	add(10, 0) // new machine
@@ -445,31 +366,31 @@ func TestDiskFullGives500AndRecovers(t *testing.T) {
 	add(1, 1)  // facts again, with a new MAC below: a real change
 	requests[len(requests)-1][2] = strings.Replace(requests[len(requests)-1][2], storm.MACs(prefix, 1)[1], "02:ff:ff:ff:ff:01", 1)
 	for _, r := range requests {
-		code, body := httpDo(t, r[0], r[1], r[2])
+		code, body := proctest.Do(t, nil, r[0], r[1], r[2])
 		assert.Equal(t, 500, code, "%s %s: %s", r[0], r[1], body)
 		assert.Contains(t, body, "no space left on device", "%s %s: the reason is given", r[0], r[1])
 		assert.Equal(t, 1, strings.Count(body, "\n"), "one-line reason: %q", body)
 	}
-	after, err := storm.FetchHosts(context.Background(), nil, p.base)
+	after, err := storm.FetchHosts(context.Background(), nil, p.Base)
 	require.NoError(t, err)
 	assert.Equal(t, before, after, "failed writes change no record")
-	assert.Equal(t, headBefore, strings.TrimSpace(git(t, cluster, "rev-parse", "HEAD")), "no commit")
+	assert.Equal(t, headBefore, strings.TrimSpace(proctest.Git(t, cluster, "rev-parse", "HEAD")), "no commit")
 	assert.Equal(t, len(before), parseAllRecords(t, cluster), "no torn or half-created record")
 	gitCleanIgnoring(t, cluster, "filler")
 
 	// The daemon survives a restart on the full disk: it still opens the
 	// directory and serves what it has.
-	p.kill()
+	p.Kill()
 	t.Run("restart on the full disk serves what it has", func(t *testing.T) {
 		// A power cut on a full disk must not keep the fleet from getting
 		// its configs and images once mayu is back.
 		q := startProc(t, port, args)
-		defer q.kill()
-		listed, err := storm.FetchHosts(context.Background(), nil, q.base)
+		defer q.Kill()
+		listed, err := storm.FetchHosts(context.Background(), nil, q.Base)
 		require.NoError(t, err)
 		assert.Equal(t, before, listed)
-		m, u, b := lifeCycleStep(q.base, prefix, 2, 1)
-		code, body := httpDo(t, m, u, b)
+		m, u, b := lifeCycleStep(q.Base, prefix, 2, 1)
+		code, body := proctest.Do(t, nil, m, u, b)
 		assert.Equal(t, 200, code, "an unchanged machine gets its final config: %s", body)
 	})
 
@@ -477,20 +398,20 @@ func TestDiskFullGives500AndRecovers(t *testing.T) {
 	require.NoError(t, os.Remove(filler))
 	p = startProc(t, port, args)
 	for _, r := range requests {
-		code, body := httpDo(t, r[0], r[1], r[2])
+		code, body := proctest.Do(t, nil, r[0], r[1], r[2])
 		assert.Contains(t, []int{200, 202}, code, "%s %s after space freed: %s", r[0], r[1], body)
 	}
 	for i := 0; i < 4; i++ {
 		for step := 2; step < 4; step++ {
-			m, u, b := lifeCycleStep(p.base, prefix, i, step)
-			code, body := httpDo(t, m, u, b)
+			m, u, b := lifeCycleStep(p.Base, prefix, i, step)
+			code, body := proctest.Do(t, nil, m, u, b)
 			require.Equal(t, 202, code, body)
 		}
 	}
-	p.kill()
+	p.Kill()
 	parseAllRecords(t, cluster)
 	gitClean(t, cluster)
-	log := git(t, cluster, "log", "--format=%s")
+	log := proctest.Git(t, cluster, "log", "--format=%s")
 	for i := 0; i < 4; i++ {
 		assert.Contains(t, log, storm.Serial(prefix, i)+": updated state to running")
 	}
@@ -525,21 +446,21 @@ func TestDamagedRepositoryIsReportedNotReinitialised(t *testing.T) {
 			require.NoError(t, os.WriteFile(filepath.Join(cluster, ".git", "HEAD"), []byte("\x00\x01garbage\n"), 0o644))
 		}, "damaged git repository"},
 		{"garbage branch ref", func(t *testing.T, cluster string) {
-			ref := strings.TrimSpace(git(t, cluster, "symbolic-ref", "HEAD"))
+			ref := strings.TrimSpace(proctest.Git(t, cluster, "symbolic-ref", "HEAD"))
 			require.NoError(t, os.WriteFile(filepath.Join(cluster, ".git", filepath.FromSlash(ref)), []byte("not a hash\n"), 0o644))
 		}, "damaged git repository"},
 		{"missing commit object", func(t *testing.T, cluster string) {
-			removeObject(t, cluster, strings.TrimSpace(git(t, cluster, "rev-parse", "HEAD")))
+			removeObject(t, cluster, strings.TrimSpace(proctest.Git(t, cluster, "rev-parse", "HEAD")))
 		}, "damaged git repository"},
 		{"missing tree object", func(t *testing.T, cluster string) {
-			removeObject(t, cluster, strings.TrimSpace(git(t, cluster, "rev-parse", "HEAD^{tree}")))
+			removeObject(t, cluster, strings.TrimSpace(proctest.Git(t, cluster, "rev-parse", "HEAD^{tree}")))
 		}, "damaged git repository"},
 		{"missing blob of a record", func(t *testing.T, cluster string) {
-			removeObject(t, cluster, strings.TrimSpace(git(t, cluster, "rev-parse", "HEAD:"+storm.Serial("dmg-", 0)+"/conf.json")))
+			removeObject(t, cluster, strings.TrimSpace(proctest.Git(t, cluster, "rev-parse", "HEAD:"+storm.Serial("dmg-", 0)+"/conf.json")))
 		}, "damaged git repository"},
 		{"corrupt object", func(t *testing.T, cluster string) {
 			explode(t, cluster)
-			p := objectPath(cluster, strings.TrimSpace(git(t, cluster, "rev-parse", "HEAD^{tree}")))
+			p := objectPath(cluster, strings.TrimSpace(proctest.Git(t, cluster, "rev-parse", "HEAD^{tree}")))
 			require.NoError(t, os.Chmod(p, 0o644))
 			require.NoError(t, os.WriteFile(p, []byte("this is not zlib"), 0o444))
 		}, "damaged git repository"},
@@ -553,13 +474,13 @@ func TestDamagedRepositoryIsReportedNotReinitialised(t *testing.T) {
 			p := startProc(t, port, args)
 			for i := 0; i < 2; i++ {
 				for step := 0; step < 4; step++ {
-					m, u, b := lifeCycleStep(p.base, "dmg-", i, step)
-					code, body := httpDo(t, m, u, b)
+					m, u, b := lifeCycleStep(p.Base, "dmg-", i, step)
+					code, body := proctest.Do(t, nil, m, u, b)
 					require.Contains(t, []int{200, 202}, code, body)
 				}
 			}
-			p.kill()
-			commits := git(t, cluster, "rev-list", "--all", "--count")
+			p.Kill()
+			commits := proctest.Git(t, cluster, "rev-list", "--all", "--count")
 			tt.damage(t, cluster)
 			snapshot := treeSnapshot(t, filepath.Join(cluster, ".git"))
 

@@ -7,6 +7,7 @@ require (
 	github.com/urfave/cli/v2 v2.27.7
 	golang.org/x/sync v0.25.0
 	mayu/pkg v0.0.0-00010101000000-000000000000
+	mayu/tools v0.0.0-00010101000000-000000000000
 )
 
 require (
@@ -61,3 +62,5 @@ replace mayu/pkg => ../pkg
 
 // As in pkg/go.mod (see the reason there): spec 2.x Ignition validation.
 replace github.com/ajeddeloh/go-json => github.com/coreos/go-json v0.0.0-20231102161613-e49c8866685a
+
+replace mayu/tools => ../tools

@@ -20,22 +20,22 @@ import (
 
 // ignition011Args point mayu at the 0.11-style template of pkg/render's
 // test data: spec 2.0.0 with snippets.
-func ignition011Args() []string {
-	dir := repoPath("pkg", "render", "testdata", "ignition-0.11")
+func ignition011Args(t *testing.T) []string {
+	dir := proctest.RepoPath(t, "pkg", "render", "testdata", "ignition-0.11")
 	return []string{"--use-ignition", "--ignition-config=" + dir + "/gs_install.yaml", "--template-snippets=" + dir + "/snippets"}
 }
 
 func TestIgnition011TemplateServedAsSpec2(t *testing.T) {
-	d := startDaemon(t, t.TempDir(), append(ignition011Args(), "--no-tls")...)
-	d.waitReady(d.client)
+	d := startDaemon(t, t.TempDir(), append(ignition011Args(t), "--no-tls")...)
+	d.WaitReady()
 
 	const serial = "0800278e1601"
-	code, body := d.req("GET", "/first-stage-script/"+serial, "")
+	code, body := d.Do("GET", "/first-stage-script/"+serial, "")
 	require.Equal(t, 200, code, body)
-	assert.Contains(t, body, d.base+"/final-ignition-config.json")
+	assert.Contains(t, body, d.Base+"/final-ignition-config.json")
 
 	facts := fmt.Sprintf(`{"Serial":%q,"NetDevs":[{"Name":"enp0s3","MacAddress":"08:00:27:8e:16:01"}],"IPMIAddress":"","ConnectedNIC":"enp0s3"}`, serial)
-	code, body = d.req("POST", "/final-ignition-config.json", facts)
+	code, body = d.Do("POST", "/final-ignition-config.json", facts)
 	require.Equal(t, 200, code, body)
 
 	var cfg struct {
@@ -65,12 +65,12 @@ func TestIgnition011TemplateServedAsSpec2(t *testing.T) {
 		assert.NotContains(t, u, "enabled")
 	}
 
-	h := d.hosts()[serial]
+	h := d.Hosts()[serial]
 	assert.Equal(t, host.Installing, h.State)
 	require.Len(t, cfg.Networkd.Units, 1)
 	assert.Contains(t, cfg.Networkd.Units[0].Contents, "Name=enp0s3\n")
 	assert.Contains(t, cfg.Networkd.Units[0].Contents, "Address="+h.InternalAddr.String()+"/24\n")
-	assert.Contains(t, body, d.base+"/admin/host/"+serial+"/boot_complete")
+	assert.Contains(t, body, d.Base+"/admin/host/"+serial+"/boot_complete")
 }
 
 // A template that does not validate for the spec it declares, or declares
@@ -78,7 +78,7 @@ func TestIgnition011TemplateServedAsSpec2(t *testing.T) {
 // --show-templates refuses it with the same reason.
 func TestIgnitionTemplateCheckedAtStart(t *testing.T) {
 	dir := t.TempDir()
-	snippets := repoPath("pkg", "render", "testdata", "ignition-0.11", "snippets")
+	snippets := proctest.RepoPath(t, "pkg", "render", "testdata", "ignition-0.11", "snippets")
 	tests := []struct {
 		name, template, want string
 	}{
@@ -108,7 +108,7 @@ func TestIgnitionTemplateCheckedAtStart(t *testing.T) {
 	}
 
 	// And the 0.11-style template passes both.
-	args := append(append(baseArgs(t, dir, proctest.FreePort(t)), ignition011Args()...), "--show-templates")
+	args := append(append(baseArgs(t, dir, proctest.FreePort(t)), ignition011Args(t)...), "--show-templates")
 	code, out := runOnce(t, args...)
 	require.Equal(t, 0, code, out)
 	assert.True(t, strings.Contains(out, "\"version\": \"2.0.0\""), out)

@@ -12,10 +12,8 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -25,56 +23,6 @@ import (
 	"mayu/pkg/discovery"
 	"mayu/pkg/proctest"
 )
-
-// oldEtcd runs a single-member etcd serving the v2 keys API, killed by PID
-// when the test ends. It skips (fails under MAYU_E2E=required) without the
-// etcd binary.
-func oldEtcd(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("etcd")
-	if err != nil {
-		if os.Getenv("MAYU_E2E") == "required" {
-			t.Fatal("MAYU_E2E=required and etcd is not in PATH (Debian package etcd-server)")
-		}
-		t.Skip("SKIPPING the upgrade-from-0.11 test: etcd is not in PATH (Debian package etcd-server)")
-	}
-	dir := t.TempDir()
-	client := fmt.Sprintf("http://127.0.0.1:%d", proctest.FreePort(t))
-	peer := fmt.Sprintf("http://127.0.0.1:%d", proctest.FreePort(t))
-	cmd := exec.Command(bin, "--name", "old", "--data-dir", filepath.Join(dir, "data"), "--enable-v2",
-		"--listen-client-urls", client, "--advertise-client-urls", client,
-		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", "old="+peer)
-	out := &proctest.Output{}
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + dir}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	require.NoError(t, cmd.Start())
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	})
-	deadline := time.Now().Add(time.Minute)
-	for {
-		resp, err := http.Get(client + "/v2/keys/")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return client
-			}
-		}
-		select {
-		case <-exited:
-			t.Fatalf("etcd exited:\n%s", out.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("etcd does not serve the v2 API after 1m (%v):\n%s", err, out.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
 
 // members GETs a token directory: the node a member's discovery client
 // reads (nil if the token is unknown), sorted by key (etcd lists in map
@@ -94,7 +42,7 @@ func members(t *testing.T, u string) *discovery.Node {
 }
 
 func TestProcessUpgradeImportsLegacyEtcd(t *testing.T) {
-	etcd := oldEtcd(t)
+	etcd := proctest.StartEtcdV2(t, "old").ClientURL
 	// The registries 0.11 left: its default token, half-formed (two of
 	// three members), and a finished single-member one.
 	const a, b = "41f07d10ab835b22071a32d5c1b75a6d", "9b2c0e3f4a5d6e7f8091a2b3c4d5e6f7"
@@ -116,16 +64,16 @@ func TestProcessUpgradeImportsLegacyEtcd(t *testing.T) {
 	require.NoError(t, os.MkdirAll(cluster, 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(cluster, "cluster.json"),
 		[]byte(`{"GitStore":true,"Config":{"DefaultEtcdClusterToken":"`+a+`"}}`), 0o644))
-	git(t, cluster, "init", "-q")
-	git(t, cluster, "-c", "user.name=mayu", "-c", "user.email=mayu@localhost", "add", "cluster.json")
-	git(t, cluster, "-c", "user.name=mayu", "-c", "user.email=mayu@localhost", "commit", "-q", "-m", "Set default etcd cluster to '"+a+"'")
+	proctest.Git(t, cluster, "init", "-q")
+	proctest.Git(t, cluster, "-c", "user.name=mayu", "-c", "user.email=mayu@localhost", "add", "cluster.json")
+	proctest.Git(t, cluster, "-c", "user.name=mayu", "-c", "user.email=mayu@localhost", "commit", "-q", "-m", "Set default etcd cluster to '"+a+"'")
 
 	d := startDaemon(t, dir, "--no-tls", "--legacy-etcd-endpoint="+etcd)
-	d.waitReady(d.client)
+	d.WaitReady()
 	for tok, w := range want {
-		assert.Equal(t, w, members(t, d.base+"/etcd/"+tok), "token %s answers what the old etcd did", tok)
+		assert.Equal(t, w, members(t, d.Base+"/etcd/"+tok), "token %s answers what the old etcd did", tok)
 	}
-	log := d.out.String()
+	log := d.Out.String()
 	assert.Contains(t, log, "Mayu 0.11's etcd discovery registries imported")
 	assert.Contains(t, log, "tokens=2 members=3 skipped=0")
 	assert.Equal(t, 2, strings.Count(log, "etcd discovery token imported from Mayu 0.11's etcd"))
@@ -137,19 +85,19 @@ func TestProcessUpgradeImportsLegacyEtcd(t *testing.T) {
 	cl, err := os.ReadFile(filepath.Join(cluster, "cluster.json"))
 	require.NoError(t, err)
 	assert.Contains(t, string(cl), a, "the default token stays 0.11's")
-	require.NoError(t, d.stop())
+	require.NoError(t, d.Stop())
 
 	// A token made in the old etcd after the upgrade is not imported by
 	// the next start: the import happened once.
 	const c = "0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c"
 	proctest.EtcdV2Create(t, etcd, discovery.RegistryPrefix+"/"+c+"/_config/size", "3")
 	again := startDaemon(t, dir, "--no-tls", "--legacy-etcd-endpoint="+etcd)
-	again.waitReady(again.client)
-	assert.NotContains(t, again.out.String(), "imported from Mayu 0.11")
-	assert.NotContains(t, again.out.String(), "Mayu 0.11's etcd discovery registries imported")
-	assert.Nil(t, members(t, again.base+"/etcd/"+c))
-	assert.Equal(t, want[a], members(t, again.base+"/etcd/"+a))
-	require.NoError(t, again.stop())
+	again.WaitReady()
+	assert.NotContains(t, again.Out.String(), "imported from Mayu 0.11")
+	assert.NotContains(t, again.Out.String(), "Mayu 0.11's etcd discovery registries imported")
+	assert.Nil(t, members(t, again.Base+"/etcd/"+c))
+	assert.Equal(t, want[a], members(t, again.Base+"/etcd/"+a))
+	require.NoError(t, again.Stop())
 }
 
 // TestProcessNoLegacyEtcd: the common case, nothing on the old endpoint:
@@ -159,17 +107,17 @@ func TestProcessNoLegacyEtcd(t *testing.T) {
 	dir := t.TempDir()
 	start := time.Now()
 	d := startDaemon(t, dir, "--no-tls", "--legacy-etcd-endpoint="+nobody)
-	d.waitReady(d.client)
+	d.WaitReady()
 	took := time.Since(start)
 	assert.Less(t, took, 5*time.Second)
-	assert.Contains(t, d.out.String(), "no Mayu 0.11 etcd to import discovery registries from")
+	assert.Contains(t, d.Out.String(), "no Mayu 0.11 etcd to import discovery registries from")
 	var cl struct {
 		Config struct{ DefaultEtcdClusterToken string }
 	}
-	b, err := os.ReadFile(filepath.Join(d.cluster, "cluster.json"))
+	b, err := os.ReadFile(filepath.Join(d.Cluster, "cluster.json"))
 	require.NoError(t, err)
 	require.NoError(t, json.Unmarshal(b, &cl))
 	require.NotEmpty(t, cl.Config.DefaultEtcdClusterToken)
-	assert.NotNil(t, members(t, d.base+"/etcd/"+cl.Config.DefaultEtcdClusterToken))
+	assert.NotNil(t, members(t, d.Base+"/etcd/"+cl.Config.DefaultEtcdClusterToken))
 	t.Logf("ready after %s", took)
 }

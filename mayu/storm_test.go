@@ -24,9 +24,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"mayu/mayu/cmd/bootstorm/storm"
 	"mayu/pkg/host"
 	"mayu/pkg/proctest"
+	"mayu/tools/storm"
 )
 
 // filesOutside lists every file under dir except those under skip, with
@@ -151,7 +151,7 @@ func TestBadInputAtVolume(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, uint64(w)))
 			for range next {
 				method, raw, body := hostileRequest(rng)
-				req, err := http.NewRequest(method, p.base+"/", strings.NewReader(body))
+				req, err := http.NewRequest(method, p.Base+"/", strings.NewReader(body))
 				if err != nil {
 					continue
 				}
@@ -188,14 +188,14 @@ func TestBadInputAtVolume(t *testing.T) {
 	assert.Less(t, statuses[0], requests/10, "connection-level failures")
 
 	// Still alive and serving, and the storm of a real machine works.
-	code, body := httpDo(t, http.MethodGet, p.base+"/", "")
+	code, body := proctest.Do(t, nil, http.MethodGet, p.Base+"/", "")
 	require.Equal(t, 200, code, body)
 	for step := 0; step < 4; step++ {
-		m, u, b := lifeCycleStep(p.base, "after-", 0, step)
-		code, body := httpDo(t, m, u, b)
+		m, u, b := lifeCycleStep(p.Base, "after-", 0, step)
+		code, body := proctest.Do(t, nil, m, u, b)
 		require.Contains(t, []int{200, 202}, code, body)
 	}
-	p.kill()
+	p.Kill()
 
 	assert.Equal(t, before, filesOutside(t, dir, cluster), "nothing written outside the cluster directory")
 	entries, err := os.ReadDir(cluster)
@@ -216,11 +216,11 @@ func TestOversizedBodiesAre413(t *testing.T) {
 	port := proctest.FreePort(t)
 	p := startProc(t, port, crashArgs(t, dir, port))
 	for step := 0; step < 2; step++ {
-		m, u, b := lifeCycleStep(p.base, "big-", 0, step)
-		code, body := httpDo(t, m, u, b)
+		m, u, b := lifeCycleStep(p.Base, "big-", 0, step)
+		code, body := proctest.Do(t, nil, m, u, b)
 		require.Equal(t, 200, code, body)
 	}
-	before, err := storm.FetchHosts(context.Background(), nil, p.base)
+	before, err := storm.FetchHosts(context.Background(), nil, p.Base)
 	require.NoError(t, err)
 	huge := `{"Serial":"big-000000","ConnectedNIC":"` + strings.Repeat("x", 2<<20) + `"}`
 	for _, r := range []struct{ method, path string }{
@@ -230,12 +230,12 @@ func TestOversizedBodiesAre413(t *testing.T) {
 		{http.MethodPut, "/admin/host/big-000000/set_metadata"},
 		{http.MethodPut, "/etcd/new"},
 	} {
-		code, body := httpDo(t, r.method, p.base+r.path, huge)
+		code, body := proctest.Do(t, nil, r.method, p.Base+r.path, huge)
 		assert.Equal(t, http.StatusRequestEntityTooLarge, code, "%s %s: %.200s", r.method, r.path, body)
 		assert.LessOrEqual(t, strings.Count(body, "\n"), 1, "one-line reason")
 	}
 	// Without Content-Length (chunked), the limit holds too.
-	req, err := http.NewRequest(http.MethodPut, p.base+"/admin/host/big-000000/override", io.MultiReader(
+	req, err := http.NewRequest(http.MethodPut, p.Base+"/admin/host/big-000000/override", io.MultiReader(
 		strings.NewReader(`{"Overrides":{"k":"`), strings.NewReader(strings.Repeat("y", 3<<20)), strings.NewReader(`"}}`)))
 	require.NoError(t, err)
 	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
@@ -243,15 +243,15 @@ func TestOversizedBodiesAre413(t *testing.T) {
 		assert.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode)
 		resp.Body.Close()
 	}
-	after, err := storm.FetchHosts(context.Background(), nil, p.base)
+	after, err := storm.FetchHosts(context.Background(), nil, p.Base)
 	require.NoError(t, err)
 	assert.Equal(t, before, after, "no record changed")
 
 	// A request line far over any sane length is refused, not served.
-	code, _ := httpDo(t, http.MethodGet, p.base+"/first-stage-script/"+strings.Repeat("s", 2<<20), "")
+	code, _ := proctest.Do(t, nil, http.MethodGet, p.Base+"/first-stage-script/"+strings.Repeat("s", 2<<20), "")
 	assert.Contains(t, []int{400, 414, 431}, code)
 	t.Logf("a 2 MiB request line: %d", code)
-	code, _ = httpDo(t, http.MethodGet, p.base+"/", "")
+	code, _ = proctest.Do(t, nil, http.MethodGet, p.Base+"/", "")
 	assert.Equal(t, 200, code)
 }
 
@@ -314,8 +314,8 @@ func TestSlowClientsAreCutOff(t *testing.T) {
 	// While they hang on, a machine registers and gets its config.
 	time.Sleep(time.Second)
 	for step := 0; step < 4; step++ {
-		m, u, b := lifeCycleStep(p.base, "amid-slow-", 0, step)
-		code, body := httpDo(t, m, u, b)
+		m, u, b := lifeCycleStep(p.Base, "amid-slow-", 0, step)
+		code, body := proctest.Do(t, nil, m, u, b)
 		require.Contains(t, []int{200, 202}, code, body)
 	}
 	var longest time.Duration
@@ -325,6 +325,6 @@ func TestSlowClientsAreCutOff(t *testing.T) {
 		longest = max(longest, r.closedAfter)
 	}
 	t.Logf("%d slow clients cut off, the last after %v (ReadHeaderTimeout is 10s)", slow, longest.Round(100*time.Millisecond))
-	code, body := httpDo(t, http.MethodGet, p.base+"/", "")
+	code, body := proctest.Do(t, nil, http.MethodGet, p.Base+"/", "")
 	require.Equal(t, 200, code, body)
 }

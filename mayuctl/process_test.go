@@ -7,26 +7,15 @@ package main
 // trail checked at the end.
 
 import (
-	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
-	"fmt"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -40,49 +29,6 @@ import (
 	"mayu/pkg/proctest"
 )
 
-// binaries are built once per test run, from the working tree.
-type binaries struct{ mayu, mayuctl, infopusher string }
-
-var (
-	buildOnce sync.Once
-	built     binaries
-	buildErr  error
-)
-
-func buildBinaries(t *testing.T) binaries {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("process test: skipped with -short (builds and runs the real mayu)")
-	}
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "mayuctl-process-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		built = binaries{filepath.Join(dir, "mayu"), filepath.Join(dir, "mayuctl"), filepath.Join(dir, "infopusher")}
-		for pkg, out := range map[string]string{"mayu/mayu": built.mayu, ".": built.mayuctl, "./cmd/infopusher": built.infopusher} {
-			cmd := exec.Command("go", "build", "-o", out, pkg)
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-			if b, err := cmd.CombinedOutput(); err != nil {
-				buildErr = fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
-				return
-			}
-		}
-	})
-	require.NoError(t, buildErr)
-	return built
-}
-
-// repo is a path in the repository (the test runs in mayuctl/).
-func repo(parts ...string) string {
-	p, err := filepath.Abs(filepath.Join(append([]string{".."}, parts...)...))
-	if err != nil {
-		panic(err)
-	}
-	return p
-}
-
 var daemonConfig = proctest.Config(proctest.LoopConfig{
 	IPStart: "10.9.0.21", IPEnd: "10.9.0.99",
 	Profiles: []proctest.Profile{
@@ -92,130 +38,49 @@ var daemonConfig = proctest.Config(proctest.LoopConfig{
 	SSHKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMayuctlProcessTest test@example",
 })
 
-// mayuDaemon is one running bin/mayu.
-type mayuDaemon struct {
-	cmd     *exec.Cmd
-	port    int
-	base    string
-	cluster string
-	out     *proctest.Output
-	done    chan struct{}
-}
+// mayuDaemon is one running mayu.
+type mayuDaemon struct{ *proctest.Daemon }
 
 // startMayu runs the daemon on a free loopback port without dnsmasq, and
-// waits (bounded) until it answers. It is stopped by PID when the test ends.
-func startMayu(t *testing.T, bin binaries, dir string, tlsArgs ...string) *mayuDaemon {
+// waits (bounded) until it answers. With tlsArgs it serves HTTPS with a
+// certificate that pool trusts, else plain HTTP. It is stopped by PID when
+// the test ends.
+func startMayu(t *testing.T, bin proctest.Binaries, dir string, pool *x509.CertPool, tlsArgs ...string) *mayuDaemon {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	port := l.Addr().(*net.TCPAddr).Port
-	require.NoError(t, l.Close())
-
-	cfg := filepath.Join(dir, "config.yaml")
-	require.NoError(t, os.WriteFile(cfg, []byte(daemonConfig), 0o644))
-	static := filepath.Join(dir, "static_html")
-	require.NoError(t, os.MkdirAll(static, 0o755))
-	d := &mayuDaemon{port: port, cluster: filepath.Join(dir, "cluster"), out: &proctest.Output{}, done: make(chan struct{})}
-	args := []string{
-		"--config=" + cfg,
-		"--cluster-directory=" + d.cluster,
-		"--http-bind-address=127.0.0.1",
-		"--http-port=" + strconv.Itoa(port),
-		"--no-dnsmasq",
-		"--first-stage-script=" + repo("templates", "first_stage_script.sh"),
-		"--last-stage-cloudconfig=" + repo("templates", "last_stage_cloudconfig.yaml"),
-		"--ignition-config=" + repo("templates", "ignition", "gs_install.yaml"),
-		"--dnsmasq-template=" + repo("templates", "dnsmasq_template.conf"),
-		"--template-snippets=" + repo("template_snippets", "cloudconfig"),
-		"--static-html-path=" + static,
-		"--images-cache-dir=" + filepath.Join(dir, "images"),
-		"--yochu-path=" + filepath.Join(dir, "yochu"),
-		"--tftproot=" + repo("tftproot"),
-	}
-	scheme := "http"
+	extra := tlsArgs
 	if len(tlsArgs) == 0 {
-		args = append(args, "--no-tls")
-	} else {
-		scheme = "https"
-		args = append(args, tlsArgs...)
+		extra = []string{"--no-tls"}
 	}
-	d.base = fmt.Sprintf("%s://127.0.0.1:%d", scheme, port)
-	d.cmd = exec.Command(bin.mayu, args...)
-	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
-	require.NoError(t, d.cmd.Start())
-	go func() {
-		_ = d.cmd.Wait()
-		close(d.done)
-	}()
-	t.Cleanup(func() {
-		_ = d.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-d.done:
-		case <-time.After(15 * time.Second):
-			_ = d.cmd.Process.Kill()
-			<-d.done
-		}
-		if t.Failed() {
-			t.Logf("mayu output:\n%s", d.out.String())
-		}
-	})
-
-	// Ready when the port takes connections (any HTTP answer will do, TLS
-	// or not).
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		select {
-		case <-d.done:
-			t.Fatalf("mayu exited early:\n%s", d.out.String())
-		default:
-		}
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
-		if err == nil {
-			_ = c.Close()
-			return d
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("mayu did not listen within 60s:\n%s", d.out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
+	d := proctest.StartMayu(t, bin.Mayu, proctest.Flags{Dir: dir, ConfigText: daemonConfig}, extra...)
+	if pool != nil {
+		d.Client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	}
+	d.WaitReady()
+	return &mayuDaemon{d}
 }
 
 // ctl runs the real mayuctl against d.
-func (d *mayuDaemon) ctl(t *testing.T, bin binaries, args ...string) result {
+func (d *mayuDaemon) ctl(t *testing.T, bin proctest.Binaries, args ...string) result {
 	t.Helper()
-	all := append([]string{"--no-tls", "--host=127.0.0.1", "--port=" + strconv.Itoa(d.port), "--timeout=20s"}, args...)
-	return runBinary(t, bin.mayuctl, nil, all...)
+	all := append([]string{"--no-tls", "--host=127.0.0.1", "--port=" + strconv.Itoa(d.Flags.Port), "--timeout=20s"}, args...)
+	return runBinary(t, bin.Mayuctl, nil, all...)
 }
 
+// runBinary runs a built binary to completion.
 func runBinary(t *testing.T, path string, env []string, args ...string) result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, path, args...)
-	cmd.Env = append(os.Environ(), env...)
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err := cmd.Run()
-	code := 0
-	if err != nil {
-		ee, ok := err.(*exec.ExitError)
-		require.True(t, ok, "running %s: %v", path, err)
-		code = ee.ExitCode()
-	}
-	return result{out.String(), errOut.String(), code}
+	r := proctest.Run(t, path, env, args...)
+	return result{r.Stdout, r.Stderr, r.Code}
 }
 
 // register does what a PXE-booted machine does: fetch its first-stage
 // script (which creates its record), then run the host-info helper, which
 // posts its facts and gets its final cloud-config.
-func (d *mayuDaemon) register(t *testing.T, bin binaries, dmiSerial string, macs ...string) {
+func (d *mayuDaemon) register(t *testing.T, bin proctest.Binaries, dmiSerial string, macs ...string) {
 	t.Helper()
 	serial := strings.ReplaceAll(dmiSerial, " ", "-")
-	resp, err := http.Get(d.base + "/first-stage-script/" + serial)
-	require.NoError(t, err)
-	resp.Body.Close()
-	require.Equal(t, http.StatusOK, resp.StatusCode)
+	code, body := d.Do(http.MethodGet, "/first-stage-script/"+serial, "")
+	require.Equal(t, http.StatusOK, code, body)
 
 	sys := hostinfotest.System{
 		DMI:   map[string]string{"product_serial": dmiSerial + "\n", "chassis_serial": "To be filled by O.E.M.\n"},
@@ -226,40 +91,16 @@ func (d *mayuDaemon) register(t *testing.T, bin binaries, dmiSerial string, macs
 		sys.NICs = append(sys.NICs, hostinfotest.NIC{Name: "eth" + strconv.Itoa(i), Address: m})
 	}
 	sysRoot, procRoot := hostinfotest.Write(t, t.TempDir(), sys)
-	r := runBinary(t, bin.infopusher, nil, "-post-url="+d.base+"/final-cloud-config.yaml",
+	r := runBinary(t, bin.Infopusher, nil, "-post-url="+d.Base+"/final-cloud-config.yaml",
 		"-sysfs-root="+sysRoot, "-procfs-root="+procRoot, "-ipmitool=-")
 	require.Equal(t, 0, r.code, "infopusher: %s", r.stderr)
 	require.True(t, strings.HasPrefix(r.stdout, "#cloud-config"), "the helper prints the final cloud-config, got %q", r.stdout)
 }
 
-func (d *mayuDaemon) hosts(t *testing.T) map[string]host.Host {
-	t.Helper()
-	resp, err := http.Get(d.base + "/admin/hosts")
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	var list []host.Host
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&list))
-	m := map[string]host.Host{}
-	for _, h := range list {
-		m[h.Serial] = h
-	}
-	return m
-}
-
-func requireGit(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath("git"); err != nil {
-		if os.Getenv("MAYU_E2E") == "required" {
-			t.Fatal("git is not installed (package git) and MAYU_E2E=required")
-		}
-		t.Skip("SKIPPED LOUDLY: git is not installed (Debian package git); the audit trail cannot be checked")
-	}
-}
-
 func TestProcessMayuctlAgainstRealMayu(t *testing.T) {
-	bin := buildBinaries(t)
-	requireGit(t)
-	d := startMayu(t, bin, t.TempDir())
+	bin := proctest.Build(t)
+	proctest.RequireCommand(t, "git", "git")
+	d := startMayu(t, bin, t.TempDir(), nil)
 
 	// An empty cluster lists as the seed's first `mayuctl list` does.
 	r := d.ctl(t, bin, "list")
@@ -274,12 +115,12 @@ func TestProcessMayuctlAgainstRealMayu(t *testing.T) {
 	var cluster struct {
 		Config struct{ DefaultEtcdClusterToken string }
 	}
-	b, err := os.ReadFile(filepath.Join(d.cluster, "cluster.json"))
+	b, err := os.ReadFile(filepath.Join(d.Cluster, "cluster.json"))
 	require.NoError(t, err)
 	require.NoError(t, json.Unmarshal(b, &cluster))
 	token := cluster.Config.DefaultEtcdClusterToken
 	require.Len(t, token, 32)
-	hosts := d.hosts(t)
+	hosts := d.Hosts()
 	coreos := hosts[serials[0]].CoreOSVersion
 
 	// While installing: the seed's watch output, our addresses.
@@ -296,7 +137,7 @@ func TestProcessMayuctlAgainstRealMayu(t *testing.T) {
 
 	// The first-stage script reports installed; the machine boots and runs
 	// boot-complete with its env files.
-	c, err := client.New(client.Config{BaseURL: d.base})
+	c, err := client.New(client.Config{BaseURL: d.Base})
 	require.NoError(t, err)
 	for _, s := range serials {
 		require.NoError(t, c.SetInstalled(context.Background(), s))
@@ -317,7 +158,7 @@ func TestProcessMayuctlAgainstRealMayu(t *testing.T) {
 		require.Equal(t, 0, r.code, r.stderr)
 		assert.Empty(t, r.stdout+r.stderr)
 	}
-	hosts = d.hosts(t)
+	hosts = d.Hosts()
 	h0 := hosts[serials[0]]
 	assert.Equal(t, host.Running, h0.State)
 	assert.WithinDuration(t, time.Now(), h0.LastBoot, 5*time.Minute)
@@ -386,7 +227,7 @@ func TestProcessMayuctlAgainstRealMayu(t *testing.T) {
 		require.Equal(t, 0, r.code, "%v: %s", args, r.stderr)
 		assert.Empty(t, r.stdout+r.stderr, args)
 	}
-	hosts = d.hosts(t)
+	hosts = d.Hosts()
 	h0 = hosts[s0]
 	assert.Equal(t, host.FleetMeta{"role-core=true", "rack=7"}, h0.FleetMetadata)
 	assert.Equal(t, "rack-7/u12", h0.ProviderId)
@@ -429,9 +270,7 @@ func TestProcessMayuctlAgainstRealMayu(t *testing.T) {
 	}
 
 	// The audit trail: every change above is a commit by "mayu commiter".
-	out, err := exec.Command("git", "-C", d.cluster, "log", "--reverse", "--format=%an|%s").CombinedOutput()
-	require.NoError(t, err, string(out))
-	log := string(out)
+	log := proctest.Git(t, d.Cluster, "log", "--reverse", "--format=%an|%s")
 	var mine []string
 	for _, line := range strings.Split(strings.TrimSpace(log), "\n") {
 		author, msg, _ := strings.Cut(line, "|")
@@ -467,49 +306,28 @@ func assertSubsequence(t *testing.T, want, got []string) {
 }
 
 func TestProcessTLS(t *testing.T) {
-	bin := buildBinaries(t)
+	bin := proctest.Build(t)
 	dir := t.TempDir()
-	cert, key := selfSignedCert(t, dir)
-	d := startMayu(t, bin, dir, "--tls-cert-file="+cert, "--tls-key-file="+key)
-	hostFlags := []string{"--host=127.0.0.1", "--port=" + strconv.Itoa(d.port)}
+	cert, key, pool := proctest.SelfSignedCert(t, dir)
+	d := startMayu(t, bin, dir, pool, "--tls-cert-file="+cert, "--tls-key-file="+key)
+	hostFlags := []string{"--host=127.0.0.1", "--port=" + strconv.Itoa(d.Flags.Port)}
 
-	r := runBinary(t, bin.mayuctl, nil, append(hostFlags, "list")...)
+	r := runBinary(t, bin.Mayuctl, nil, append(hostFlags, "list")...)
 	assert.Equal(t, 1, r.code)
 	assert.Contains(t, r.stderr, "certificate")
 	assert.Contains(t, r.stderr, "(trust its CA with --ca-file, or use --insecure for a self-signed test setup)")
 	assert.Equal(t, 1, strings.Count(r.stderr, "\n"), r.stderr)
 
-	r = runBinary(t, bin.mayuctl, nil, append(hostFlags, "--ca-file="+cert, "list")...)
+	r = runBinary(t, bin.Mayuctl, nil, append(hostFlags, "--ca-file="+cert, "list")...)
 	require.Equal(t, 0, r.code, r.stderr)
 	assert.Equal(t, seedEmptyList, r.stdout)
 
-	r = runBinary(t, bin.mayuctl, []string{"MAYU_INSECURE=true"}, append(hostFlags, "list")...)
+	r = runBinary(t, bin.Mayuctl, []string{"MAYU_INSECURE=true"}, append(hostFlags, "list")...)
 	require.Equal(t, 0, r.code, r.stderr)
 	assert.Equal(t, seedEmptyList, r.stdout)
 
 	// HTTP to the HTTPS port: mayu's reason, in one line.
-	r = runBinary(t, bin.mayuctl, nil, append(hostFlags, "--no-tls", "list")...)
+	r = runBinary(t, bin.Mayuctl, nil, append(hostFlags, "--no-tls", "list")...)
 	assert.Equal(t, 1, r.code)
 	assert.True(t, strings.HasPrefix(r.stderr, "mayuctl: list: mayu answered 400 Bad Request"), r.stderr)
-}
-
-// selfSignedCert writes a certificate for 127.0.0.1 and its key.
-func selfSignedCert(t *testing.T, dir string) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "mayu test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, BasicConstraintsValid: true, IsCA: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	require.NoError(t, err)
-	kb, err := x509.MarshalECPrivateKey(key)
-	require.NoError(t, err)
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	require.NoError(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644))
-	require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600))
-	return certFile, keyFile
 }

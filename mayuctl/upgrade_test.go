@@ -20,6 +20,7 @@ import (
 	"mayu/pkg/client"
 	"mayu/pkg/client/clienttest"
 	"mayu/pkg/host"
+	"mayu/pkg/proctest"
 	"mayu/pkg/store"
 )
 
@@ -314,12 +315,12 @@ func TestHelpNamesGlobalOptions(t *testing.T) {
 // mayu the way a machine installed with 0.11's templates and an operator's
 // 0.11 scripts do.
 func TestProcessUpgradeFrom011(t *testing.T) {
-	bin := buildBinaries(t)
-	d := startMayu(t, bin, t.TempDir())
-	port := strconv.Itoa(d.port)
+	bin := proctest.Build(t)
+	d := startMayu(t, bin, t.TempDir(), nil)
+	port := strconv.Itoa(d.Flags.Port)
 	const serial = "0800278e158a-0"
 	d.register(t, bin, "0800278e158a 0", "08:00:27:8e:15:8a")
-	c, err := client.New(client.Config{BaseURL: d.base})
+	c, err := client.New(client.Config{BaseURL: d.Base})
 	require.NoError(t, err)
 	require.NoError(t, c.SetInstalled(context.Background(), serial))
 
@@ -335,11 +336,11 @@ func TestProcessUpgradeFrom011(t *testing.T) {
 		"MAYU_OS_RELEASE_FILE=" + write("os-release", "ID=coreos\nVERSION=1068.6.0\n"),
 		"MAYU_YOCHU_ENV_FILE=" + write("yochu-env", "DOCKER_VERSION=1.10.3\nYOCHU_VERSION=0.19.1\n"),
 	}
-	r := runBinary(t, bin.mayuctl, machineEnv,
+	r := runBinary(t, bin.Mayuctl, machineEnv,
 		"boot-complete", "--host=127.0.0.1", "--port="+port, "--no-tls", "--update-versions")
 	require.Equal(t, 0, r.code, r.stderr)
 	assert.Empty(t, r.stdout+r.stderr)
-	h := d.hosts(t)[serial]
+	h := d.Hosts()[serial]
 	assert.Equal(t, host.Running, h.State, "the machine reaches running")
 	assert.Equal(t, "1068.6.0", h.CoreOSVersion)
 	assert.Equal(t, "0.19.1", h.YochuVersion)
@@ -349,7 +350,7 @@ func TestProcessUpgradeFrom011(t *testing.T) {
 	// An operator's scripts: the address from the environment, --no-tls
 	// after the command.
 	opEnv := []string{"MAYU_HOST=127.0.0.1", "MAYU_PORT=" + port}
-	r = runBinary(t, bin.mayuctl, opEnv, "list", "--no-tls")
+	r = runBinary(t, bin.Mayuctl, opEnv, "list", "--no-tls")
 	require.Equal(t, 0, r.code, r.stderr)
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
 	require.Len(t, lines, 2, r.stdout)
@@ -362,10 +363,10 @@ func TestProcessUpgradeFrom011(t *testing.T) {
 		{"override", serial, "yochu_version", "0.19.2", "--no-tls"},
 		{"set", serial, "state", "configured", "--no-tls", "-v"},
 	} {
-		r = runBinary(t, bin.mayuctl, opEnv, args...)
+		r = runBinary(t, bin.Mayuctl, opEnv, args...)
 		require.Equal(t, 0, r.code, "%v: %s", args, r.stderr)
 	}
-	h = d.hosts(t)[serial]
+	h = d.Hosts()[serial]
 	assert.Equal(t, "rack-7/u12", h.ProviderId)
 	assert.Equal(t, "0.19.2", h.Overrides["yochu_version"])
 	assert.Equal(t, host.Configured, h.State)

@@ -1,6 +1,7 @@
 # Boot storms: the load generator (bin/bootstorm), the benchmark driver
-# behind docs/PERFORMANCE.md (bin/stormbench), and the fuzz runs of the
-# API. The crash-safety and bad-input tests of the real binary live in
+# behind docs/PERFORMANCE.md (bin/stormbench), both in the tools module
+# (tools/), and the fuzz runs of the API. The crash-safety and bad-input
+# tests of the real binary live in
 # mayu/crash_test.go and mayu/storm_test.go and run with `make test-unit`.
 
 FUZZTIME ?= 10s
@@ -15,9 +16,9 @@ STORM_BENCH_ARGS ?=
 TEST_TARGETS += test-fuzz-api
 
 bin/bootstorm: FORCE
-	$(GOBUILD) -o $@ ./mayu/cmd/bootstorm
+	$(GOBUILD) -o $@ ./tools/bootstorm
 bin/stormbench: FORCE
-	$(GOBUILD) -o $@ ./mayu/cmd/bootstorm/bench
+	$(GOBUILD) -o $@ ./tools/stormbench
 
 .PHONY: storm
 storm: bin/mayu bin/bootstorm bin/stormbench ## boot storm against a fresh loopback mayu (or STORM_URL=...; STORM_ARGS=...)

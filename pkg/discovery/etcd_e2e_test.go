@@ -13,156 +13,36 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"mayu/pkg/proctest"
 )
 
 type etcdBins struct{ etcd, etcdctl string }
 
+// needEtcd returns the real etcd and etcdctl (proctest.RequireCommand:
+// skipped loudly when missing, a failure under MAYU_E2E=required).
 func needEtcd(t *testing.T) etcdBins {
 	t.Helper()
-	var b etcdBins
-	var missing []string
-	for _, bin := range []struct {
-		name string
-		dst  *string
-	}{{"etcd", &b.etcd}, {"etcdctl", &b.etcdctl}} {
-		p, err := exec.LookPath(bin.name)
-		if err != nil {
-			missing = append(missing, bin.name)
-			continue
-		}
-		*bin.dst = p
+	return etcdBins{
+		etcd:    proctest.RequireCommand(t, "etcd", "etcd-server"),
+		etcdctl: proctest.RequireCommand(t, "etcdctl", "etcd-client"),
 	}
-	if len(missing) > 0 {
-		why := strings.Join(missing, ", ") + " not in PATH (Debian packages etcd-server, etcd-client)"
-		if os.Getenv("MAYU_E2E") == "required" {
-			t.Fatal("MAYU_E2E=required and the real-etcd discovery test cannot run: " + why)
-		}
-		t.Skip("SKIPPING real-etcd discovery test: " + why)
-	}
-	return b
 }
-
-var (
-	portsMu sync.Mutex
-	ports   = map[string]bool{}
-)
 
 // freeAddr returns a loopback address nothing listens on, never the same
-// twice in this test binary (etcd binds it later, so the kernel alone
-// could hand it out again).
+// twice in this test binary (etcd binds it later).
 func freeAddr(t *testing.T) string {
-	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for range 100 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		addr := ln.Addr().String()
-		require.NoError(t, ln.Close())
-		if !ports[addr] {
-			ports[addr] = true
-			return addr
-		}
-	}
-	t.Fatal("no free loopback port")
-	return ""
-}
-
-type member struct {
-	name      string
-	clientURL string
-	peerURL   string
-	logPath   string
-	cmd       *exec.Cmd
-	exited    chan struct{}
-	waitErr   error
-}
-
-// startMember runs one etcd in its own temp data dir; "{peer}" in args
-// becomes its peer URL. It is killed by PID when the test ends, and by the
-// kernel if the test binary dies first.
-func startMember(t *testing.T, bins etcdBins, name string, args ...string) *member {
-	t.Helper()
-	dir := t.TempDir()
-	m := &member{
-		name:      name,
-		clientURL: "http://" + freeAddr(t),
-		peerURL:   "http://" + freeAddr(t),
-		logPath:   filepath.Join(dir, "etcd.log"),
-		exited:    make(chan struct{}),
-	}
-	logf, err := os.Create(m.logPath)
-	require.NoError(t, err)
-	all := append([]string{
-		"--name", name,
-		"--data-dir", filepath.Join(dir, "data"),
-		"--listen-client-urls", m.clientURL, "--advertise-client-urls", m.clientURL,
-		"--listen-peer-urls", m.peerURL, "--initial-advertise-peer-urls", m.peerURL,
-		"--logger", "zap", "--log-outputs", "stderr",
-	}, args...)
-	for i := range all {
-		all[i] = strings.ReplaceAll(all[i], "{peer}", m.peerURL)
-	}
-	m.cmd = exec.Command(bins.etcd, all...)
-	m.cmd.Stdout, m.cmd.Stderr = logf, logf
-	// No ETCD_* variables from the environment change the member's config.
-	m.cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + dir}
-	m.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	require.NoError(t, m.cmd.Start())
-	t.Logf("started etcd %s pid %d client %s peer %s", name, m.cmd.Process.Pid, m.clientURL, m.peerURL)
-	go func() {
-		m.waitErr = m.cmd.Wait()
-		_ = logf.Close()
-		close(m.exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-m.exited:
-		default:
-			_ = m.cmd.Process.Kill()
-			select {
-			case <-m.exited:
-			case <-time.After(10 * time.Second):
-				t.Errorf("etcd %s (pid %d) still running 10s after SIGKILL", name, m.cmd.Process.Pid)
-			}
-		}
-		if t.Failed() {
-			t.Logf("log of etcd %s (last 40 lines):\n%s", name, tail(m.log(), 40))
-		}
-	})
-	return m
-}
-
-func (m *member) log() string {
-	b, _ := os.ReadFile(m.logPath)
-	return string(b)
-}
-
-func (m *member) hasExited() bool {
-	select {
-	case <-m.exited:
-		return true
-	default:
-		return false
-	}
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(proctest.FreePort(t)))
 }
 
 // waitFor polls cond until it holds, failing after timeout.
@@ -260,17 +140,17 @@ func registered(t *testing.T, discoveryURL string) []string {
 
 // checkCluster waits until every member is healthy, then checks that they
 // form one cluster of exactly these members, and logs etcdctl's table.
-func checkCluster(t *testing.T, bins etcdBins, members ...*member) {
+func checkCluster(t *testing.T, bins etcdBins, members ...*proctest.Etcd) {
 	t.Helper()
 	var eps []string
 	for _, m := range members {
-		eps = append(eps, m.clientURL)
+		eps = append(eps, m.ClientURL)
 	}
 	endpoints := "--endpoints=" + strings.Join(eps, ",")
 	waitFor(t, 2*time.Minute, "all members healthy", func() (bool, string) {
 		for _, m := range members {
-			if m.hasExited() {
-				t.Fatalf("etcd %s exited: %v\n%s", m.name, m.waitErr, tail(m.log(), 40))
+			if m.Exited() {
+				t.Fatalf("etcd %s exited: %v\n%s", m.Name, m.Err(), proctest.TailLines(m.Log(), 40))
 			}
 		}
 		out, err := etcdctl(bins, endpoints, "endpoint", "health")
@@ -288,10 +168,10 @@ func checkCluster(t *testing.T, bins etcdBins, members ...*member) {
 	// peer URLs, all started.
 	want := map[string]string{}
 	for _, m := range members {
-		want[m.name] = m.peerURL
+		want[m.Name] = m.PeerURL
 	}
 	for _, m := range members {
-		out, err := etcdctl(bins, "--endpoints="+m.clientURL, "member", "list")
+		out, err := etcdctl(bins, "--endpoints="+m.ClientURL, "member", "list")
 		require.NoError(t, err, out)
 		got := map[string]string{}
 		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
@@ -300,7 +180,7 @@ func checkCluster(t *testing.T, bins etcdBins, members ...*member) {
 			assert.Equal(t, "started", f[1], line)
 			got[f[2]] = f[3]
 		}
-		assert.Equal(t, want, got, "membership as seen by %s", m.name)
+		assert.Equal(t, want, got, "membership as seen by %s", m.Name)
 	}
 }
 
@@ -309,16 +189,16 @@ func checkCluster(t *testing.T, bins etcdBins, members ...*member) {
 // saying so, without having registered.
 func checkFull(t *testing.T, bins etcdBins, discoveryURL string, size int) {
 	t.Helper()
-	m := startMember(t, bins, "m4", "--discovery="+discoveryURL, "--discovery-fallback=exit")
+	m := proctest.StartEtcd(t, "m4", "--discovery="+discoveryURL, "--discovery-fallback=exit")
 	select {
-	case <-m.exited:
+	case <-m.Done():
 	case <-time.After(time.Minute):
-		t.Fatalf("fourth member still running after 1m:\n%s", tail(m.log(), 20))
+		t.Fatalf("fourth member still running after 1m:\n%s", proctest.TailLines(m.Log(), 20))
 	}
 	var exitErr *exec.ExitError
-	require.ErrorAs(t, m.waitErr, &exitErr, "fourth member must fail")
-	log := m.log()
-	require.Contains(t, log, "cluster is full", tail(log, 20))
+	require.ErrorAs(t, m.Err(), &exitErr, "fourth member must fail")
+	log := m.Log()
+	require.Contains(t, log, "cluster is full", proctest.TailLines(log, 20))
 	for _, line := range strings.Split(log, "\n") {
 		if strings.Contains(line, "cluster is full") {
 			t.Logf("fourth member (exit %d): %s", exitErr.ExitCode(), line)
@@ -353,15 +233,15 @@ func TestEtcdClusterThroughInternalDiscovery(t *testing.T) {
 	durl := svc.URL(token)
 	t.Logf("discovery URL %s", durl)
 
-	m1 := startMember(t, bins, "m1", "--discovery="+durl, "--discovery-fallback=exit")
+	m1 := proctest.StartEtcd(t, "m1", "--discovery="+durl, "--discovery-fallback=exit")
 	waitFor(t, time.Minute, "m1 registered and waiting for peers", func() (bool, string) {
-		if m1.hasExited() {
-			t.Fatalf("m1 exited: %v\n%s", m1.waitErr, tail(m1.log(), 40))
+		if m1.Exited() {
+			t.Fatalf("m1 exited: %v\n%s", m1.Err(), proctest.TailLines(m1.Log(), 40))
 		}
-		return strings.Contains(m1.log(), "waiting for more"), tail(m1.log(), 1)
+		return strings.Contains(m1.Log(), "waiting for more"), proctest.TailLines(m1.Log(), 1)
 	})
 	before := registered(t, durl)
-	require.Equal(t, []string{"m1=" + m1.peerURL}, before)
+	require.Equal(t, []string{"m1=" + m1.PeerURL}, before)
 
 	// Restart mayu's discovery between registrations.
 	ds.stop()
@@ -370,17 +250,17 @@ func TestEtcdClusterThroughInternalDiscovery(t *testing.T) {
 	startDiscovery(t, listenAgain(t, addr), svc2)
 	assert.Equal(t, before, registered(t, durl), "registrations survive the restart")
 
-	m2 := startMember(t, bins, "m2", "--discovery="+durl, "--discovery-fallback=exit")
-	m3 := startMember(t, bins, "m3", "--discovery="+durl, "--discovery-fallback=exit")
+	m2 := proctest.StartEtcd(t, "m2", "--discovery="+durl, "--discovery-fallback=exit")
+	m3 := proctest.StartEtcd(t, "m3", "--discovery="+durl, "--discovery-fallback=exit")
 	checkCluster(t, bins, m1, m2, m3)
-	assert.Equal(t, "m1="+m1.peerURL, registered(t, durl)[0], "m1 stays first across the restart")
+	assert.Equal(t, "m1="+m1.PeerURL, registered(t, durl)[0], "m1 stays first across the restart")
 	// m1 was waiting for its peers when the discovery service went away;
 	// m2 and m3 registered only with the new one, so m1 finding them means
 	// its wait crossed the restart. Whether its client logs a retry depends
 	// on timing: Go's transport may re-send the interrupted wait on a fresh
 	// connection to the new server by itself.
 	var m1Discovery []string
-	for _, line := range strings.Split(m1.log(), "\n") {
+	for _, line := range strings.Split(m1.Log(), "\n") {
 		var l struct{ Msg, Peer, Reason string }
 		if json.Unmarshal([]byte(line), &l) == nil && strings.Contains(l.Msg, "discovery") {
 			m1Discovery = append(m1Discovery, strings.TrimSpace(l.Msg+" "+l.Peer+" "+l.Reason))
@@ -397,19 +277,19 @@ func TestEtcdClusterThroughProxyDiscovery(t *testing.T) {
 	bins := needEtcd(t)
 
 	// A static single-member cluster of its own holds the registries.
-	store := startMember(t, bins, "registry", "--enable-v2", "--initial-cluster", "registry={peer}")
+	store := proctest.StartEtcd(t, "registry", "--enable-v2", "--initial-cluster", "registry={peer}")
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	p, err := NewProxy(ProxyConfig{
-		Endpoint:    strings.TrimPrefix(store.clientURL, "http://"),
+		Endpoint:    strings.TrimPrefix(store.ClientURL, "http://"),
 		BaseURL:     "http://" + ln.Addr().String(),
 		DefaultSize: 3,
 	})
 	require.NoError(t, err)
 	waitFor(t, time.Minute, "registry etcd serves the v2 API", func() (bool, string) {
-		if store.hasExited() {
-			t.Fatalf("registry etcd exited: %v\n%s", store.waitErr, tail(store.log(), 40))
+		if store.Exited() {
+			t.Fatalf("registry etcd exited: %v\n%s", store.Err(), proctest.TailLines(store.Log(), 40))
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -421,16 +301,16 @@ func TestEtcdClusterThroughProxyDiscovery(t *testing.T) {
 	token, err := p.NewToken(context.Background(), 3)
 	require.NoError(t, err)
 	durl := p.URL(token)
-	t.Logf("discovery URL %s (registry in etcd %s)", durl, store.clientURL)
+	t.Logf("discovery URL %s (registry in etcd %s)", durl, store.ClientURL)
 
-	var ms []*member
+	var ms []*proctest.Etcd
 	for _, name := range []string{"m1", "m2", "m3"} {
-		ms = append(ms, startMember(t, bins, name, "--discovery="+durl, "--discovery-fallback=exit"))
+		ms = append(ms, proctest.StartEtcd(t, name, "--discovery="+durl, "--discovery-fallback=exit"))
 	}
 	checkCluster(t, bins, ms...)
 
 	// The registry really lives in that etcd, under /_etcd/registry.
-	resp, err := http.Get(store.clientURL + "/v2/keys/_etcd/registry/" + token)
+	resp, err := http.Get(store.ClientURL + "/v2/keys/_etcd/registry/" + token)
 	require.NoError(t, err)
 	var r Response
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&r))

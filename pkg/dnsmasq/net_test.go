@@ -8,20 +8,13 @@
 package dnsmasq
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -29,130 +22,26 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"mayu/pkg/config"
 	"mayu/pkg/host"
+	"mayu/pkg/proctest"
+	"mayu/pkg/proctest/netlab"
 )
 
-// Addresses and MACs inside the test's namespaces.
-const (
-	provAddr   = "192.168.2.2"
-	tftpClient = "192.168.2.250"
-	macMachine = "02:4d:41:59:55:01" // the machine whose state changes
-	macOther   = "02:4d:41:59:55:02" // a bystander that keeps DHCPing
-	pxeVendor  = "PXEClient:Arch:00000:UNDI:002001"
-)
-
-// lab is a provisioning segment: namespace prov with bridge br0 at
-// 192.168.2.2/24, namespace cli with veths on that bridge: c0 (static
-// 192.168.2.250, the TFTP client), c1 (macMachine), c2 (macOther).
+// lab is netlab's provisioning segment with a wrapper that runs dnsmasq
+// inside its provisioning namespace (exec keeps the PID, so the
+// supervisor signals dnsmasq itself).
 type lab struct {
-	t        *testing.T
-	prov     string
-	cli      string
-	dir      string
-	tftproot string
-	wrapper  string // runs dnsmasq inside prov; exec keeps the PID
-	script   string // udhcpc script that records the lease
-}
-
-func requireNetLab(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		skipOrFail(t, "network test needs root (network namespaces), running as uid %d", os.Geteuid())
-	}
-	for _, tool := range []struct{ path, pkg string }{
-		{DefaultBinary, "dnsmasq-base"},
-		{"/usr/bin/busybox", "busybox-static"},
-		{"/usr/bin/tftp", "tftp-hpa"},
-	} {
-		if _, err := os.Stat(tool.path); err != nil {
-			skipOrFail(t, "%s missing (Debian package %s)", tool.path, tool.pkg)
-		}
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		skipOrFail(t, "ip missing (Debian package iproute2)")
-	}
+	*netlab.Lab
+	wrapper string
 }
 
 func newLab(t *testing.T) *lab {
 	t.Helper()
-	requireNetLab(t)
-	sfx := fmt.Sprintf("%d-%04x", os.Getpid()%100000, rand.IntN(0x10000))
-	l := &lab{t: t, prov: "mayu-dp-" + sfx, cli: "mayu-dc-" + sfx, dir: t.TempDir()}
-	for _, ns := range []string{l.prov, l.cli} {
-		l.must("ip", "netns", "add", ns)
-		ns := ns
-		t.Cleanup(func() { l.deleteNamespace(ns) })
-	}
-	l.must("ip", "-n", l.prov, "link", "set", "lo", "up")
-	l.must("ip", "-n", l.prov, "link", "add", "br0", "type", "bridge", "forward_delay", "0")
-	l.must("ip", "-n", l.prov, "addr", "add", provAddr+"/24", "dev", "br0")
-	l.must("ip", "-n", l.prov, "link", "set", "br0", "up")
-	for i, mac := range []string{"02:4d:41:59:55:00", macMachine, macOther} {
-		vp, c := fmt.Sprintf("vp%d", i), fmt.Sprintf("c%d", i)
-		l.must("ip", "-n", l.prov, "link", "add", vp, "type", "veth", "peer", "name", c, "netns", l.cli)
-		l.must("ip", "-n", l.prov, "link", "set", vp, "master", "br0", "up")
-		l.must("ip", "-n", l.cli, "link", "set", c, "address", mac, "up")
-	}
-	l.must("ip", "-n", l.cli, "addr", "add", tftpClient+"/24", "dev", "c0")
-
-	l.tftproot = filepath.Join(l.dir, "tftproot")
-	require.NoError(t, os.MkdirAll(l.tftproot, 0o755))
-	kpxe, err := os.ReadFile("../../tftproot/undionly.kpxe")
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(filepath.Join(l.tftproot, "undionly.kpxe"), kpxe, 0o644))
-
-	l.wrapper = filepath.Join(l.dir, "dnsmasq-in-netns")
-	require.NoError(t, os.WriteFile(l.wrapper, []byte(fmt.Sprintf("#!/bin/sh\nexec ip netns exec %s %s \"$@\"\n", l.prov, DefaultBinary)), 0o755))
-	l.script = filepath.Join(l.dir, "udhcpc.script")
-	require.NoError(t, os.WriteFile(l.script, []byte("#!/bin/sh\n[ \"$1\" = bound ] && env > \"$MAYU_DHCP_OUT\"\nexit 0\n"), 0o755))
+	requireDnsmasq(t)
+	l := &lab{Lab: netlab.New(t)}
+	l.wrapper = filepath.Join(l.Dir, "dnsmasq-in-netns")
+	require.NoError(t, os.WriteFile(l.wrapper, []byte(fmt.Sprintf("#!/bin/sh\nexec ip netns exec %s %s \"$@\"\n", l.Prov, DefaultBinary)), 0o755))
 	return l
-}
-
-// deleteNamespace kills what still runs in it (by PID) and removes it.
-func (l *lab) deleteNamespace(ns string) {
-	out, _ := exec.Command("ip", "netns", "pids", ns).Output()
-	for _, f := range strings.Fields(string(out)) {
-		var pid int
-		if _, err := fmt.Sscan(f, &pid); err == nil && pid > 1 {
-			l.t.Logf("cleanup: killing pid %d left in namespace %s", pid, ns)
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-	}
-	if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
-		l.t.Errorf("cleanup: ip netns del %s: %v: %s", ns, err, out)
-	}
-}
-
-func (l *lab) must(args ...string) string {
-	return l.mustT(l.t, args...)
-}
-
-func (l *lab) mustT(t *testing.T, args ...string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput()
-	require.NoError(t, err, "%s: %s", strings.Join(args, " "), out)
-	return string(out)
-}
-
-// nsPIDs lists the processes running in the provisioning namespace.
-func (l *lab) nsPIDs(t *testing.T) []string {
-	return strings.Fields(l.mustT(t, "ip", "netns", "pids", l.prov))
-}
-
-func (l *lab) network(pxe bool) config.Network {
-	return config.Network{
-		PXE:            pxe,
-		Interface:      "br0",
-		BindAddr:       provAddr,
-		BootstrapRange: config.IPRange{Start: "192.168.2.100", End: "192.168.2.200"},
-		IPRange:        config.IPRange{Start: "192.168.2.21", End: "192.168.2.99"},
-		DNS:            []string{provAddr},
-		Router:         provAddr,
-		NetworkModel:   "singlenic",
-	}
 }
 
 // supervisor builds a Supervisor over the shipped template, logging into
@@ -160,8 +49,8 @@ func (l *lab) network(pxe bool) config.Network {
 func (l *lab) supervisor(t *testing.T, pxe bool, sink *logSink) *Supervisor {
 	t.Helper()
 	s, err := New(Config{
-		Binary: l.wrapper, Template: shippedTemplate, RuntimeDir: filepath.Join(l.dir, "run"),
-		Network: l.network(pxe), TFTPRoot: l.tftproot, NoTLS: false, HTTPPort: 4443,
+		Binary: l.wrapper, Template: shippedTemplate, RuntimeDir: filepath.Join(l.Dir, "run"),
+		Network: l.Network(pxe), TFTPRoot: l.TFTPRoot, NoTLS: false, HTTPPort: 4443,
 		Logger: slog.New(sink), RestartBackoff: 100 * time.Millisecond, StopTimeout: 5 * time.Second,
 	})
 	require.NoError(t, err)
@@ -173,61 +62,8 @@ func (l *lab) supervisor(t *testing.T, pxe bool, sink *logSink) *Supervisor {
 	return s
 }
 
-// lease is what udhcpc's script saw when it got a lease.
-type lease map[string]string
-
-// dhcp runs one DHCP exchange (busybox udhcpc, broadcast flag set as PXE
-// ROMs and iPXE do) on a client interface, sending up to tries DISCOVERs a
-// second apart. It returns the lease, or nil when nobody answered.
-func (l *lab) dhcp(t *testing.T, iface string, tries int, extra ...string) lease {
-	t.Helper()
-	ls, err := l.tryDHCP(iface, tries, extra...)
-	require.NoError(t, err)
-	return ls
-}
-
-// tryDHCP is dhcp for goroutines that must not fail the test themselves.
-func (l *lab) tryDHCP(iface string, tries int, extra ...string) (lease, error) {
-	out := filepath.Join(l.dir, fmt.Sprintf("lease-%s-%d", iface, rand.Int()))
-	defer os.Remove(out)
-	args := append([]string{"netns", "exec", l.cli, "busybox", "udhcpc", "-B", "-i", iface, "-f", "-q", "-n",
-		"-t", fmt.Sprint(tries), "-T", "1", "-s", l.script, "-V", pxeVendor}, extra...)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(tries+10)*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "ip", args...)
-	cmd.Env = append(os.Environ(), "MAYU_DHCP_OUT="+out)
-	res, err := cmd.CombinedOutput()
-	if ctx.Err() != nil {
-		return nil, fmt.Errorf("udhcpc on %s did not finish: %s", iface, res)
-	}
-	if err != nil {
-		return nil, nil // -n: exit 1 without a lease
-	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		return nil, fmt.Errorf("udhcpc got a lease but the script did not record it: %w: %s", err, res)
-	}
-	ls := lease{}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), "="); ok {
-			ls[k] = v
-		}
-	}
-	return ls, nil
-}
-
-func inBootstrapRange(t *testing.T, ip string) {
-	t.Helper()
-	a := net.ParseIP(ip).To4()
-	require.NotNil(t, a, "no IPv4 address in lease: %q", ip)
-	n := config.IPToUint32(a)
-	assert.True(t, n >= config.IPToUint32(net.ParseIP("192.168.2.100")) && n <= config.IPToUint32(net.ParseIP("192.168.2.200")),
-		"%s is outside the bootstrap range", ip)
-}
-
 func machine(st host.State) host.Host {
-	return host.Host{Serial: "machine-1", State: st, MacAddresses: []string{macMachine}}
+	return host.Host{Serial: "machine-1", State: st, MacAddresses: []string{netlab.MacMachine}}
 }
 
 // others is a fleet of hosts whose state never changes in the test, so
@@ -247,13 +83,6 @@ func others() []host.Host {
 }
 
 func fleet(st host.State) []host.Host { return append(others(), machine(st)) }
-
-func sha(t *testing.T, path string) [32]byte {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	require.NoError(t, err)
-	return sha256.Sum256(b)
-}
 
 func TestNetDnsmasq(t *testing.T) {
 	l := newLab(t)
@@ -289,27 +118,27 @@ func TestNetDnsmasq(t *testing.T) {
 	sink.waitCount(t, readHosts, 1, 20*time.Second)
 	// Fresh veths can lose the first frames; let both clients get through
 	// once before measuring anything.
-	require.NotNil(t, l.dhcp(t, "c1", 10), "machine client never got a lease")
-	require.NotNil(t, l.dhcp(t, "c2", 10), "bystander client never got a lease")
+	require.NotNil(t, l.DHCP(t, "c1", 10), "machine client never got a lease")
+	require.NotNil(t, l.DHCP(t, "c2", 10), "bystander client never got a lease")
 
 	t.Run("PXE client gets undionly.kpxe over TFTP", func(t *testing.T) {
-		ls := l.dhcp(t, "c1", 5)
+		ls := l.DHCP(t, "c1", 5)
 		require.NotNil(t, ls, "no DHCP answer")
-		inBootstrapRange(t, ls["ip"])
+		netlab.InBootstrapRange(t, ls["ip"])
 		assert.Equal(t, "undionly.kpxe", ls["boot_file"])
-		assert.Equal(t, provAddr, ls["siaddr"])
-		assert.Equal(t, provAddr, ls["router"])
+		assert.Equal(t, netlab.ProvAddr, ls["siaddr"])
+		assert.Equal(t, netlab.ProvAddr, ls["router"])
 		assert.Equal(t, "120", ls["lease"], "bootstrap leases are 1 minute (dnsmasq's minimum is 2m)")
 
-		got := filepath.Join(l.dir, "undionly.kpxe.got")
-		l.mustT(t, "ip", "netns", "exec", l.cli, "tftp", "-m", "binary", provAddr, "-c", "get", ls["boot_file"], got)
-		assert.Equal(t, sha(t, "../../tftproot/undionly.kpxe"), sha(t, got), "TFTP download differs from tftproot/undionly.kpxe")
+		got := filepath.Join(l.Dir, "undionly.kpxe.got")
+		l.Run(t, "ip", "netns", "exec", l.Cli, "tftp", "-m", "binary", netlab.ProvAddr, "-c", "get", ls["boot_file"], got)
+		assert.Equal(t, netlab.SHA256(t, proctest.RepoPath(t, "tftproot", "undionly.kpxe")), netlab.SHA256(t, got), "TFTP download differs from tftproot/undionly.kpxe")
 	})
 
 	t.Run("iPXE client gets the boot script URL", func(t *testing.T) {
-		ls := l.dhcp(t, "c1", 5, "-x", "0xaf:b10100")
+		ls := l.DHCP(t, "c1", 5, "-x", "0xaf:b10100")
 		require.NotNil(t, ls, "no DHCP answer")
-		inBootstrapRange(t, ls["ip"])
+		netlab.InBootstrapRange(t, ls["ip"])
 		assert.Equal(t, "https://192.168.2.2:4443/ipxebootscript", ls["boot_file"])
 	})
 
@@ -320,70 +149,24 @@ func TestNetDnsmasq(t *testing.T) {
 		sink.waitCount(t, readHosts, before+1, 10*time.Second)
 		at, _ := sink.nth(readHosts, before+1)
 		t.Logf("FIGURE Sync(installed) -> dnsmasq re-read hosts file: %s", at.Sub(t0))
-		ignoredBefore := sink.count("DHCPDISCOVER(br0) " + macMachine + " ignored")
-		assert.Nil(t, l.dhcp(t, "c1", 3), "installed machine still answered")
-		assert.Greater(t, sink.count("DHCPDISCOVER(br0) "+macMachine+" ignored"), ignoredBefore, "dnsmasq did not log the ignored DISCOVER")
-		assert.NotNil(t, l.dhcp(t, "c2", 5), "bystander not answered while the machine is ignored")
+		ignoredBefore := sink.count("DHCPDISCOVER(br0) " + netlab.MacMachine + " ignored")
+		assert.Nil(t, l.DHCP(t, "c1", 3), "installed machine still answered")
+		assert.Greater(t, sink.count("DHCPDISCOVER(br0) "+netlab.MacMachine+" ignored"), ignoredBefore, "dnsmasq did not log the ignored DISCOVER")
+		assert.NotNil(t, l.DHCP(t, "c2", 5), "bystander not answered while the machine is ignored")
 
 		before = sink.count(readHosts)
 		s.Sync(fleet(host.Configured))
 		sink.waitCount(t, readHosts, before+1, 10*time.Second)
-		ls := l.dhcp(t, "c1", 5)
+		ls := l.DHCP(t, "c1", 5)
 		require.NotNil(t, ls, "configured machine not answered again")
 		assert.Equal(t, "undionly.kpxe", ls["boot_file"])
 		assert.Equal(t, pid, s.PID(), "dnsmasq restarted")
 	})
 
 	t.Run("100 state changes: same PID, TFTP transfer intact, DHCP available", func(t *testing.T) {
-		big := filepath.Join(l.tftproot, "big.bin")
-		data := make([]byte, 64<<20)
-		rng := rand.NewChaCha8([32]byte{1, 2, 3})
-		_, _ = rng.Read(data)
-		require.NoError(t, os.WriteFile(big, data, 0o644))
-		want := sha256.Sum256(data)
-		data = nil
-
-		got := filepath.Join(l.dir, "big.got")
-		tctx, tcancel := context.WithTimeout(context.Background(), 10*time.Minute)
-		defer tcancel()
-		tftp := exec.CommandContext(tctx, "ip", "netns", "exec", l.cli, "busybox", "tftp", "-g", "-b", "1468",
-			"-r", "big.bin", "-l", got, provAddr)
-		var tftpOut bytes.Buffer
-		tftp.Stdout, tftp.Stderr = &tftpOut, &tftpOut
-		tftpStart := time.Now()
-		require.NoError(t, tftp.Start())
-		tftpDone := make(chan error, 1)
-		var tftpEnd time.Time
-		go func() { err := tftp.Wait(); tftpEnd = time.Now(); tftpDone <- err }()
-		require.Eventually(t, func() bool { fi, err := os.Stat(got); return err == nil && fi.Size() > 0 },
-			30*time.Second, 10*time.Millisecond, "TFTP download did not start")
-
+		tftp := l.StartTFTP(t, "big.bin", 64<<20, [32]byte{1, 2, 3})
 		// The bystander DHCPs in a loop the whole time.
-		type probe struct {
-			ok       bool
-			from, to time.Time
-		}
-		var (
-			probesMu sync.Mutex
-			probes   []probe
-		)
-		probeStop := make(chan struct{})
-		probeDone := make(chan struct{})
-		go func() {
-			defer close(probeDone)
-			for {
-				select {
-				case <-probeStop:
-					return
-				default:
-				}
-				from := time.Now()
-				ls, err := l.tryDHCP("c2", 5)
-				probesMu.Lock()
-				probes = append(probes, probe{ok: ls != nil && err == nil, from: from, to: time.Now()})
-				probesMu.Unlock()
-			}
-		}()
+		bystander := l.StartProber("c2")
 
 		var latencies []time.Duration
 		duringTransfer := 0
@@ -399,42 +182,21 @@ func TestNetDnsmasq(t *testing.T) {
 			sink.waitCount(t, readHosts, before+1, 10*time.Second)
 			at, _ := sink.nth(readHosts, before+1)
 			latencies = append(latencies, at.Sub(t0))
-			select {
-			case err := <-tftpDone:
-				tftpDone <- err
-			default:
+			if tftp.Running() {
 				duringTransfer++
 			}
 		}
 		syncEnd := time.Now()
-		// Let the bystander finish a few more rounds after the last change.
-		probesMu.Lock()
-		n := len(probes)
-		probesMu.Unlock()
-		require.Eventually(t, func() bool { probesMu.Lock(); defer probesMu.Unlock(); return len(probes) >= n+2 },
-			30*time.Second, 10*time.Millisecond)
-		close(probeStop)
-		<-probeDone
-
-		select {
-		case err := <-tftpDone:
-			require.NoError(t, err, "busybox tftp: %s", tftpOut.String())
-		case <-time.After(10 * time.Minute):
-			t.Fatal("TFTP download did not finish within 10 minutes")
-		}
-		assert.Equal(t, want, sha(t, got), "large TFTP download corrupted")
+		// The bystander finishes a few more rounds after the last change.
+		probes := bystander.Stop(t)
+		tftp.Check(t)
 		assert.Equal(t, pid, s.PID(), "dnsmasq PID changed across 100 state changes")
 		assert.Equal(t, 0, s.Restarts())
 		assert.Positive(t, duringTransfer, "the TFTP transfer was not under way during the state changes")
 
-		probesMu.Lock()
-		defer probesMu.Unlock()
-		failed, maxExchange := 0, time.Duration(0)
+		failed, maxExchange := netlab.Unanswered(probes), time.Duration(0)
 		for _, p := range probes {
-			if !p.ok {
-				failed++
-			}
-			maxExchange = max(maxExchange, p.to.Sub(p.from))
+			maxExchange = max(maxExchange, p.To.Sub(p.From))
 		}
 		assert.Zero(t, failed, "bystander DHCP went unanswered %d of %d times during the state changes", failed, len(probes))
 		slices.Sort(latencies)
@@ -443,16 +205,16 @@ func TestNetDnsmasq(t *testing.T) {
 		t.Logf("FIGURE bystander DHCP during them: %d exchanges, %d unanswered, longest exchange %s",
 			len(probes), failed, maxExchange.Round(time.Millisecond))
 		t.Logf("FIGURE TFTP 64 MiB (blksize 1468) took %s, %d of 100 state changes happened during it, PID %d unchanged",
-			tftpEnd.Sub(tftpStart).Round(time.Millisecond), duringTransfer, pid)
-		ls := l.dhcp(t, "c1", 5)
+			tftp.End.Sub(tftp.Start).Round(time.Millisecond), duringTransfer, pid)
+		ls := l.DHCP(t, "c1", 5)
 		require.NotNil(t, ls, "machine (configured after the last change) not answered")
 	})
 
 	t.Run("killed dnsmasq comes back with its leases", func(t *testing.T) {
 		leases, err := os.ReadFile(leasePath)
 		require.NoError(t, err)
-		require.Contains(t, string(leases), macMachine)
-		require.Contains(t, string(leases), macOther)
+		require.Contains(t, string(leases), netlab.MacMachine)
+		require.Contains(t, string(leases), netlab.MacOther)
 		readyBefore := sink.count(ready)
 		old := s.PID()
 		require.NoError(t, syscall.Kill(old, syscall.SIGKILL))
@@ -463,15 +225,15 @@ func TestNetDnsmasq(t *testing.T) {
 		require.True(t, ok)
 		assert.Equal(t, "signal: killed", attrs["status"])
 
-		ls := l.dhcp(t, "c2", 10)
+		ls := l.DHCP(t, "c2", 10)
 		require.NotNil(t, ls, "no DHCP answer after the restart")
 		// dnsmasq rewrote the lease file after c2's exchange; the machine's
 		// lease from before the restart is still in it, so leases were
 		// loaded, not lost.
 		leases, err = os.ReadFile(leasePath)
 		require.NoError(t, err)
-		assert.Contains(t, string(leases), macMachine)
-		assert.Contains(t, string(leases), macOther)
+		assert.Contains(t, string(leases), netlab.MacMachine)
+		assert.Contains(t, string(leases), netlab.MacOther)
 	})
 
 	t.Run("stop leaves no dnsmasq", func(t *testing.T) {
@@ -480,7 +242,7 @@ func TestNetDnsmasq(t *testing.T) {
 		stop()
 		assert.Zero(t, s.PID())
 		assert.ErrorIs(t, syscall.Kill(last, 0), syscall.ESRCH, "dnsmasq pid %d still exists", last)
-		assert.Empty(t, l.nsPIDs(t), "processes left in the provisioning namespace")
+		assert.Empty(t, l.NSPIDs(t), "processes left in the provisioning namespace")
 	})
 
 	t.Run("pxe false serves plain DHCP", func(t *testing.T) {
@@ -498,12 +260,12 @@ func TestNetDnsmasq(t *testing.T) {
 			case <-time.After(20 * time.Second):
 				t.Error("Run did not return")
 			}
-			assert.Empty(t, l.nsPIDs(t), "processes left in the provisioning namespace")
+			assert.Empty(t, l.NSPIDs(t), "processes left in the provisioning namespace")
 		}()
 		sink2.waitCount(t, ready, 1, 20*time.Second)
-		ls := l.dhcp(t, "c1", 10)
+		ls := l.DHCP(t, "c1", 10)
 		require.NotNil(t, ls, "no DHCP answer without PXE")
-		inBootstrapRange(t, ls["ip"])
+		netlab.InBootstrapRange(t, ls["ip"])
 		assert.Empty(t, ls["boot_file"])
 		assert.Zero(t, sink2.count("TFTP root"), "TFTP enabled without PXE")
 	})

@@ -12,6 +12,7 @@ import (
 
 	"mayu/pkg/config"
 	"mayu/pkg/host"
+	"mayu/pkg/proctest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -214,17 +215,6 @@ func golden(t *testing.T, path string, got []byte) {
 // it is missing (fails when MAYU_E2E=required).
 func requireDnsmasq(t *testing.T) string {
 	t.Helper()
-	const bin = DefaultBinary
-	if _, err := os.Stat(bin); err != nil {
-		skipOrFail(t, "dnsmasq not installed (Debian package dnsmasq-base): %v", err)
-	}
-	return bin
-}
-
-func skipOrFail(t *testing.T, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("MAYU_E2E") == "required" {
-		t.Fatalf("MAYU_E2E=required but: "+format, args...)
-	}
-	t.Skipf("SKIPPED (set up the machine to run it): "+format, args...)
+	proctest.RequireFile(t, DefaultBinary, "dnsmasq-base")
+	return DefaultBinary
 }

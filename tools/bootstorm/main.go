@@ -32,8 +32,8 @@ import (
 	"syscall"
 	"time"
 
-	"mayu/mayu/cmd/bootstorm/storm"
 	"mayu/pkg/config"
+	"mayu/tools/storm"
 )
 
 func main() {

@@ -14,7 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"mayu/mayu/cmd/bootstorm/storm"
+	"mayu/tools/storm"
 )
 
 func TestParseMix(t *testing.T) {

@@ -13,7 +13,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -30,16 +29,16 @@ import (
 	"syscall"
 	"time"
 
-	"mayu/mayu/cmd/bootstorm/storm"
 	"mayu/pkg/config"
 	"mayu/pkg/proctest"
 	"mayu/pkg/provision"
 	"mayu/pkg/store"
+	"mayu/tools/storm"
 )
 
 // benchConfig gives room for 60,000 hosts and two profiles with
 // quantities, so profile allocation is exercised and checked.
-var benchConfig = proctest.Config(proctest.LoopConfig{
+var benchLoop = proctest.LoopConfig{
 	IPStart: "10.10.0.1", IPEnd: "10.10.250.254",
 	Profiles: []proctest.Profile{
 		{Name: "core-services", Quantity: 3, Tags: []string{"role-core=true"}},
@@ -47,7 +46,9 @@ var benchConfig = proctest.Config(proctest.LoopConfig{
 		{Name: "default", Tags: []string{"role-default=true"}},
 	},
 	SSHKey: "ssh-rsa AAAAB3Nza bench@example",
-})
+}
+
+var benchConfig = proctest.Config(benchLoop)
 
 type options struct {
 	mayu, repo, work, out, nginx string
@@ -298,10 +299,11 @@ type bench struct {
 	// templates[p] is a cluster directory with p hosts, copied per run.
 	templates map[int]string
 	// mayuHost is the address mayu binds to (127.0.0.1 unless in the
-	// dnsmasq namespace); mayuExtra are added flags. With --dnsmasq among
-	// them, mayu runs dnsmasq.
-	mayuHost  string
-	mayuExtra []string
+	// dnsmasq namespace), mayuDnsmasq the dnsmasq it runs (none if
+	// empty), mayuExtra added flags.
+	mayuHost    string
+	mayuDnsmasq string
+	mayuExtra   []string
 }
 
 func containsInt(l []int, n int) bool {
@@ -375,107 +377,47 @@ func (b *bench) clusterTemplate(n int) (string, error) {
 	return dir, nil
 }
 
-// daemon is a running mayu.
+// daemon is a running mayu, logging to log.
 type daemon struct {
-	cmd  *exec.Cmd
+	*proctest.Proc
 	base string
 	log  *os.File
-	done chan error
 }
 
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-// startMayu starts mayu on a free loopback port with its own cluster,
-// images and static directories under runDir, and waits until it answers.
+// startMayu starts mayu on a free port with its own cluster, images and
+// static directories under runDir, and waits (5 minutes at most) until
+// it answers.
 func (b *bench) startMayu(ctx context.Context, runDir, cluster, images string) (*daemon, error) {
-	port, err := freePort()
+	f, args, err := proctest.Flags{Repo: b.o.repo, Dir: runDir, Config: b.cfgPath, Cluster: cluster, Images: images,
+		Host: b.mayuHost, Dnsmasq: b.mayuDnsmasq}.Args()
 	if err != nil {
 		return nil, err
 	}
-	static := filepath.Join(runDir, "static")
-	if err := os.MkdirAll(static, 0o755); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(static, "infopusher"), []byte("#!/bin/sh\n"), 0o755); err != nil {
-		return nil, err
-	}
-	r := b.o.repo
-	host := b.mayuHost
-	if host == "" {
-		host = "127.0.0.1"
-	}
-	args := []string{
-		"--config=" + b.cfgPath, "--cluster-directory=" + cluster,
-		"--http-bind-address=" + host, fmt.Sprintf("--http-port=%d", port), "--no-tls",
-		"--first-stage-script=" + filepath.Join(r, "templates", "first_stage_script.sh"),
-		"--last-stage-cloudconfig=" + filepath.Join(r, "templates", "last_stage_cloudconfig.yaml"),
-		"--ignition-config=" + filepath.Join(r, "templates", "ignition", "gs_install.yaml"),
-		"--dnsmasq-template=" + filepath.Join(r, "templates", "dnsmasq_template.conf"),
-		"--template-snippets=" + filepath.Join(r, "template_snippets", "cloudconfig"),
-		"--static-html-path=" + static, "--images-cache-dir=" + images,
-		"--yochu-path=" + filepath.Join(runDir, "yochu"), "--tftproot=" + filepath.Join(r, "tftproot"),
-	}
-	withDnsmasq := false
-	for _, a := range b.mayuExtra {
-		withDnsmasq = withDnsmasq || strings.HasPrefix(a, "--dnsmasq=")
-	}
-	if !withDnsmasq {
-		args = append(args, "--no-dnsmasq")
-	}
-	args = append(args, b.mayuExtra...)
+	args = append(append(args, "--no-tls"), b.mayuExtra...)
 	logf, err := os.Create(filepath.Join(runDir, "mayu.log"))
 	if err != nil {
 		return nil, err
 	}
-	d := &daemon{cmd: exec.Command(b.o.mayu, args...), base: fmt.Sprintf("http://%s:%d", host, port), log: logf, done: make(chan error, 1)}
-	d.cmd.Stdout, d.cmd.Stderr = logf, logf
-	if err := d.cmd.Start(); err != nil {
+	p, err := proctest.Start(exec.Command(b.o.mayu, args...), logf)
+	if err != nil {
 		logf.Close()
 		return nil, err
 	}
-	go func() { d.done <- d.cmd.Wait() }()
-	client := &http.Client{Timeout: 2 * time.Second}
-	deadline := time.Now().Add(5 * time.Minute)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		select {
-		case err := <-d.done:
-			d.done <- err
-			out, _ := os.ReadFile(logf.Name())
-			return nil, fmt.Errorf("mayu exited at start (%v): %s", err, out)
-		default:
-		}
-		if resp, err := client.Get(d.base + "/"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return d, nil
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
+	d := &daemon{Proc: p, base: fmt.Sprintf("http://%s", net.JoinHostPort(f.Host, strconv.Itoa(f.Port))), log: logf}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	if err := p.WaitHTTP(wctx, &http.Client{Timeout: 2 * time.Second}, d.base+"/"); err != nil {
+		d.stop()
+		out, _ := os.ReadFile(logf.Name())
+		return nil, fmt.Errorf("%w: %s", err, out)
 	}
-	d.stop()
-	return nil, errors.New("mayu did not answer within 5 minutes")
+	return d, nil
 }
 
 // stop sends SIGTERM to mayu's PID, then SIGKILL after 30s.
 func (d *daemon) stop() {
 	defer d.log.Close()
-	if d.cmd.Process == nil {
-		return
-	}
-	_ = d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.done:
-	case <-time.After(30 * time.Second):
-		_ = d.cmd.Process.Kill()
-		<-d.done
-	}
+	_ = d.Stop(30 * time.Second)
 }
 
 // copyDir copies a cluster directory template (cp -a keeps modes and
@@ -542,7 +484,7 @@ func (b *bench) storm(ctx context.Context, preload, c, machines int, extra bool)
 		}
 		l.Hosts = chk.Hosts
 		b.res.Listing = append(b.res.Listing, l)
-		rss, hwm, err := storm.ProcessRSS(d.cmd.Process.Pid)
+		rss, hwm, err := storm.ProcessRSS(d.Cmd.Process.Pid)
 		if err == nil {
 			b.res.Memory = append(b.res.Memory, Memory{Hosts: chk.Hosts, RSSKiB: rss, HWMKiB: hwm})
 		}
@@ -683,7 +625,7 @@ func (b *bench) imageBench(ctx context.Context) error {
 	if err := os.MkdirAll(nginxDir, 0o755); err != nil {
 		return err
 	}
-	port, err := freePort()
+	port, err := proctest.PickPort()
 	if err != nil {
 		return err
 	}

@@ -22,8 +22,9 @@ import (
 	"syscall"
 	"time"
 
-	"mayu/mayu/cmd/bootstorm/storm"
 	"mayu/pkg/config"
+	"mayu/pkg/proctest"
+	"mayu/tools/storm"
 )
 
 // DnsmasqStorm is what the dnsmasq storm measured.
@@ -46,9 +47,10 @@ type DnsmasqStorm struct {
 const nsAddr = "10.77.0.1"
 
 func dnsmasqConfig() string {
-	return strings.NewReplacer("interface: lo", "interface: br0", "bind_addr: 127.0.0.1", "bind_addr: "+nsAddr,
-		"bootstrap_range: {start: 10.9.0.100, end: 10.9.0.200}", "bootstrap_range: {start: 10.77.0.100, end: 10.77.0.200}",
-		"router: 10.9.0.1", "router: "+nsAddr, "dns: [10.9.0.1]", "dns: ["+nsAddr+"]").Replace(benchConfig)
+	c := benchLoop
+	c.Interface, c.BindAddr, c.Gateway = "br0", nsAddr, nsAddr
+	c.BootstrapStart, c.BootstrapEnd = "10.77.0.100", "10.77.0.200"
+	return proctest.Config(c)
 }
 
 // dnsmasqOuter creates the namespace, runs this program inside it with
@@ -162,8 +164,8 @@ func (b *bench) dnsmasqInner(ctx context.Context, preload int) (r *DnsmasqStorm)
 		}
 	}
 	rt := filepath.Join(runDir, "runtime")
-	b.mayuExtra = []string{"--runtime-dir=" + rt, "--dnsmasq=/usr/sbin/dnsmasq", "--http-bind-address=" + nsAddr}
-	b.mayuHost = nsAddr
+	b.mayuExtra = []string{"--runtime-dir=" + rt}
+	b.mayuHost, b.mayuDnsmasq = nsAddr, "/usr/sbin/dnsmasq"
 	d, err := b.startMayu(ctx, runDir, cluster, filepath.Join(runDir, "images"))
 	if err != nil {
 		return fail(err)
@@ -174,7 +176,7 @@ func (b *bench) dnsmasqInner(ctx context.Context, preload int) (r *DnsmasqStorm)
 	// dnsmasq must be up before the storm.
 	var pid int
 	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline) && pid == 0; time.Sleep(20 * time.Millisecond) {
-		pid = dnsmasqPID(d.cmd.Process.Pid)
+		pid = dnsmasqPID(d.Cmd.Process.Pid)
 	}
 	if pid == 0 {
 		return fail(errors.New("dnsmasq did not start within 60s"))
@@ -266,7 +268,7 @@ func (b *bench) dnsmasqInner(ctx context.Context, preload int) (r *DnsmasqStorm)
 	}
 	mu.Unlock()
 	r.IgnoredAfter = storm.Summarize(ds, r.NotIgnored)
-	r.PIDAfter = dnsmasqPID(d.cmd.Process.Pid)
+	r.PIDAfter = dnsmasqPID(d.Cmd.Process.Pid)
 	logText, _ := os.ReadFile(logPath)
 	r.Starts = strings.Count(string(logText), "msg=\"dnsmasq started\"")
 	r.Restarts = max(r.Starts-1, 0)

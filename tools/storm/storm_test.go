@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -32,10 +31,6 @@ var testConfig = proctest.Config(proctest.LoopConfig{
 	SSHKey: "ssh-rsa AAAA test@example",
 })
 
-func repo(parts ...string) string {
-	return filepath.Join(append([]string{"..", "..", "..", ".."}, parts...)...)
-}
-
 // realHandler is the real API (memory store, real renderer on the
 // repository's templates) behind an httptest server.
 func realHandler(t *testing.T) (*httptest.Server, *config.Config, *store.Memory) {
@@ -48,10 +43,10 @@ func realHandler(t *testing.T) (*httptest.Server, *config.Config, *store.Memory)
 	require.NoError(t, err)
 	require.NoError(t, prov.SetClusterToken("41f07d10ab835b22071a32d5c1b75a6d"))
 	rend, err := render.New(render.Config{
-		FirstStageScript:     repo("templates", "first_stage_script.sh"),
-		LastStageCloudConfig: repo("templates", "last_stage_cloudconfig.yaml"),
-		IgnitionConfig:       repo("templates", "ignition", "gs_install.yaml"),
-		Snippets:             repo("template_snippets", "cloudconfig"),
+		FirstStageScript:     proctest.RepoPath(t, "templates", "first_stage_script.sh"),
+		LastStageCloudConfig: proctest.RepoPath(t, "templates", "last_stage_cloudconfig.yaml"),
+		IgnitionConfig:       proctest.RepoPath(t, "templates", "ignition", "gs_install.yaml"),
+		Snippets:             proctest.RepoPath(t, "template_snippets", "cloudconfig"),
 	})
 	require.NoError(t, err)
 	images := t.TempDir()
