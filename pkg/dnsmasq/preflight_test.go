@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"mayu/pkg/config"
 )
@@ -25,7 +26,7 @@ type fakeSys struct {
 }
 
 func (f fakeSys) Interfaces() ([]netIface, error) { return f.ifaces, f.err }
-func (f fakeSys) Euid() int                      { return f.euid }
+func (f fakeSys) Euid() int                       { return f.euid }
 func (f fakeSys) HeldUDPPorts(int) (map[int]bool, error) {
 	return map[int]bool{53: true, 67: true, 69: true}, nil
 }
@@ -190,25 +191,38 @@ func TestPreflightTFTPRoot(t *testing.T) {
 
 // TestPreflightTFTPRootAsOtherUser: run by a user other than root, dnsmasq
 // needs to read the directory and the files itself. The check asks the
-// kernel (access(2) as the effective user), so it is tested as a user
-// that cannot read them.
+// kernel (access(2) as the effective user); as root the test takes the
+// effective uid of nobody for the checks, keeping root as saved uid to
+// return to.
 func TestPreflightTFTPRootAsOtherUser(t *testing.T) {
-	if os.Geteuid() == 0 {
-		// As root, access(2) grants everything: the modes below would
-		// pass. The root rule is tested above.
-		skipOrFail(t, "needs a user other than root to see access(2) refuse")
+	const nobody = 65534
+	base := t.TempDir()
+	for _, d := range []string{filepath.Dir(base), base} {
+		require.NoError(t, os.Chmod(d, 0o755))
 	}
-	dir := tftpRoot(t)
-	require.NoError(t, os.Chmod(filepath.Join(dir, biosBootFile), 0o200))
+	dir := filepath.Join(base, "tftproot")
+	require.NoError(t, os.Mkdir(dir, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, biosBootFile), []byte("boot"), 0o200))
+	t.Cleanup(func() { _ = os.Chmod(dir, 0o755) })
 	sys := seedMachine(t)
 	sys.euid = os.Geteuid()
 	s := shippedSupervisor(t, seedNetwork(), dir, sys, &logSink{})
-	got := problems(t, s.Preflight())
+	check := func() []string {
+		if os.Geteuid() != 0 {
+			return problems(t, s.Preflight())
+		}
+		sys.euid = nobody
+		s.sys = sys
+		require.NoError(t, unix.Setresuid(-1, nobody, -1))
+		err := s.Preflight()
+		require.NoError(t, unix.Setresuid(-1, 0, -1))
+		return problems(t, err)
+	}
+	got := check()
 	require.Len(t, got, 1)
 	assert.Contains(t, got[0], "boot file undionly.kpxe: not readable by uid")
 	require.NoError(t, os.Chmod(dir, 0o300))
-	t.Cleanup(func() { _ = os.Chmod(dir, 0o755) })
-	got = problems(t, s.Preflight())
+	got = check()
 	require.Len(t, got, 1)
 	assert.Contains(t, got[0], "--tftproot "+dir+": not readable by uid")
 }
