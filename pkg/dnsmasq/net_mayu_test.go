@@ -374,13 +374,7 @@ func TestNetMayuDaemon(t *testing.T) {
 		bad := filepath.Join(t.TempDir(), "broken.conf")
 		require.NoError(t, os.WriteFile(bad, []byte("interface={{.Network.Interface}}\nno-such-option=1\n"), 0o644))
 		m2 := startMayu(t, l, "--dnsmasq-template", bad)
-		select {
-		case err := <-m2.done:
-			m2.done <- err
-			require.Error(t, err, "mayu started with a broken dnsmasq template")
-		case <-time.After(60 * time.Second):
-			t.Fatal("mayu did not stop on a broken dnsmasq template")
-		}
+		m2.requireFailedExit(t, "a broken dnsmasq template")
 		assert.Contains(t, m2.out.String(), "bad option at line 2")
 		assert.Empty(t, l.nsPIDs(t))
 	})

@@ -136,7 +136,13 @@ func startHints(out string, o origins) []string {
 		hints = append(hints, fmt.Sprintf("%s %s is not an address of this machine: it must be an address of network.interface (see `ip addr`)", o.listen(m[1]), m[1]))
 	}
 	for _, m := range reAddrInUse.FindAllStringSubmatch(out, -1) {
-		hints = append(hints, fmt.Sprintf("another process already holds port 53 (DNS) or 69 (TFTP) on %s (%s): another dnsmasq, DNS or TFTP server? (see `ss -lunp`)", m[1], o.listen(m[1])))
+		// dnsmasq also listens on every address of the interfaces it
+		// serves, so the address need not be one the configuration names.
+		on := m[1]
+		if on == o.network.BindAddr {
+			on += " (network.bind_addr)"
+		}
+		hints = append(hints, fmt.Sprintf("another process already holds port 53 (DNS) or 69 (TFTP) on %s: another dnsmasq, DNS or TFTP server? (see `ss -lunp`)", on))
 	}
 	if reDHCPInUse.MatchString(out) {
 		hints = append(hints, "another process already holds UDP port 67 (DHCP): another DHCP server runs here; stop it, or run mayu with --no-dnsmasq (see `ss -lunp 'sport = :67'`)")

@@ -146,19 +146,27 @@ func TestStartRefusesWhatPreflightFinds(t *testing.T) {
 	assert.Empty(t, startedPIDs(t, e.sink), "dnsmasq started although the check failed")
 }
 
+// runServing runs s until the test ends and returns the PID of the dnsmasq
+// that serves, the path of its configuration and the configuration.
+func runServing(t *testing.T, s *Supervisor) (int, string, []byte) {
+	t.Helper()
+	run(t, s)
+	pid := waitPID(t, s, 0)
+	confPath, _, _ := s.Paths()
+	conf, err := os.ReadFile(confPath)
+	require.NoError(t, err)
+	return pid, confPath, conf
+}
+
 // TestReloadThatFailsChecksKeepsDnsmasq: a reload naming an interface the
 // machine lacks is refused before the running dnsmasq is touched.
 func TestReloadThatFailsChecksKeepsDnsmasq(t *testing.T) {
 	e, s := newStartEnv(t, "interface={{.Network.Interface}}\nlisten-address={{.Network.BindAddr}}\n")
-	run(t, s)
-	pid := waitPID(t, s, 0)
-	confPath, _, _ := s.Paths()
-	before, err := os.ReadFile(confPath)
-	require.NoError(t, err)
+	pid, confPath, before := runServing(t, s)
 	n := seedNetwork()
 	n.Interface = "eth9"
 	n.BindAddr = "192.168.9.2"
-	err = s.Reload(n)
+	err := s.Reload(n)
 	require.ErrorIs(t, err, ErrStart)
 	assert.Contains(t, err.Error(), `network.interface "eth9": no such network interface`)
 	assert.Contains(t, err.Error(), "network.bind_addr 192.168.9.2: not an address of any network interface")
@@ -178,14 +186,10 @@ func TestReloadThatFailsChecksKeepsDnsmasq(t *testing.T) {
 // Host changes afterwards do not retry the failed configuration.
 func TestReloadThatFailsToStartBringsOldConfigBack(t *testing.T) {
 	e, s := newStartEnv(t, "listen-address={{.Network.BindAddr}}\n")
-	run(t, s)
-	pid := waitPID(t, s, 0)
-	confPath, _, _ := s.Paths()
-	good, err := os.ReadFile(confPath)
-	require.NoError(t, err)
+	pid, confPath, good := runServing(t, s)
 
 	require.NoError(t, os.WriteFile(e.tmpl, []byte("listen-address={{.Network.BindAddr}}\ndie-at-start=eth1\n"), 0o644))
-	err = s.Reload(seedNetwork())
+	err := s.Reload(seedNetwork())
 	require.ErrorIs(t, err, ErrStart)
 	assert.Contains(t, err.Error(), "unknown interface eth1")
 	assert.Contains(t, err.Error(), "dnsmasq runs with the previous configuration again")
