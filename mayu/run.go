@@ -84,11 +84,12 @@ func prepare(o options, log *slog.Logger) (*prepared, error) {
 				Logger:     log, // the package tags its lines component=dnsmasq
 			})
 			if err == nil {
-				err = p.dnsmasq.Check()
+				// dnsmasq --test, then what the configuration needs of this
+				// machine (interfaces, addresses, tftproot): every problem
+				// on its own line.
+				err = errors.Join(p.dnsmasq.Check(), p.dnsmasq.Preflight())
 			}
-			if err != nil {
-				problems = append(problems, err.Error())
-			}
+			problems = append(problems, errorLines(err)...)
 		}
 	}
 	if len(problems) > 0 {
@@ -138,6 +139,19 @@ func run(parent context.Context, o options, log *slog.Logger) error {
 	if o.noTLS {
 		certFile, keyFile = "", ""
 	}
+	if p.dnsmasq != nil {
+		// "started" means machines get DHCP and TFTP: wait until dnsmasq
+		// serves, and give up with its reason if it cannot.
+		p.dnsmasq.Sync(prov.Hosts())
+		if err := p.dnsmasq.Start(ctx); err != nil {
+			ln.Close()
+			if ctx.Err() != nil {
+				log.Info("mayu stopped before dnsmasq came up")
+				return nil
+			}
+			return err
+		}
+	}
 	log.Info("mayu started", "version", version, "listen", ln.Addr().String(), "base_url", prov.BaseURL(),
 		"cluster_directory", o.clusterDir, "git", !o.noGit, "ignition", o.useIgnition, "dnsmasq", p.dnsmasq != nil)
 
@@ -146,7 +160,6 @@ func run(parent context.Context, o options, log *slog.Logger) error {
 	g.Go(func() error { return p.renderer.Watch(gctx) })
 	if p.dnsmasq != nil {
 		sup := p.dnsmasq
-		sup.Sync(prov.Hosts())
 		st.Subscribe(func() { sup.Sync(prov.Hosts()) })
 		g.Go(func() error { return sup.Run(gctx) })
 	}
@@ -209,8 +222,10 @@ func newServer(o options, p *prepared, prov *provision.Provisioner, disc discove
 
 // reloadOnHangup re-reads the templates and the dnsmasq template on SIGHUP.
 // dnsmasq restarts only if its rendered main configuration changed; a
-// template that does not parse or that dnsmasq rejects leaves the running
-// set in place. config.yaml itself is read at start only: its addresses are
+// template that does not parse, that dnsmasq rejects or that names what this
+// machine lacks (an interface, an address, the tftproot) leaves the running
+// dnsmasq in place, and one dnsmasq then fails to start with brings the
+// previous configuration back. config.yaml itself is read at start only: its addresses are
 // in every URL already handed out, so changing it takes a restart.
 func reloadOnHangup(ctx context.Context, p *prepared, log *slog.Logger) error {
 	hup := make(chan os.Signal, 1)
@@ -246,6 +261,21 @@ func newDiscovery(o options, base, dir string, log *slog.Logger) (discovery.Serv
 	default:
 		return discovery.NewInternal(discovery.InternalConfig{Dir: dir, BaseURL: base, DefaultSize: o.quorumSize, LegacyEtcd: o.legacyEtcd, Logger: log})
 	}
+}
+
+// errorLines splits an errors.Join result into one message per error.
+func errorLines(err error) []string {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var lines []string
+		for _, e := range j.Unwrap() {
+			lines = append(lines, errorLines(e)...)
+		}
+		return lines
+	}
+	return []string{err.Error()}
 }
 
 // runtimeDir returns the directory for dnsmasq's files: the flag's, else

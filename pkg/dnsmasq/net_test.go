@@ -54,6 +54,8 @@ func (l *lab) supervisor(t *testing.T, pxe bool, sink *logSink) *Supervisor {
 		Logger: slog.New(sink), RestartBackoff: 100 * time.Millisecond, StopTimeout: 5 * time.Second,
 	})
 	require.NoError(t, err)
+	// dnsmasq runs in the provisioning namespace: check what it will see.
+	s.sys = nsSys{ns: l.Prov}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("last log lines:\n%s", sink.tail(60))

@@ -2,7 +2,10 @@
 
 package dnsmasq
 
-import "syscall"
+import (
+	"errors"
+	"syscall"
+)
 
 // sysProcAttr puts dnsmasq in its own process group. Only Linux has a parent
 // death signal; elsewhere a killed mayu can leave dnsmasq behind.
@@ -12,3 +15,6 @@ func sysProcAttr() *syscall.SysProcAttr {
 
 // catchesSIGHUP cannot be told without /proc; assume the handler is there.
 func catchesSIGHUP(pid int) (bool, error) { return true, nil }
+
+// heldUDPPorts cannot be told without /proc.
+func heldUDPPorts(pid int) (map[int]bool, error) { return nil, errors.ErrUnsupported }

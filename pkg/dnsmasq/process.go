@@ -48,6 +48,9 @@ func (s *Supervisor) start() (*child, error) {
 	}
 	ch := &child{cmd: cmd, pid: cmd.Process.Pid, started: time.Now(), out: out, exited: make(chan struct{})}
 	out.setPID(ch.pid)
+	s.mu.Lock()
+	s.starts++
+	s.mu.Unlock()
 	copied := make(chan struct{})
 	go func() {
 		_, _ = io.Copy(out, r)
@@ -66,10 +69,6 @@ func (s *Supervisor) start() (*child, error) {
 		}
 		close(ch.exited)
 	}()
-	s.mu.Lock()
-	s.pid = ch.pid
-	s.starts++
-	s.mu.Unlock()
 	s.log.Info("dnsmasq started", "pid", ch.pid, "conf", s.confPath, "hosts", s.hostsPath, "leases", s.leasePath)
 	return ch, nil
 }
@@ -87,7 +86,28 @@ func (s *Supervisor) stop(ch *child) {
 		_ = syscall.Kill(-ch.pid, syscall.SIGKILL)
 		<-ch.exited
 	}
+	s.forget(ch)
 	s.log.Info("dnsmasq stopped", "pid", ch.pid, "status", exitStatus(ch.err))
+}
+
+// serving makes ch the dnsmasq PID reports, unless it exited already.
+func (s *Supervisor) serving(ch *child) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-ch.exited:
+	default:
+		s.pid = ch.pid
+	}
+}
+
+// forget stops reporting ch, which has exited.
+func (s *Supervisor) forget(ch *child) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pid == ch.pid {
+		s.pid = 0
+	}
 }
 
 // hup tells dnsmasq to re-read the hosts file. A child that has not yet

@@ -71,9 +71,19 @@ const (
 // render executes the template with the current network and host state.
 func (s *Supervisor) render() ([]byte, error) {
 	s.mu.Lock()
-	tmpl := s.tmpl
+	tmpl, n := s.tmpl, s.network
+	s.mu.Unlock()
+	return s.renderWith(tmpl, n)
+}
+
+// renderWith executes tmpl with network n and the current host state (a
+// reload's candidate).
+func (s *Supervisor) renderWith(tmpl *template.Template, n config.Network) ([]byte, error) {
+	s.mu.Lock()
 	ctx := s.contextLocked()
 	s.mu.Unlock()
+	ctx.Network.Network = n
+	ctx.Global = s.global(n)
 	return renderConfig(tmpl, ctx)
 }
 

@@ -10,6 +10,15 @@
 // are booting at that moment are never cut (Mayu 0.11 killed and restarted
 // dnsmasq for every installed machine). dnsmasq is restarted only when the
 // rendered main configuration changes, and with backoff when it dies.
+//
+// A dnsmasq counts as started only once it serves: it has not exited and
+// holds its DHCP and TFTP sockets. Before it is started, the rendered
+// configuration is checked against this machine (Preflight): the
+// interfaces and addresses it names exist, the TFTP root and boot files can
+// be served. A start that fails either way is an error naming the config key
+// or flag at fault (ErrStart); a changed configuration that fails so leaves
+// the running dnsmasq alone, or, if it failed only once the old one was
+// stopped, brings the old configuration back.
 package dnsmasq
 
 import (
@@ -47,6 +56,10 @@ const (
 	DefaultRestartBackoff    = 500 * time.Millisecond
 	DefaultMaxRestartBackoff = 30 * time.Second
 	DefaultStopTimeout       = 5 * time.Second
+	// DefaultStartTimeout bounds the wait for a fresh dnsmasq to serve. It
+	// binds its sockets within milliseconds; the rest is room for a loaded
+	// machine.
+	DefaultStartTimeout = 10 * time.Second
 )
 
 // Files in the runtime directory.
@@ -88,10 +101,12 @@ type Config struct {
 	// RestartBackoff is the first delay before restarting a dnsmasq that
 	// exited unexpectedly; it doubles on each further crash up to
 	// MaxRestartBackoff. StopTimeout bounds the wait after SIGTERM before
-	// SIGKILL. Zero means the Default* value.
+	// SIGKILL. StartTimeout bounds the wait for a fresh dnsmasq to serve
+	// (bound, not exited). Zero means the Default* value.
 	RestartBackoff    time.Duration
 	MaxRestartBackoff time.Duration
 	StopTimeout       time.Duration
+	StartTimeout      time.Duration
 }
 
 // Supervisor renders dnsmasq's configuration and keeps one dnsmasq running.
@@ -102,6 +117,8 @@ type Supervisor struct {
 	hostsPath string
 	leasePath string
 	kick      chan struct{} // capacity 1: pending changes, coalesced
+	reloads   chan reloadReq
+	sys       sysView
 
 	mu         sync.Mutex
 	tmpl       *template.Template
@@ -109,14 +126,25 @@ type Supervisor struct {
 	desired    hostSet
 	dirtySince time.Time // first Sync not yet applied, for the latency log
 	running    bool
+	runDone    chan struct{} // closed when the current Run returns
+	started    *child        // started by Start, not yet taken by Run
 	pid        int
 	starts     int
 	testedConf []byte // last configuration dnsmasq --test accepted
 	warnedMACs map[string]bool
+	warned     map[string]bool // preflight warnings already logged
 
-	// Owned by the Run goroutine.
+	// Owned by Start, then by the Run goroutine.
 	appliedConf  []byte // main configuration the current child runs with
 	appliedHosts []byte
+	failedConf   []byte // configuration that passed the checks but did not start
+}
+
+// reloadReq hands a checked template and network section to Run.
+type reloadReq struct {
+	tmpl    *template.Template
+	network config.Network
+	reply   chan error // buffered; Run answers every request it takes
 }
 
 // New checks the settings, creates the runtime directory and parses the
@@ -136,6 +164,9 @@ func New(cfg Config) (*Supervisor, error) {
 	}
 	if cfg.StopTimeout <= 0 {
 		cfg.StopTimeout = DefaultStopTimeout
+	}
+	if cfg.StartTimeout <= 0 {
+		cfg.StartTimeout = DefaultStartTimeout
 	}
 	var problems []string
 	if cfg.Template == "" {
@@ -180,9 +211,12 @@ func New(cfg Config) (*Supervisor, error) {
 		hostsPath:  filepath.Join(dir, hostsName),
 		leasePath:  filepath.Join(dir, leasesName),
 		kick:       make(chan struct{}, 1),
+		reloads:    make(chan reloadReq),
+		sys:        realSys{},
 		tmpl:       tmpl,
 		network:    cfg.Network,
 		warnedMACs: map[string]bool{},
+		warned:     map[string]bool{},
 	}, nil
 }
 
@@ -203,36 +237,50 @@ func (s *Supervisor) Check() error {
 }
 
 // Reload re-reads the template and takes a new network section (config
-// reload). The result is checked with dnsmasq --test first: if it is
-// rejected, the error says why and the running dnsmasq keeps its old
-// configuration. If the rendered configuration changed, Run restarts
-// dnsmasq with it.
+// reload). The result is checked first, as at start: dnsmasq --test and
+// Preflight. If a check fails, the error says why and the running dnsmasq
+// keeps its configuration, untouched. If the rendered configuration
+// changed, dnsmasq is restarted with it and Reload returns once the new one
+// serves; if it does not start, the error says why and dnsmasq is started
+// again with the previous configuration.
 func (s *Supervisor) Reload(network config.Network) error {
 	tmpl, err := parseTemplate(s.cfg.Template)
 	if err != nil {
 		return err
 	}
-	s.mu.Lock()
-	ctx := s.contextLocked()
-	s.mu.Unlock()
-	ctx.Network.Network = network
-	ctx.Global = s.global(network)
-	conf, err := renderConfig(tmpl, ctx)
+	conf, err := s.renderWith(tmpl, network)
 	if err != nil {
 		return err
 	}
-	if err := s.testOnce(conf); err != nil {
+	if err := errors.Join(s.testOnce(conf), s.preflight(conf, network)); err != nil {
 		return err
 	}
+	req := reloadReq{tmpl: tmpl, network: network, reply: make(chan error, 1)}
 	s.mu.Lock()
-	s.tmpl = tmpl
-	s.network = network
+	running, done := s.running, s.runDone
 	s.mu.Unlock()
+	if running {
+		select {
+		case s.reloads <- req:
+			return <-req.reply
+		case <-done:
+		}
+	}
+	// No Run loop: the next start uses it.
+	s.commit(req)
 	s.poke()
 	return nil
 }
 
-// PID returns the process id of the running dnsmasq, 0 if none.
+// commit makes a reloaded template and network the current ones.
+func (s *Supervisor) commit(req reloadReq) {
+	s.mu.Lock()
+	s.tmpl, s.network = req.tmpl, req.network
+	s.mu.Unlock()
+}
+
+// PID returns the process id of the dnsmasq that serves, 0 if none (none
+// yet, or it exited).
 func (s *Supervisor) PID() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -250,11 +298,33 @@ func (s *Supervisor) Restarts() int {
 	return s.starts - 1
 }
 
-// Run starts dnsmasq and keeps it running until ctx is done, then stops it
-// (SIGTERM, then SIGKILL after StopTimeout) and returns nil. It returns an
-// error only if dnsmasq cannot be started at all the first time (the
-// configuration does not render or is rejected); later failures are logged
-// and retried with backoff.
+// Start starts dnsmasq and returns once it serves: it passed the checks
+// (dnsmasq --test, Preflight), has not exited and holds its DHCP and TFTP
+// sockets. Otherwise it returns the reason (ErrStart, ErrConfigRejected,
+// ErrTemplate) and leaves no dnsmasq running. Run then supervises the
+// dnsmasq Start started; without Start, Run starts one itself.
+func (s *Supervisor) Start(ctx context.Context) error {
+	s.mu.Lock()
+	busy := s.running || s.started != nil
+	s.mu.Unlock()
+	if busy {
+		return ErrAlreadyRunning
+	}
+	ch, err := s.launchCurrent(ctx)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.started = ch
+	s.mu.Unlock()
+	return nil
+}
+
+// Run keeps dnsmasq running until ctx is done, then stops it (SIGTERM, then
+// SIGKILL after StopTimeout) and returns nil. Unless Start already did, it
+// starts dnsmasq first, and returns Start's error if that fails; later
+// failures (a crash, a restart that does not come up) are logged and
+// retried with backoff.
 func (s *Supervisor) Run(ctx context.Context) error {
 	s.mu.Lock()
 	if s.running {
@@ -262,36 +332,48 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		return ErrAlreadyRunning
 	}
 	s.running = true
+	done := make(chan struct{})
+	s.runDone = done
+	ch := s.started
+	s.started = nil
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
 		s.running = false
 		s.mu.Unlock()
+		close(done)
 	}()
 
-	backoff := s.cfg.RestartBackoff
-	for first := true; ; first = false {
-		if ctx.Err() != nil {
-			return nil
-		}
-		ch, err := s.prepareAndStart()
-		if err != nil {
-			if first {
-				return err
-			}
-			s.log.Error("cannot start dnsmasq", "err", err, "retry_in", backoff)
-			if !sleep(ctx, backoff) {
+	if ch == nil {
+		var err error
+		if ch, err = s.launchCurrent(ctx); err != nil {
+			if ctx.Err() != nil {
 				return nil
+			}
+			return err
+		}
+	}
+	backoff := s.cfg.RestartBackoff
+	for {
+		if ch == nil {
+			// No dnsmasq (it crashed or did not come back): start one
+			// after the backoff.
+			if !s.pause(ctx, backoff) {
+				return nil
+			}
+			var err error
+			ch, err = s.launchCurrent(ctx)
+			if err != nil && ctx.Err() == nil {
+				s.log.Error("cannot start dnsmasq", "err", err, "retry_in", min(2*backoff, s.cfg.MaxRestartBackoff))
 			}
 			backoff = min(2*backoff, s.cfg.MaxRestartBackoff)
 			continue
 		}
-		switch s.supervise(ctx, ch) {
-		case outcomeStopped:
+		select {
+		case <-ctx.Done():
+			s.stop(ch)
 			return nil
-		case outcomeRestart:
-			backoff = s.cfg.RestartBackoff
-		case outcomeCrashed:
+		case <-ch.exited:
 			ran := time.Since(ch.started)
 			if ran >= stableAfter {
 				backoff = s.cfg.RestartBackoff
@@ -299,82 +381,147 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			s.log.Error("dnsmasq exited unexpectedly; restarting",
 				"pid", ch.pid, "status", exitStatus(ch.err), "ran_for", ran.Round(time.Millisecond),
 				"retry_in", backoff, "last_output", ch.out.last())
-			if !sleep(ctx, backoff) {
-				return nil
+			s.forget(ch)
+			ch = nil
+		case <-s.kick:
+			if next := s.apply(ctx, ch); next != ch {
+				ch, backoff = next, s.cfg.RestartBackoff
 			}
-			backoff = min(2*backoff, s.cfg.MaxRestartBackoff)
+		case req := <-s.reloads:
+			next, err := s.reload(ctx, ch, req)
+			if next != ch {
+				ch, backoff = next, s.cfg.RestartBackoff
+			}
+			req.reply <- err
 		}
 	}
 }
 
-type outcome int
-
-const (
-	outcomeStopped outcome = iota // ctx done, child stopped
-	outcomeRestart                // configuration changed, child stopped
-	outcomeCrashed                // child exited on its own
-)
-
-// supervise waits for the child to exit, for ctx, or for changes to apply.
-func (s *Supervisor) supervise(ctx context.Context, ch *child) outcome {
-	defer func() {
-		s.mu.Lock()
-		s.pid = 0
-		s.mu.Unlock()
-	}()
+// pause waits d or until ctx is done (reporting whether the full d passed);
+// reloads that arrive meanwhile are taken for the next start.
+func (s *Supervisor) pause(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			s.stop(ch)
-			return outcomeStopped
-		case <-ch.exited:
-			return outcomeCrashed
-		case <-s.kick:
-			restart, err := s.apply(ctx, ch)
-			if err != nil {
-				// Nothing may change again for a long time: try again
-				// later on our own, slowly enough not to flood the log.
-				s.log.Error("cannot apply change to dnsmasq; dnsmasq keeps its previous state",
-					"err", err, "retry_in", s.cfg.MaxRestartBackoff)
-				time.AfterFunc(s.cfg.MaxRestartBackoff, s.poke)
-			}
-			if restart {
-				s.stop(ch)
-				return outcomeRestart
-			}
+			return false
+		case <-t.C:
+			return true
+		case req := <-s.reloads:
+			s.commit(req)
+			req.reply <- nil
 		}
 	}
 }
 
-// apply brings the running child up to date. A change of the rendered
-// main configuration needs a restart (reported to the caller); a change of
-// the hosts file only a SIGHUP.
+// apply brings the running child up to date and returns the child that
+// runs afterwards. A change of the rendered main configuration needs a
+// restart; a change of the hosts file only a SIGHUP.
 //
-// If the new main configuration cannot be used (it does not render or
-// dnsmasq rejects it), the hosts file is still brought up to date, so
-// installed machines are ignored even then; the error is returned.
-func (s *Supervisor) apply(ctx context.Context, ch *child) (restart bool, err error) {
+// If the new main configuration cannot be used (it does not render,
+// dnsmasq rejects it, Preflight fails), the hosts file is still brought up
+// to date, so installed machines are ignored even then, and the change is
+// tried again later. A configuration that passed the checks but did not
+// start is not tried again until the configuration changes once more.
+func (s *Supervisor) apply(ctx context.Context, ch *child) *child {
 	conf, confErr := s.render()
-	if confErr == nil && !bytes.Equal(conf, s.appliedConf) {
-		if confErr = s.testOnce(conf); confErr == nil {
+	if confErr == nil && !bytes.Equal(conf, s.appliedConf) && !bytes.Equal(conf, s.failedConf) {
+		s.mu.Lock()
+		n := s.network
+		s.mu.Unlock()
+		if confErr = errors.Join(s.testOnce(conf), s.preflight(conf, n)); confErr == nil {
 			s.log.Info("dnsmasq configuration changed; restarting dnsmasq", "pid", ch.pid)
-			return true, nil
+			next, err := s.switchTo(ctx, ch, conf, n)
+			if err != nil {
+				s.log.Error("dnsmasq did not start with the changed configuration", "err", err)
+			}
+			return next
 		}
 	}
 	if err := s.applyHosts(ctx, ch); err != nil {
-		return false, errors.Join(confErr, err)
+		confErr = errors.Join(confErr, err)
 	}
-	return false, confErr
+	if confErr != nil {
+		// Nothing may change again for a long time: try again later on
+		// our own, slowly enough not to flood the log.
+		s.log.Error("cannot apply change to dnsmasq; dnsmasq keeps its previous state",
+			"err", confErr, "retry_in", s.cfg.MaxRestartBackoff)
+		time.AfterFunc(s.cfg.MaxRestartBackoff, s.poke)
+	}
+	return ch
 }
 
-// prepareAndStart renders, checks (if changed) and writes the configuration
-// and the hosts file, then starts dnsmasq with them.
-func (s *Supervisor) prepareAndStart() (*child, error) {
+// reload applies a checked reload request (see Reload) and returns the
+// child that runs afterwards (nil if none) and the request's answer.
+func (s *Supervisor) reload(ctx context.Context, ch *child, req reloadReq) (*child, error) {
+	conf, err := s.renderWith(req.tmpl, req.network)
+	if err != nil {
+		return ch, err
+	}
+	if bytes.Equal(conf, s.appliedConf) {
+		s.commit(req)
+		return ch, nil
+	}
+	// Host state may have changed the rendering since Reload checked it.
+	if err := errors.Join(s.testOnce(conf), s.preflight(conf, req.network)); err != nil {
+		return ch, err
+	}
+	s.log.Info("dnsmasq configuration reloaded; restarting dnsmasq", "pid", ch.pid)
+	next, err := s.switchTo(ctx, ch, conf, req.network)
+	if err == nil {
+		s.commit(req)
+	}
+	return next, err
+}
+
+// switchTo replaces the running child by one with configuration conf
+// (rendered from network n). Both cannot hold the ports at once, so the old
+// one is stopped first; if the new one does not serve, dnsmasq is started
+// again with the configuration the old one ran with. It returns the child
+// that runs afterwards (nil if neither came up: Run retries with backoff)
+// and why the new configuration did not start.
+func (s *Supervisor) switchTo(ctx context.Context, ch *child, conf []byte, n config.Network) (*child, error) {
+	oldConf := s.appliedConf
+	s.mu.Lock()
+	oldNet := s.network
+	s.mu.Unlock()
+	s.stop(ch)
+	next, err := s.launch(ctx, conf, n)
+	if err == nil {
+		s.failedConf = nil
+		return next, nil
+	}
+	if ctx.Err() != nil {
+		return nil, err
+	}
+	s.failedConf = conf
+	s.log.Error("dnsmasq did not start with the new configuration; starting it again with the previous one", "err", err)
+	back, berr := s.launch(ctx, oldConf, oldNet)
+	if berr != nil {
+		return nil, errors.Join(err, fmt.Errorf("and with the previous configuration: %w", berr))
+	}
+	return back, fmt.Errorf("%w (dnsmasq runs with the previous configuration again)", err)
+}
+
+// launchCurrent starts dnsmasq with the current template, network and
+// hosts.
+func (s *Supervisor) launchCurrent(ctx context.Context) (*child, error) {
 	conf, err := s.render()
 	if err != nil {
 		return nil, err
 	}
-	if err := s.testOnce(conf); err != nil {
+	s.mu.Lock()
+	n := s.network
+	s.mu.Unlock()
+	return s.launch(ctx, conf, n)
+}
+
+// launch checks conf (rendered from network n: dnsmasq --test, Preflight),
+// writes it and the hosts file, starts dnsmasq with them and waits until it
+// serves. If it does not, no dnsmasq is left running.
+func (s *Supervisor) launch(ctx context.Context, conf []byte, n config.Network) (*child, error) {
+	if err := errors.Join(s.testOnce(conf), s.preflight(conf, n)); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
@@ -392,8 +539,19 @@ func (s *Supervisor) prepareAndStart() (*child, error) {
 	if err != nil {
 		return nil, err
 	}
+	ports := parseConf(conf).udpPorts()
+	if err := s.waitServing(ctx, ch, ports, s.origins(n)); err != nil {
+		select {
+		case <-ch.exited:
+		default:
+			s.stop(ch)
+		}
+		return nil, err
+	}
 	s.appliedConf = conf
 	s.appliedHosts = hosts
+	s.serving(ch)
+	s.log.Info("dnsmasq serving", "pid", ch.pid, "udp_ports", portList(ports), "took", time.Since(ch.started).Round(time.Millisecond))
 	return ch, nil
 }
 
@@ -403,17 +561,5 @@ func (s *Supervisor) poke() {
 	select {
 	case s.kick <- struct{}{}:
 	default:
-	}
-}
-
-// sleep waits d or until ctx is done; it reports whether the full d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }

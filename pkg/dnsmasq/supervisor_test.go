@@ -150,6 +150,10 @@ func (e *fakeEnv) supervisor(t *testing.T) *Supervisor {
 		RestartBackoff: 20 * time.Millisecond, MaxRestartBackoff: 100 * time.Millisecond, StopTimeout: 300 * time.Millisecond,
 	})
 	require.NoError(t, err)
+	// The fake dnsmasq serves a made-up machine with seedNetwork's
+	// interface and addresses, from a TFTP root that has the boot loader.
+	s.sys = seedMachine(t)
+	require.NoError(t, os.WriteFile(filepath.Join(e.dir, biosBootFile), []byte("boot"), 0o644))
 	return s
 }
 

@@ -369,3 +369,41 @@ func Unanswered(exchanges []Exchange) int {
 	}
 	return n
 }
+
+// InNetns runs fn on a thread that is in network namespace ns, so sockets
+// fn creates live there. If the thread cannot be brought back, it stays
+// locked and the runtime discards it when the goroutine ends.
+func InNetns(ns string, fn func() error) error {
+	runtime.LockOSThread()
+	orig, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	defer orig.Close()
+	target, err := os.Open("/var/run/netns/" + ns)
+	if err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	defer target.Close()
+	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("setns %s: %w", ns, err)
+	}
+	ferr := fn()
+	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+		return fmt.Errorf("setns back: %w", err)
+	}
+	runtime.UnlockOSThread()
+	return ferr
+}
+
+// HoldUDP binds a UDP socket at addr ("host:port") inside the provisioning
+// namespace, as another server would, until the test ends.
+func (l *Lab) HoldUDP(t *testing.T, addr string) {
+	t.Helper()
+	var pc net.PacketConn
+	require.NoError(t, InNetns(l.Prov, func() (err error) { pc, err = net.ListenPacket("udp4", addr); return err }))
+	t.Cleanup(func() { pc.Close() })
+}
