@@ -467,3 +467,24 @@ func TestSetStateRunningIsRefused(t *testing.T) {
 	assert.ErrorIs(t, err, store.ErrNotFound)
 	assertUnchanged(t, st, before, "set state running")
 }
+
+// TestRenderGivesUpOnAHotRecord: a record that changes under every
+// attempt ends the request with ErrConflict (a 409 to retry) after
+// maxAttempts renders, without writing the facts.
+func TestRenderGivesUpOnAHotRecord(t *testing.T) {
+	p, st := newTest(t, "192.168.2.99")
+	_, _, err := p.Register("m1")
+	require.NoError(t, err)
+	renders := 0
+	_, _, err = p.FinalConfig("m1", Facts{MACs: []string{"02:00:00:00:04:01"}}, func(render.FinalData) ([]byte, error) {
+		renders++
+		_, err := p.SetCabinet("m1", uint(renders), nil)
+		require.NoError(t, err)
+		return nil, nil
+	})
+	require.ErrorIs(t, err, ErrConflict)
+	assert.Equal(t, maxAttempts, renders)
+	h, _ := st.Get("m1")
+	assert.Equal(t, host.Configured, h.State)
+	assert.Empty(t, h.MacAddresses)
+}

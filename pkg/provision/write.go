@@ -17,8 +17,9 @@ import (
 const MaxRecordBytes = 64 << 10
 
 // errChanged: the record changed between the dry run a check saw and the
-// write; the request starts over on the record as it now is.
-var errChanged = errors.New("provision: record changed during the request")
+// write; the request starts over on the record as it now is. Should that
+// keep happening (maxAttempts), the caller gets it: a 409 to retry.
+var errChanged = fmt.Errorf("%w: the record kept changing while the request was prepared; try again", ErrConflict)
 
 // maxAttempts bounds how often a checked write starts over because a
 // concurrent request changed the record.
