@@ -9,6 +9,8 @@ import (
 	"os"
 
 	"github.com/urfave/cli/v2"
+
+	"mayu/pkg/discovery"
 )
 
 // Set with -ldflags -X at build time.
@@ -67,6 +69,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			&cli.IntFlag{Name: "etcd-quorum-size", Value: 3, Usage: "default size of new etcd discovery tokens", EnvVars: env("etcd-quorum-size")},
 			&cli.StringFlag{Name: "etcd-discovery", Usage: "external etcd discovery base URL (exclusive with the internal one)", EnvVars: env("etcd-discovery")},
 			&cli.StringFlag{Name: "etcd-endpoint", Value: "127.0.0.1:2379", Usage: "when given explicitly: keep discovery tokens in this etcd's v2 keys API and proxy /etcd to it", EnvVars: env("etcd-endpoint")},
+			// Where Mayu 0.11 kept its registries by default: imported once on a first start (tests point it elsewhere; "" skips it).
+			&cli.StringFlag{Name: "legacy-etcd-endpoint", Value: discovery.LegacyEtcdEndpoint, Hidden: true, EnvVars: env("legacy-etcd-endpoint")},
 			&cli.DurationFlag{Name: "shutdown-timeout", Value: defaultShutdownTimeout, Usage: "how long in-flight requests get to finish on SIGTERM", EnvVars: env("shutdown-timeout")},
 			&cli.BoolFlag{Name: "debug", Aliases: []string{"d"}, Usage: "debug logging", EnvVars: env("debug")},
 			&cli.IntFlag{Name: "v", Usage: "log verbosity (glog style; 1 and above log every request)", EnvVars: env("verbosity")},

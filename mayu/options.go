@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"mayu/pkg/config"
 )
 
 const defaultShutdownTimeout = 10 * time.Second
@@ -45,6 +47,7 @@ type options struct {
 	quorumSize        int
 	externalDiscovery string
 	etcdEndpoint      string // set only when given explicitly: proxy mode
+	legacyEtcd        string // Mayu 0.11's default etcd, imported from once by the internal mode
 
 	shutdownTimeout time.Duration
 	debug           bool
@@ -88,6 +91,7 @@ func readOptions(c *cli.Context) options {
 		internalDiscovery: c.Bool("use-internal-etcd-discovery"),
 		quorumSize:        c.Int("etcd-quorum-size"),
 		externalDiscovery: c.String("etcd-discovery"),
+		legacyEtcd:        c.String("legacy-etcd-endpoint"),
 		shutdownTimeout:   c.Duration("shutdown-timeout"),
 		debug:             c.Bool("debug") || c.Int("v") > 0,
 	}
@@ -146,12 +150,26 @@ func (o *options) check() []string {
 	return problems
 }
 
-// problemsError joins start-up problems, one per line.
+// problemsError joins start-up problems, one per line. A problem that is a
+// list itself (config.yaml's, the templates') is indented under its head.
 func problemsError(problems []string) error {
 	if len(problems) == 1 {
 		return errors.New(problems[0])
 	}
-	return fmt.Errorf("%d problems:\n  %s", len(problems), strings.Join(problems, "\n  "))
+	nested := make([]string, len(problems))
+	for i, p := range problems {
+		nested[i] = strings.ReplaceAll(p, "\n", "\n  ")
+	}
+	return fmt.Errorf("%d problems:\n  %s", len(problems), strings.Join(nested, "\n  "))
+}
+
+// logConfigWarnings logs what config.yaml got accepted with (an ip_range
+// overlapping bootstrap_range, reserved addresses inside it), once at
+// start, so the operator sees which addresses are never handed out.
+func logConfigWarnings(log *slog.Logger, path string, cfg *config.Config) {
+	for _, w := range cfg.Warnings {
+		log.Warn("config warning", "file", path, "warning", w)
+	}
 }
 
 func readable(path string) error {

@@ -47,7 +47,7 @@ func prepare(o options, log *slog.Logger) (*prepared, error) {
 	}
 	p.cfg = cfg
 	p.site = provision.Site{Cluster: cfg, HTTPPort: o.httpPort, NoTLS: o.noTLS}
-	p.renderer, err = render.New(render.Config{
+	rc := render.Config{
 		FirstStageScript:     o.firstStageScript,
 		LastStageCloudConfig: o.lastStageCC,
 		IgnitionConfig:       o.ignitionConfig,
@@ -55,7 +55,15 @@ func prepare(o options, log *slog.Logger) (*prepared, error) {
 		UseIgnition:          o.useIgnition,
 		MayuVersion:          version,
 		Logger:               log.With("component", "render"),
-	})
+	}
+	if cfg != nil {
+		// Start-up and reloads render the templates for the placeholder
+		// host of --show-templates, so a template that --show-templates
+		// refuses stops the daemon here instead of failing each machine.
+		d := p.placeholderData()
+		rc.Check = &d
+	}
+	p.renderer, err = render.New(rc)
 	if err != nil {
 		problems = append(problems, err.Error())
 	}
@@ -103,6 +111,7 @@ func run(parent context.Context, o options, log *slog.Logger) error {
 		return err
 	}
 	defer p.cleanup()
+	logConfigWarnings(log, o.configPath, p.cfg)
 
 	st, err := store.OpenDir(o.clusterDir, store.DirOptions{NoGit: o.noGit, Logger: log.With("component", "store"), Watch: true})
 	if err != nil {
@@ -235,7 +244,7 @@ func newDiscovery(o options, base, dir string, log *slog.Logger) (discovery.Serv
 	case o.etcdEndpoint != "":
 		return discovery.NewProxy(discovery.ProxyConfig{Endpoint: o.etcdEndpoint, BaseURL: base, DefaultSize: o.quorumSize, Client: client, Logger: log})
 	default:
-		return discovery.NewInternal(discovery.InternalConfig{Dir: dir, BaseURL: base, DefaultSize: o.quorumSize, Logger: log})
+		return discovery.NewInternal(discovery.InternalConfig{Dir: dir, BaseURL: base, DefaultSize: o.quorumSize, LegacyEtcd: o.legacyEtcd, Logger: log})
 	}
 }
 
@@ -267,8 +276,15 @@ func showTemplates(w io.Writer, o options, log *slog.Logger) error {
 		return err
 	}
 	defer p.cleanup()
-	// The placeholder host's token, under the internal discovery's URL.
-	return p.renderer.ShowTemplates(w, p.site.FinalData(render.PlaceholderHost(), p.site.BaseURL()+"/etcd/"+placeholderToken))
+	return p.renderer.ShowTemplates(w, p.placeholderData())
+}
+
+// placeholderData is the final-template context of render.PlaceholderHost
+// under this configuration: what --show-templates prints and what start-up
+// renders as its template check. The token sits under the internal
+// discovery's URL.
+func (p *prepared) placeholderData() render.FinalData {
+	return p.site.FinalData(render.PlaceholderHost(), p.site.BaseURL()+"/etcd/"+placeholderToken)
 }
 
 const placeholderToken = "00000000000000000000000000000000"

@@ -21,7 +21,7 @@ sandbox-assets: build ## build the stand-in OS assets into .sandbox/assets
 e2e: build ## acceptance test: the sandbox with 3 nodes (cloud-config, reinstall) and 1 (Ignition)
 	tests/e2e/sandbox-e2e all
 
-lint-sandbox: ## shellcheck the sandbox scripts and the first-stage script
+lint-sandbox: ## shellcheck the sandbox scripts, the first-stage script and the serial rule
 	shellcheck scripts/sandbox scripts/build-sandbox-assets tests/e2e/sandbox-e2e
 	shellcheck -s bash templates/first_stage_script.sh
-	shellcheck -s sh scripts/sandbox-assets/pxe-init scripts/sandbox-assets/installed-init scripts/sandbox-assets/udhcpc.script scripts/sandbox-assets/reboot
+	shellcheck -s sh scripts/sandbox-assets/pxe-init scripts/sandbox-assets/installed-init scripts/sandbox-assets/udhcpc.script scripts/sandbox-assets/reboot pkg/host/machine-serial.sh

@@ -71,18 +71,6 @@ case "$channel" in
 		;;
 esac
 
-step "reading the DMI serial"
-serial=""
-for f in product_serial chassis_serial board_serial; do
-	v=$(tr ' ' '-' 2>/dev/null <"/sys/devices/virtual/dmi/id/$f" || true)
-	if [ -n "$v" ]; then
-		serial=$v
-		break
-	fi
-done
-[ -n "$serial" ]
-echo "mayu-first-stage: serial $serial, installing $channel to $DEVICE"
-
 step "waiting for mayu at $MAYU_URL"
 for i in $(seq 1 60); do
 	curl -fsS -o /dev/null --max-time 5 "$MAYU_URL" && break
@@ -92,6 +80,16 @@ done
 
 umask 077
 WORKDIR=$(mktemp -d /tmp/mayu-install.XXXXXX)
+
+# The serial comes from mayu's own rule (GET /machine-serial.sh), the one the
+# PXE image used to ask for this script and the one mayu checks serials by.
+step "fetching mayu's serial rule from $MAYU_URL/machine-serial.sh"
+curl -fsS --retry 3 -o "$WORKDIR/machine-serial.sh" "$MAYU_URL/machine-serial.sh"
+# shellcheck source=/dev/null # pkg/host/machine-serial.sh, fetched at run time
+. "$WORKDIR/machine-serial.sh"
+step "reading the machine's serial"
+serial=$(mayu_machine_serial)
+echo "mayu-first-stage: serial $serial, installing $channel to $DEVICE"
 
 step "downloading the host-info helper from $HOST_INFO_HELPER_URL"
 curl -fsS --retry 3 -o "$WORKDIR/helper" "$HOST_INFO_HELPER_URL"
@@ -189,7 +187,7 @@ fi
 sync
 
 step "telling mayu that $serial is installed"
-curl -fsS --retry 3 -X PUT -H "Content-Length: 0" "${SET_INSTALLED_URL//__SERIAL__/$serial}" >/dev/null
+curl -fsS --retry 3 -X PUT -H "Content-Length: 0" "${SET_INSTALLED_URL//__SERIAL__/"$serial"}" >/dev/null
 
 step "rebooting into the installed system"
 cleanup

@@ -69,6 +69,13 @@ func (s *Server) firstStageData(h host.Host) render.FirstStageData {
 	return d
 }
 
+// machineSerialScript serves mayu's serial rule (host.SerialScript), which
+// the PXE image and the first-stage script source to name the machine, so
+// they compute the serial exactly as this mayu checks it.
+func (s *Server) machineSerialScript(c echo.Context) error {
+	return c.Blob(http.StatusOK, "text/x-shellscript; charset=utf-8", []byte(host.SerialScript))
+}
+
 func (s *Server) hostinfoHelper(c echo.Context) error {
 	return s.serveFileIn(c, s.cfg.StaticHTMLDir, "infopusher")
 }

@@ -122,6 +122,7 @@ func (s *Server) routes() {
 		e.HEAD(path, h)
 	}
 	file("/hostinfo-helper", s.hostinfoHelper)
+	file("/machine-serial.sh", s.machineSerialScript)
 	e.POST("/final-cloud-config.yaml", s.finalConfig(false))
 	e.POST("/final-ignition-config.json", s.finalConfig(true))
 

@@ -1,7 +1,12 @@
 // Package config reads and validates config.yaml. Decoding is strict (an
 // unknown key is an error, usually a typo that would otherwise be silently
-// ignored) and Validate reports every problem at once, with the YAML line
-// where one is known, so an operator fixes the file in one pass.
+// ignored) and Parse reports every problem at once, type errors and semantic
+// errors together, with the YAML line where one is known, so an operator
+// fixes the file in one pass. Every value that reaches a line-based or
+// templated file (dnsmasq's configuration, the final cloud-config or
+// Ignition, a URL or a path) is held to what it may contain there, so no
+// value can add a line or a path element. The address plan says which
+// addresses of ip_range may be handed out (Allocatable).
 package config
 
 import (
@@ -11,10 +16,13 @@ import (
 	"io"
 	"net"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"mayu/pkg/discovery"
 )
 
 // Network models accepted in network.network_model; each names a snippet
@@ -31,7 +39,12 @@ type Config struct {
 	Profiles             []Profile              `yaml:"profiles"`
 	TemplatesEnv         map[string]interface{} `yaml:"templates_env"`
 
+	// Warnings are what Parse accepted but an operator should know, each
+	// prefixed "line N: " like a problem; the daemon logs them at start.
+	Warnings []string `yaml:"-"`
+
 	lines map[string]int // YAML line of each key path, for error messages
+	plan  *addrPlan      // set by Parse; Allocatable builds one when nil
 }
 
 // Network is the network section. Templates see it as .ClusterNetwork and
@@ -95,31 +108,54 @@ func Load(path string) (*Config, error) {
 	return c, nil
 }
 
-// Parse decodes and validates config.yaml content. The error lists every
-// problem found, one per line.
+// Parse decodes and validates config.yaml content. A malformed document
+// (not YAML at all) is reported alone; otherwise the *ValidationError lists
+// every problem, type errors and semantic errors together, one per line in
+// the order of the file. On success the returned Config carries Warnings.
 func Parse(b []byte) (*Config, error) {
 	c := &Config{}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
+	var typeErrs []problem
 	if err := dec.Decode(c); err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil, errors.New("file is empty")
 		}
 		var te *yaml.TypeError
-		if errors.As(err, &te) {
-			return nil, errors.New(strings.Join(te.Errors, "\n"))
+		if !errors.As(err, &te) {
+			return nil, err
 		}
-		return nil, err
+		// The decoder went on past each type error and filled in every
+		// other value, so the rest of the file can still be checked.
+		for _, msg := range te.Errors {
+			typeErrs = append(typeErrs, problemFromYAML(msg))
+		}
 	}
 	var root yaml.Node
-	if err := yaml.Unmarshal(b, &root); err == nil {
-		c.lines = map[string]int{}
-		collectLines(&root, "", c.lines)
-	}
-	c.applyDefaults()
-	if err := c.Validate(); err != nil {
+	if err := yaml.Unmarshal(b, &root); err != nil {
 		return nil, err
 	}
+	if len(root.Content) == 0 || root.Content[0].Kind != yaml.MappingNode {
+		// Nothing decoded into the struct; its checks would only repeat
+		// "is required" for every key.
+		return nil, newValidationError(typeErrs)
+	}
+	c.lines = map[string]int{}
+	collectLines(&root, "", c.lines)
+	c.applyDefaults()
+
+	k := &checker{lines: c.lines, skip: map[int]bool{}}
+	for _, p := range typeErrs {
+		if p.hidesValue && p.line > 0 {
+			k.skip[p.line] = true
+		}
+	}
+	plan := c.check(k)
+	if problems := append(typeErrs, k.problems...); len(problems) > 0 {
+		return nil, newValidationError(problems)
+	}
+	c.plan = plan
+	c.Warnings = formatProblems(k.warnings)
 	return c, nil
 }
 
@@ -133,76 +169,176 @@ func (c *Config) applyDefaults() {
 }
 
 // Validate checks the configuration and returns every problem joined, each
-// on its own line, prefixed with the YAML line where it is known.
+// on its own line, prefixed with the YAML line where it is known. It does
+// not change c; Parse has already run it and set Warnings.
 func (c *Config) Validate() error {
-	var problems []string
-	add := func(path, format string, args ...interface{}) {
-		msg := fmt.Sprintf(format, args...)
-		if line := c.lines[path]; line > 0 {
-			msg = fmt.Sprintf("line %d: %s", line, msg)
-		}
-		problems = append(problems, msg)
+	k := &checker{lines: c.lines}
+	c.check(k)
+	if len(k.problems) == 0 {
+		return nil
 	}
+	return newValidationError(k.problems)
+}
 
+// check records every problem and warning of c in k and returns the address
+// plan, nil when the addresses are too broken to plan.
+func (c *Config) check(k *checker) *addrPlan {
 	if strings.TrimSpace(c.DefaultCoreOSVersion) == "" {
-		add("default_coreos_version", "default_coreos_version is required")
+		k.add("default_coreos_version", "default_coreos_version is required")
+	} else {
+		k.version("default_coreos_version", "default_coreos_version", c.DefaultCoreOSVersion)
 	}
 
 	n := c.Network
+	if n.Interface != "" && !validIfName(n.Interface) {
+		k.add("network.interface", "network.interface %q is not an interface name (1 to 15 letters, digits, '.', '-' or '_', as Linux allows in IFNAMSIZ)", n.Interface)
+	}
 	if n.BindAddr == "" {
-		add("network.bind_addr", "network.bind_addr is required")
-	} else if ip := net.ParseIP(n.BindAddr); ip == nil || ip.To4() == nil {
-		add("network.bind_addr", "network.bind_addr %q is not an IPv4 address", n.BindAddr)
+		k.add("network.bind_addr", "network.bind_addr is required")
+	} else if ip, ok := k.ipv4("network.bind_addr", "network.bind_addr", n.BindAddr); ok && !routable(ip) {
+		k.add("network.bind_addr", "network.bind_addr %s cannot be reached by machines: it is in every URL they are given", n.BindAddr)
 	}
-	if n.Router != "" && net.ParseIP(n.Router) == nil {
-		add("network.router", "network.router %q is not an IP address", n.Router)
+	if n.Router != "" {
+		k.ip("network.router", "network.router", n.Router)
 	}
-	if n.SubnetGateway != "" && net.ParseIP(n.SubnetGateway) == nil {
-		add("network.subnet_gateway", "network.subnet_gateway %q is not an IP address", n.SubnetGateway)
+	if n.SubnetGateway != "" {
+		k.ip("network.subnet_gateway", "network.subnet_gateway", n.SubnetGateway)
 	}
 	for i, d := range n.DNS {
-		if net.ParseIP(d) == nil {
-			add("network.dns", "network.dns[%d] %q is not an IP address", i, d)
-		}
+		k.ip(fmt.Sprintf("network.dns.%d", i), fmt.Sprintf("network.dns[%d]", i), d)
 	}
-	boot, bootOK := checkRange(n.BootstrapRange, "network.bootstrap_range", n.PXE, add)
-	ips, ipsOK := checkRange(n.IPRange, "network.ip_range", true, add)
-	if bootOK && ipsOK && boot.overlaps(ips) {
-		add("network.ip_range", "network.ip_range %s-%s overlaps network.bootstrap_range %s-%s",
-			n.IPRange.Start, n.IPRange.End, n.BootstrapRange.Start, n.BootstrapRange.End)
+	for i, s := range n.NTP {
+		k.server(fmt.Sprintf("network.ntp.%d", i), fmt.Sprintf("network.ntp[%d]", i), s)
 	}
+	if _, ok := prefixLen(n.SubnetSize); !ok {
+		k.add("network.subnet_size", "network.subnet_size %q is neither a prefix length 0-32 nor a dotted netmask such as 255.255.255.0", n.SubnetSize)
+	}
+	boot, bootOK := k.ipRange(n.BootstrapRange, "network.bootstrap_range", n.PXE)
+	ips, ipsOK := k.ipRange(n.IPRange, "network.ip_range", true)
 	if !contains(NetworkModels, n.NetworkModel) {
-		add("network.network_model", "network.network_model %q is unknown (want one of %s)",
+		k.add("network.network_model", "network.network_model %q is unknown (want one of %s)",
 			n.NetworkModel, strings.Join(NetworkModels, ", "))
 	}
 
 	seen := map[string]bool{}
 	for i, p := range c.Profiles {
 		path := fmt.Sprintf("profiles.%d", i)
-		if strings.TrimSpace(p.Name) == "" {
-			add(path, "profiles[%d] has no name", i)
-		} else if seen[p.Name] {
-			add(path, "profiles[%d]: duplicate profile name %q", i, p.Name)
+		what := fmt.Sprintf("profiles[%d]", i)
+		switch {
+		case strings.TrimSpace(p.Name) == "":
+			k.add(path, "%s has no name", what)
+		case seen[p.Name]:
+			k.add(path, "%s: duplicate profile name %q", what, p.Name)
+		default:
+			k.text(path+".name", what+".name", p.Name)
 		}
 		seen[p.Name] = true
 		if p.Quantity < 0 {
-			add(path+".quantity", "profiles[%d] %q: quantity %d is negative", i, p.Name, p.Quantity)
+			k.add(path+".quantity", "%s %q: quantity %d is negative", what, p.Name, p.Quantity)
+		}
+		for j, t := range p.Tags {
+			k.tag(fmt.Sprintf("%s.tags.%d", path, j), fmt.Sprintf("%s.tags[%d]", what, j), t)
+		}
+		if p.CoreOSVersion != "" {
+			k.version(path+".coreos_version", what+".coreos_version", p.CoreOSVersion)
+		}
+		if p.EtcdClusterToken != "" && !discovery.ValidToken(p.EtcdClusterToken) {
+			k.add(path+".etcd_cluster_token", "%s.etcd_cluster_token %q is not a discovery token (letters, digits, '-' and '_', at most 128, first a letter or digit): it becomes a URL path element",
+				what, p.EtcdClusterToken)
 		}
 	}
 
-	if len(problems) == 0 {
+	k.templatesEnv(c.TemplatesEnv)
+
+	if !ipsOK {
 		return nil
 	}
-	return &ValidationError{Problems: problems}
+	plan := c.newPlan(ips, boot, bootOK)
+	plan.check(k, n)
+	return plan
 }
 
 // ValidationError lists every problem of a configuration.
 type ValidationError struct {
+	// Problems are in the order of the file, each prefixed "line N: "
+	// where the line is known; those without a line come first.
 	Problems []string
 }
 
 func (e *ValidationError) Error() string {
 	return fmt.Sprintf("%d problem(s):\n  %s", len(e.Problems), strings.Join(e.Problems, "\n  "))
+}
+
+func newValidationError(ps []problem) error {
+	return &ValidationError{Problems: formatProblems(ps)}
+}
+
+// problem is an error or warning with the YAML line it is about (0 when
+// unknown).
+type problem struct {
+	line int
+	msg  string
+	// hidesValue: a type error, after which the field holds its zero value,
+	// so checks of that field (and of what encloses it) would only report
+	// noise such as "is required".
+	hidesValue bool
+}
+
+// problemFromYAML splits yaml.v3's "line N: message".
+func problemFromYAML(msg string) problem {
+	p := problem{msg: msg}
+	var line int
+	if _, err := fmt.Sscanf(msg, "line %d:", &line); err == nil {
+		p.line = line
+		p.msg = strings.TrimSpace(msg[strings.IndexByte(msg, ':')+1:])
+	}
+	// Unknown and duplicate keys leave the known values intact.
+	p.hidesValue = !strings.Contains(msg, " not found in type ") && !strings.Contains(msg, " already set in type ")
+	return p
+}
+
+// formatProblems sorts by line (stable, unknown lines first) and prefixes
+// each message with its line.
+func formatProblems(ps []problem) []string {
+	sort.SliceStable(ps, func(i, j int) bool { return ps[i].line < ps[j].line })
+	out := make([]string, 0, len(ps))
+	for _, p := range ps {
+		if p.line > 0 {
+			out = append(out, fmt.Sprintf("line %d: %s", p.line, p.msg))
+		} else {
+			out = append(out, p.msg)
+		}
+	}
+	return out
+}
+
+// checker collects problems and warnings, each attached to the YAML line of
+// a dotted key path (profiles.0.quantity).
+type checker struct {
+	lines    map[string]int
+	skip     map[int]bool // lines of type errors
+	problems []problem
+	warnings []problem
+}
+
+func (k *checker) add(path, format string, args ...interface{}) {
+	// A value whose key, or an enclosing key, had a type error was not
+	// decoded: the type error already says what is wrong with it.
+	for p := path; ; {
+		if k.skip[k.lines[p]] {
+			return
+		}
+		i := strings.LastIndexByte(p, '.')
+		if i < 0 {
+			break
+		}
+		p = p[:i]
+	}
+	k.problems = append(k.problems, problem{line: k.lines[path], msg: fmt.Sprintf(format, args...)})
+}
+
+func (k *checker) warn(path, format string, args ...interface{}) {
+	k.warnings = append(k.warnings, problem{line: k.lines[path], msg: fmt.Sprintf(format, args...)})
 }
 
 // Profile returns the profile with this name.
@@ -232,34 +368,6 @@ func (r IPRange) Bounds() (net.IP, net.IP) {
 type span struct{ lo, hi uint32 }
 
 func (s span) overlaps(o span) bool { return s.lo <= o.hi && o.lo <= s.hi }
-
-func checkRange(r IPRange, path string, required bool, add func(path, format string, args ...interface{})) (span, bool) {
-	if r.Start == "" && r.End == "" {
-		if required {
-			add(path, "%s is required", path)
-		}
-		return span{}, false
-	}
-	lo, hi := net.ParseIP(r.Start).To4(), net.ParseIP(r.End).To4()
-	ok := true
-	if lo == nil {
-		add(path+".start", "%s.start %q is not an IPv4 address", path, r.Start)
-		ok = false
-	}
-	if hi == nil {
-		add(path+".end", "%s.end %q is not an IPv4 address", path, r.End)
-		ok = false
-	}
-	if !ok {
-		return span{}, false
-	}
-	s := span{IPToUint32(lo), IPToUint32(hi)}
-	if s.lo > s.hi {
-		add(path, "%s is reversed: start %s is after end %s", path, r.Start, r.End)
-		return span{}, false
-	}
-	return s, true
-}
 
 // IPToUint32 converts an IPv4 address to a number.
 func IPToUint32(ip net.IP) uint32 {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -68,8 +69,8 @@ func TestValidationReportsEveryProblem(t *testing.T) {
 			[]string{"network.ip_range.start \"192.168.2.\" is not an IPv4 address"}},
 		{"reversed range", strings.Replace(valid, "{start: 192.168.2.21, end: 192.168.2.99}", "{start: 192.168.2.99, end: 192.168.2.21}", 1),
 			[]string{"network.ip_range is reversed"}},
-		{"overlap", strings.Replace(valid, "end: 192.168.2.99", "end: 192.168.2.150", 1),
-			[]string{"overlaps network.bootstrap_range"}},
+		{"ip_range inside bootstrap_range", strings.Replace(valid, "{start: 192.168.2.21, end: 192.168.2.99}", "{start: 192.168.2.120, end: 192.168.2.150}", 1),
+			[]string{"line 8: network.ip_range 192.168.2.120-192.168.2.150 has no address to hand out"}},
 		{"duplicate profile", strings.Replace(valid, "  - name: default", "  - name: core-services", 1),
 			[]string{"duplicate profile name \"core-services\""}},
 		{"negative quantity", strings.Replace(valid, "quantity: 3", "quantity: -1", 1),
@@ -94,19 +95,66 @@ func TestValidationReportsEveryProblem(t *testing.T) {
 
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(valid))
+	f.Add([]byte(full))
+	mayu011, err := os.ReadFile("testdata/mayu-0.11.yaml")
+	require.NoError(f, err)
+	f.Add(mayu011)
 	f.Add([]byte("network: {ip_range: {start: 1.2.3.4, end: 1.2.3.1}}"))
 	f.Add([]byte("profiles: [{name: a, quantity: -1}, {name: a}]"))
+	f.Add([]byte(strings.Replace(full, "interface: eth1", `interface: "eth1\ndhcp-script=/x"`, 1)))
+	f.Add([]byte(strings.Replace(full, `text: "two words"`, `text: "a\u2028b"`, 1)))
+	f.Add([]byte(strings.Replace(full, "quantity: 3", "quantity: x", 1)))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := Parse(b)
 		if err == nil && c == nil {
 			t.Fatal("nil config without error")
 		}
-		if err == nil {
-			// Whatever parsed must be usable by the allocator.
-			lo, hi := c.Network.IPRange.Bounds()
-			if lo == nil || hi == nil || IPToUint32(lo) > IPToUint32(hi) {
-				t.Fatalf("accepted an unusable ip_range %+v", c.Network.IPRange)
+		if err != nil {
+			return
+		}
+		// Whatever parsed must be usable by the allocator...
+		lo, hi := c.Network.IPRange.Bounds()
+		if lo == nil || hi == nil || IPToUint32(lo) > IPToUint32(hi) {
+			t.Fatalf("accepted an unusable ip_range %+v", c.Network.IPRange)
+		}
+		first, ok := c.plan.first()
+		if !ok || !c.Allocatable(Uint32ToIP(first)) {
+			t.Fatalf("accepted an ip_range with nothing to hand out: %+v", c.Network)
+		}
+		// ...and nothing that reaches a rendered file may break its line.
+		n := c.Network
+		values := append([]string{c.DefaultCoreOSVersion, n.Interface, n.BindAddr, n.Router, n.SubnetSize, n.SubnetGateway,
+			n.NetworkModel, n.IPRange.Start, n.IPRange.End, n.BootstrapRange.Start, n.BootstrapRange.End}, append(n.DNS, n.NTP...)...)
+		for _, p := range c.Profiles {
+			values = append(append(values, p.Name, p.CoreOSVersion, p.EtcdClusterToken), p.Tags...)
+		}
+		values = append(values, envStrings(c.TemplatesEnv)...)
+		for _, v := range values {
+			if r, bad := badRune(v); bad {
+				t.Fatalf("accepted %q with %U", v, r)
 			}
 		}
 	})
+}
+
+// envStrings returns every key and string inside a templates_env value.
+func envStrings(v interface{}) []string {
+	var out []string
+	switch t := v.(type) {
+	case string:
+		out = append(out, t)
+	case []interface{}:
+		for _, x := range t {
+			out = append(out, envStrings(x)...)
+		}
+	case map[string]interface{}:
+		for k, x := range t {
+			out = append(append(out, k), envStrings(x)...)
+		}
+	case map[interface{}]interface{}:
+		for k, x := range t {
+			out = append(append(out, fmt.Sprint(k)), envStrings(x)...)
+		}
+	}
+	return out
 }

@@ -6,7 +6,8 @@
 //
 //   - Internal (the default) keeps one registry per token in memory, persists
 //     each to its own file (temp + fsync + rename) and answers the etcd v2
-//     keys wire format under /etcd/<token>.
+//     keys wire format under /etcd/<token>. On a first start it imports the
+//     registries Mayu 0.11 left in its default etcd, once (legacy.go).
 //   - External asks a separate discovery service (PUT <url>/new) for tokens;
 //     machines talk to that service directly, Mayu serves nothing.
 //   - Proxy stores tokens in an etcd's v2 keys API under /_etcd/registry and

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -31,7 +32,12 @@ type InternalConfig struct {
 	// passes the answer is an empty 200, on which etcd's client simply asks
 	// again. The HTTP server's WriteTimeout must be longer than this.
 	MaxWait time.Duration
-	Logger  *slog.Logger
+	// LegacyEtcd is the etcd where Mayu 0.11 kept its registries
+	// (LegacyEtcdEndpoint, as host:port or URL). If Dir holds no registry
+	// yet, NewInternal imports that etcd's registries once (see
+	// importLegacy); "" never looks there.
+	LegacyEtcd string
+	Logger     *slog.Logger
 }
 
 // DefaultMaxWait is the default bound of one long-polling request.
@@ -66,9 +72,11 @@ var _ interface {
 	Ensurer
 } = (*Internal)(nil)
 
-// NewInternal loads the registries in cfg.Dir (creating it) and returns the
-// service. A registry file that does not parse is an error: see
-// loadRegistries.
+// NewInternal loads the registries in cfg.Dir (creating it), on a first
+// start imports those of Mayu 0.11's etcd (cfg.LegacyEtcd), and returns the
+// service. A registry file that does not parse is an error (see
+// loadRegistries), and so is an import that an answering etcd fails (see
+// importLegacy); nothing answering at cfg.LegacyEtcd is not.
 func NewInternal(cfg InternalConfig) (*Internal, error) {
 	if cfg.Dir == "" {
 		return nil, fmt.Errorf("%w: no registry directory", ErrConfig)
@@ -90,6 +98,13 @@ func NewInternal(cfg InternalConfig) (*Internal, error) {
 	regs, err := loadRegistries(cfg.Dir)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.LegacyEtcd != "" {
+		imported, err := importLegacy(cfg.Dir, cfg.LegacyEtcd, len(regs) > 0, cfg.Logger)
+		if err != nil {
+			return nil, err
+		}
+		maps.Copy(regs, imported)
 	}
 	s := &Internal{
 		dir:         cfg.Dir,

@@ -51,17 +51,9 @@ var _ interface {
 
 // NewProxy checks the configuration; Check reaches the etcd.
 func NewProxy(cfg ProxyConfig) (*Proxy, error) {
-	ep := cfg.Endpoint
-	if ep != "" && !strings.Contains(ep, "://") {
-		ep = "http://" + ep
-	}
-	ep, err := baseURL("etcd endpoint", ep)
+	etcd, err := endpointURL("etcd endpoint", cfg.Endpoint)
 	if err != nil {
 		return nil, err
-	}
-	etcd, err := url.Parse(ep)
-	if err != nil {
-		return nil, fmt.Errorf("%w: etcd endpoint: %w", ErrConfig, err)
 	}
 	base, err := baseURL("base URL", cfg.BaseURL)
 	if err != nil {
@@ -91,17 +83,39 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 	return p, nil
 }
 
-// registryURL is <etcd>/v2/keys/_etcd/registry/<token>[/<rel>]; token and
-// rel have passed ValidToken/validKey, so they need no escaping.
-func (p *Proxy) registryURL(token, rel string) *url.URL {
-	u := *p.etcd
-	u.Path = strings.TrimRight(u.Path, "/") + "/v2/keys" + RegistryPrefix + "/" + token
-	if rel != "" {
-		u.Path += "/" + rel
+// endpointURL parses an etcd client URL; a bare host:port means http.
+func endpointURL(name, ep string) (*url.URL, error) {
+	if ep != "" && !strings.Contains(ep, "://") {
+		ep = "http://" + ep
 	}
+	ep, err := baseURL(name, ep)
+	if err != nil {
+		return nil, err
+	}
+	u, err := url.Parse(ep)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrConfig, name, err)
+	}
+	return u, nil
+}
+
+// keysURL is <etcd>/v2/keys<key>, key starting with "/".
+func keysURL(etcd *url.URL, key string) *url.URL {
+	u := *etcd
+	u.Path = strings.TrimRight(u.Path, "/") + "/v2/keys" + key
 	u.RawPath = ""
 	u.RawQuery = ""
 	return &u
+}
+
+// registryURL is <etcd>/v2/keys/_etcd/registry/<token>[/<rel>]; token and
+// rel have passed ValidToken/validKey, so they need no escaping.
+func (p *Proxy) registryURL(token, rel string) *url.URL {
+	key := RegistryPrefix + "/" + token
+	if rel != "" {
+		key += "/" + rel
+	}
+	return keysURL(p.etcd, key)
 }
 
 // NewToken creates _config/size of a new random token in etcd.
@@ -147,8 +161,7 @@ func (p *Proxy) URL(token string) string { return p.base + "/etcd/" + token }
 // Check verifies that the etcd answers and serves the v2 keys API; etcd 3.4
 // without --enable-v2 answers 404 there.
 func (p *Proxy) Check(ctx context.Context) error {
-	u := *p.etcd
-	u.Path = strings.TrimRight(u.Path, "/") + "/v2/keys/"
+	u := keysURL(p.etcd, "/")
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrConfig, err)

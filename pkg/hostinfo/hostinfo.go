@@ -45,8 +45,9 @@ type NetDev struct {
 
 // Errors of Collect.
 var (
-	// ErrNoSerial: none of the DMI serial files holds a value.
-	ErrNoSerial = errors.New("hostinfo: no DMI serial")
+	// ErrNoSerial: none of the DMI files of the serial rule holds a value
+	// that is not a vendor placeholder.
+	ErrNoSerial = errors.New("hostinfo: no usable DMI serial")
 	// ErrRead: a file every Linux system has could not be read.
 	ErrRead = errors.New("hostinfo: cannot read system information")
 )
@@ -63,8 +64,11 @@ type Config struct {
 	// IPMITimeout bounds `ipmitool lan print`; a BMC that does not answer
 	// must not stall an install (default 20s).
 	IPMITimeout time.Duration
-	// Serial, when set, is reported instead of the DMI serial (spaces still
-	// become "-"), for a script that computed the serial itself.
+	// Serial, when set, is reported instead of the DMI serial, for a script
+	// that computed the serial itself (by the same rule, from
+	// GET /machine-serial.sh). It is cleaned as a DMI value is (surrounding
+	// whitespace removed, inner whitespace "-") and refused when it is a
+	// placeholder or an unsubstituted template marker.
 	Serial string
 	// Logger receives notes (placeholder serials, skipped interfaces, no
 	// ipmitool); nil discards them.
@@ -122,80 +126,46 @@ func (c *Collector) Collect(ctx context.Context) (Info, error) {
 	}, nil
 }
 
-// Serial returns the machine's DMI serial with spaces replaced by "-",
-// from product_serial, else chassis_serial, else board_serial: the order the
-// first-stage initrd uses to build the URL of the first-stage script, and
-// the two must agree (spec 7.4).
+// Serial returns the machine's serial by mayu's serial rule (host.SerialScript,
+// the rule every script that names the machine uses; spec 7.4): the first of
+// host.SerialSources() under SysRoot/devices/virtual/dmi/id that can be read
+// and is not a vendor placeholder, cleaned by host.CleanSerial. A skipped
+// placeholder is noted in the log.
 //
-// Vendors that do not set a serial fill the field with a placeholder
-// ("To be filled by O.E.M.", "Default string", "0", ...), the same on every
-// board of a model; using it would make all those machines share one mayu
-// record. So a placeholder is skipped in favour of the next file. When all
-// three hold placeholders, the first one is used anyway (it is what Mayu
-// 0.11 did, and what the first-stage script used), with a warning.
+// With Config.Serial set (not only whitespace), that value is cleaned the
+// same way and reported instead, unless it is a placeholder or an unsubstituted template
+// marker (host.CheckSerial): then the error wraps host.ErrInvalidSerial.
+//
+// When no file holds a usable value the error wraps ErrNoSerial and says
+// what each file held: boards that only carry placeholders cannot be told
+// apart, and mayu refuses placeholders.
 func (c *Collector) Serial() (string, error) {
-	if s := strings.TrimSpace(c.cfg.Serial); s != "" {
-		return dashes(s), nil
+	if s := host.CleanSerial(c.cfg.Serial); s != "" {
+		if err := host.CheckSerial(s); err != nil {
+			return "", fmt.Errorf("hostinfo: the serial given by the script: %w", err)
+		}
+		return s, nil
 	}
 	dir := filepath.Join(c.cfg.SysRoot, "devices", "virtual", "dmi", "id")
-	var fallback string
 	var seen []string
-	for _, name := range []string{"product_serial", "chassis_serial", "board_serial"} {
+	for _, name := range host.SerialSources() {
 		b, err := os.ReadFile(filepath.Join(dir, name))
 		if err != nil {
 			// Absent on some boards, root-only on others: try the next.
-			c.log.Debug("DMI serial not readable", "file", name, "err", err)
+			c.log.Debug("DMI file not readable", "file", name, "err", err)
 			seen = append(seen, name+" unreadable")
 			continue
 		}
-		v := strings.TrimSpace(string(b))
-		seen = append(seen, fmt.Sprintf("%s %q", name, v))
-		if v == "" {
+		v := host.CleanSerial(string(b))
+		if host.IsPlaceholderSerial(v) {
+			c.log.Info("DMI value is a vendor placeholder, trying the next", "file", name, "value", v)
+			seen = append(seen, fmt.Sprintf("%s %q (a placeholder)", name, v))
 			continue
 		}
-		if IsPlaceholderSerial(v) {
-			c.log.Info("DMI serial is a vendor placeholder, trying the next", "file", name, "value", v)
-			if fallback == "" {
-				fallback = v
-			}
-			continue
-		}
-		return dashes(v), nil
-	}
-	if fallback != "" {
-		c.log.Warn("only placeholder DMI serials; machines of this model will share one mayu record", "serial", fallback)
-		return dashes(fallback), nil
+		return v, nil
 	}
 	return "", fmt.Errorf("%w in %s (%s)", ErrNoSerial, dir, strings.Join(seen, ", "))
 }
-
-// IsPlaceholderSerial reports whether a DMI serial is a value vendors put
-// there instead of a real serial. The first-stage script must apply the same
-// rule (case-insensitive, surrounding spaces ignored):
-//   - only zeros (as VirtualBox's "0"), or only spaces, dots, dashes, "x" or "f"
-//   - "To be filled by O.E.M.", "Default string", "Not Specified",
-//     "Not Applicable", "None", "N/A", "System Serial Number",
-//     "Chassis Serial Number", "Base Board Serial Number", "0123456789",
-//     "123456789", "Serial Number"
-func IsPlaceholderSerial(v string) bool {
-	v = strings.ToLower(strings.TrimSpace(v))
-	if v == "" {
-		return true
-	}
-	if strings.Trim(v, "0") == "" || strings.Trim(v, " .-") == "" ||
-		strings.Trim(v, "x") == "" || strings.Trim(v, "f") == "" {
-		return true
-	}
-	switch v {
-	case "to be filled by o.e.m.", "default string", "not specified", "not applicable", "none", "n/a",
-		"system serial number", "chassis serial number", "base board serial number",
-		"0123456789", "123456789", "serial number":
-		return true
-	}
-	return false
-}
-
-func dashes(s string) string { return strings.ReplaceAll(s, " ", "-") }
 
 // NetDevs returns every physical interface with its MAC address, sorted by
 // name. An interface is virtual (lo, bridges, bonds, VLANs, veth, tun) when

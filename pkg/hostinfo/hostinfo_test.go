@@ -60,7 +60,11 @@ func TestSerial(t *testing.T) {
 		{"placeholder product, chassis used", map[string]string{"product_serial": "To be filled by O.E.M.", "chassis_serial": "CH 42"}, "CH-42", false},
 		{"VirtualBox zero skipped, board used", map[string]string{"product_serial": "0", "chassis_serial": "", "board_serial": "BRD-7"}, "BRD-7", false},
 		{"unreadable product, chassis used", map[string]string{"chassis_serial": "C1"}, "C1", false},
-		{"only placeholders: first one, as Mayu 0.11", map[string]string{"product_serial": "0", "chassis_serial": "Default string"}, "0", false},
+		// Mayu 0.11 used the first placeholder: every board of the model
+		// then shared one record. mayu refuses placeholders now.
+		{"only placeholders: no serial", map[string]string{"product_serial": "0", "chassis_serial": "Default string"}, "", true},
+		{"placeholders, then the system UUID", map[string]string{"product_serial": "0", "chassis_serial": "Default string",
+			"board_serial": "None", "product_uuid": "4c4c4544-0042-3510-8052-b4c04f4b4e31\n"}, "4c4c4544-0042-3510-8052-b4c04f4b4e31", false},
 		{"seed's VirtualBox serial", map[string]string{"product_serial": "0800278e158a-0"}, "0800278e158a-0", false},
 		{"nothing at all", map[string]string{"product_serial": "", "chassis_serial": " \n"}, "", true},
 		{"no DMI files", map[string]string{}, "", true},
@@ -75,17 +79,6 @@ func TestSerial(t *testing.T) {
 			require.NoError(t, err)
 			assert.Equal(t, tc.want, got)
 		})
-	}
-}
-
-func TestIsPlaceholderSerial(t *testing.T) {
-	for v, want := range map[string]bool{
-		"0": true, "00000000": true, "To be filled by O.E.M.": true, "  to BE filled by o.e.m. ": true,
-		"Default string": true, "Not Specified": true, "System Serial Number": true, "None": true,
-		"0123456789": true, "XXXXXXXX": true, "FFFFFFFF": true, "...": true, "": true, " ": true,
-		"0800278e158a-0": false, "CZJ40217X": false, "VMware-56 4d": false, "10": false, "A0": false,
-	} {
-		assert.Equal(t, want, hostinfo.IsPlaceholderSerial(v), "%q", v)
 	}
 }
 

@@ -49,7 +49,7 @@ func (p *Provisioner) FinalConfig(serial string, f Facts, render func(render.Fin
 }
 
 func (p *Provisioner) reportFacts(serial string, f Facts, check func(host.Host) error) (host.Host, error) {
-	serial, err := Serial(serial)
+	serial, err := machineSerial(serial)
 	if err != nil {
 		return host.Host{}, err
 	}

@@ -14,7 +14,8 @@ import (
 
 // Register returns the record of serial, creating it on first sight with
 // its profile, address, machine ID and etcd token. created tells whether it
-// was new.
+// was new. A serial host.CheckSerial refuses (vendor placeholder, template
+// marker) is an error wrapping ErrInvalid, and takes nothing.
 func (p *Provisioner) Register(serial string) (h host.Host, created bool, err error) {
 	return p.upsert(serial, nil, nil)
 }
@@ -31,9 +32,10 @@ func (p *Provisioner) RegisterChecked(serial string, check func(h host.Host) err
 // record on first sight (the new-record steps, then steps), with check as
 // in write. Without steps, a stored record is only handed to check. A
 // concurrent change of the record between check and write starts the
-// request over (up to maxAttempts times).
+// request over (up to maxAttempts times). The serial must pass
+// machineSerial.
 func (p *Provisioner) upsert(serial string, steps []store.Step, check func(host.Host) error) (h host.Host, created bool, err error) {
-	serial, err = Serial(serial)
+	serial, err = machineSerial(serial)
 	if err != nil {
 		return host.Host{}, false, err
 	}
@@ -102,6 +104,17 @@ func (p *Provisioner) updateStored(h host.Host, steps []store.Step, check func(h
 	}
 	h, err := p.write(h.Serial, false, h, steps, check)
 	return h, false, err
+}
+
+// machineSerial normalizes the serial a machine names itself by. A
+// placeholder or an unsubstituted marker (host.CheckSerial) would give many
+// machines one record (and one address): it is ErrInvalid, refused before
+// anything is reserved or claimed.
+func machineSerial(serial string) (string, error) {
+	if err := host.CheckSerial(serial); err != nil {
+		return "", fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return Serial(serial)
 }
 
 // reservation is what a registration holds while its record is written:
@@ -209,10 +222,10 @@ type registration struct {
 func (p *Provisioner) freeIP() (net.IP, error) {
 	scan := func(from, to uint32) net.IP {
 		for n := from; n <= to && n >= from; n++ {
-			if p.resIP[n] {
+			ip := config.Uint32ToIP(n)
+			if p.resIP[n] || !p.cfg.Allocatable(ip) {
 				continue
 			}
-			ip := config.Uint32ToIP(n)
 			if _, err := p.store.ByIP(ip); errors.Is(err, store.ErrNotFound) {
 				return ip
 			}

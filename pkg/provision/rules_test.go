@@ -262,7 +262,7 @@ func TestFailedRenderChangesNothing(t *testing.T) {
 		return nil, fmt.Errorf("%w: final: line 3: no such key", render.ErrRender)
 	}
 	facts := Facts{MACs: []string{"02:00:00:00:01:01"}, ConnectedNIC: "eth0", IPMIAddr: "10.0.0.9"}
-	for _, serial := range []string{"known", "unknown"} {
+	for _, serial := range []string{"known", "newcomer"} {
 		logBefore, confBefore, listBefore := gitLog(), conf(serial), st.List()
 		_, _, err = p.FinalConfig(serial, facts, failing)
 		require.ErrorIs(t, err, render.ErrRender, serial)
@@ -274,7 +274,7 @@ func TestFailedRenderChangesNothing(t *testing.T) {
 	assert.ErrorIs(t, err, store.ErrNotFound, "no MAC claimed")
 
 	logBefore := gitLog()
-	_, _, err = p.RegisterChecked("unknown", func(host.Host) error { return errors.New("first stage does not render") })
+	_, _, err = p.RegisterChecked("newcomer", func(host.Host) error { return errors.New("first stage does not render") })
 	require.Error(t, err)
 	assert.Equal(t, logBefore, gitLog())
 	assert.Empty(t, p.resIP, "the reserved address is free again")

@@ -46,6 +46,14 @@ type Config struct {
 	// MayuVersion is the daemon's version; ShowTemplates hands it to the
 	// first-stage script as FirstStage's callers do.
 	MayuVersion string
+	// Check, when set, is the data every template set is rendered and
+	// validated for before it is used, as --show-templates does: New fails
+	// and Reload keeps the previous set when the first-stage script or the
+	// final config does not come out valid for it. mayu sets it to the
+	// PlaceholderHost data, so a template that no machine could get (an
+	// Ignition spec version mayu does not serve, a schema error) stops the
+	// daemon at start instead of failing each machine's request.
+	Check *FinalData
 }
 
 // FinalPath is the final template in use: the Ignition one with
@@ -81,12 +89,31 @@ func New(cfg Config) (*Renderer, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	r := &Renderer{cfg: cfg, log: cfg.Logger}
-	s, err := loadSet(cfg)
+	s, err := r.loadChecked()
 	if err != nil {
 		return nil, err
 	}
 	r.set.Store(s)
 	return r, nil
+}
+
+// loadChecked parses the templates and, with Config.Check, renders them
+// for the check data.
+func (r *Renderer) loadChecked() (*templateSet, error) {
+	s, err := loadSet(r.cfg)
+	if err != nil {
+		return nil, err
+	}
+	if r.cfg.Check == nil {
+		return s, nil
+	}
+	d := *r.cfg.Check
+	_, errFirst := r.firstStage(s, r.firstStageDataFor(d))
+	_, errFinal := r.final(s, d)
+	if err := errors.Join(errFirst, errFinal); err != nil {
+		return nil, fmt.Errorf("templates do not render for check host %q (what --show-templates prints):\n%w", d.Host.Serial, err)
+	}
+	return s, nil
 }
 
 // FirstStageData is the context of the first-stage script (spec 7.5).
@@ -104,7 +131,10 @@ type FirstStageData struct {
 // FirstStage renders the install script. It must come out as a script (a
 // "#!" line first), since the PXE image pipes it straight into a shell.
 func (r *Renderer) FirstStage(d FirstStageData) ([]byte, error) {
-	s := r.set.Load()
+	return r.firstStage(r.set.Load(), d)
+}
+
+func (r *Renderer) firstStage(s *templateSet, d FirstStageData) ([]byte, error) {
 	out, err := execute(s.first, d)
 	if err != nil {
 		return nil, err
@@ -133,8 +163,14 @@ type FinalData struct {
 
 // Final renders the final config for one host: cloud-config YAML, or with
 // UseIgnition the Ignition JSON converted from the template's YAML.
+//
+// An Ignition template is validated against the spec version it declares
+// (one of IgnitionSpecs) and served as that version.
 func (r *Renderer) Final(d FinalData) ([]byte, error) {
-	s := r.set.Load()
+	return r.final(r.set.Load(), d)
+}
+
+func (r *Renderer) final(s *templateSet, d FinalData) ([]byte, error) {
 	// Mayu 0.11 merged the overrides straight into the shared templates_env,
 	// so one host's override showed up in every later render. Work on copies.
 	d.Host = d.Host.Clone()
@@ -187,6 +223,24 @@ func PlaceholderHost() host.Host {
 // headers. It renders everything before printing and reports every
 // failure, so a broken template never hides behind a good one.
 func (r *Renderer) ShowTemplates(w io.Writer, d FinalData) error {
+	// One set for both, so a reload in between cannot mix generations.
+	s := r.set.Load()
+	first, errFirst := r.firstStage(s, r.firstStageDataFor(d))
+	final, errFinal := r.final(s, d)
+	if err := errors.Join(errFirst, errFinal); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(w, "# ---- first-stage script (%s) ----\n%s\n# ---- final config (%s) ----\n%s\n",
+		s.first.Name(), ensureNewline(first), s.final.Name(), ensureNewline(final))
+	if err != nil {
+		return fmt.Errorf("render: print templates: %w", err)
+	}
+	return nil
+}
+
+// firstStageDataFor is the first-stage context matching final data d, with
+// the URLs mayu's API would hand out for d.Host.
+func (r *Renderer) firstStageDataFor(d FinalData) FirstStageData {
 	base := strings.TrimSuffix(d.MayuURL, "/")
 	fd := FirstStageData{
 		HostInfoHelperURL: base + "/hostinfo-helper",
@@ -201,18 +255,7 @@ func (r *Renderer) ShowTemplates(w io.Writer, d FinalData) error {
 	} else {
 		fd.CloudConfigURL = base + "/final-cloud-config.yaml"
 	}
-	first, errFirst := r.FirstStage(fd)
-	final, errFinal := r.Final(d)
-	if err := errors.Join(errFirst, errFinal); err != nil {
-		return err
-	}
-	s := r.set.Load()
-	_, err := fmt.Fprintf(w, "# ---- first-stage script (%s) ----\n%s\n# ---- final config (%s) ----\n%s\n",
-		s.first.Name(), ensureNewline(first), s.final.Name(), ensureNewline(final))
-	if err != nil {
-		return fmt.Errorf("render: print templates: %w", err)
-	}
-	return nil
+	return fd
 }
 
 // loadSet reads and parses the first-stage template and the final template

@@ -16,10 +16,10 @@ import (
 const settle = 150 * time.Millisecond
 
 // Watch re-parses the templates whenever one of their files changes, until
-// ctx is done. A set that fails to parse is logged with the reason and
-// dropped; renders go on with the last good set. Directories are watched
-// rather than files because editors replace files by renaming, which ends a
-// watch on the file itself.
+// ctx is done. A set that fails to parse (or, with Config.Check, to render)
+// is logged with the reason and dropped; renders go on with the last good
+// set. Directories are watched rather than files because editors replace
+// files by renaming, which ends a watch on the file itself.
 func (r *Renderer) Watch(ctx context.Context) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
@@ -98,13 +98,14 @@ func (r *Renderer) Watch(ctx context.Context) error {
 	}
 }
 
-// Reload re-parses the templates now, keeping the current set if the new
-// one fails. It returns the parse error, which is also logged.
+// Reload re-parses the templates now (and renders them for Config.Check
+// when set), keeping the current set if the new one fails. It returns the
+// error, which is also logged.
 func (r *Renderer) Reload() error {
 	defer r.reloads.Add(1)
-	s, err := loadSet(r.cfg)
+	s, err := r.loadChecked()
 	if err != nil {
-		r.log.Error("templates changed but do not parse; still using the previous ones", "err", err)
+		r.log.Error("templates changed but do not parse or render; still using the previous ones", "err", err)
 		return err
 	}
 	r.set.Store(s)

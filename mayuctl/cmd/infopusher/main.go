@@ -46,16 +46,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	sysRoot := fs.String("sysfs-root", envOr(getenv, "INFOPUSHER_SYSFS_ROOT", "/sys"), "where sysfs is mounted [$INFOPUSHER_SYSFS_ROOT]")
 	procRoot := fs.String("procfs-root", envOr(getenv, "INFOPUSHER_PROCFS_ROOT", "/proc"), "where procfs is mounted [$INFOPUSHER_PROCFS_ROOT]")
 	ipmitool := fs.String("ipmitool", envOr(getenv, "INFOPUSHER_IPMITOOL", "ipmitool"), "ipmitool binary, or - to skip IPMI [$INFOPUSHER_IPMITOOL]")
-	serial := fs.String("serial", "", "report this serial instead of the DMI one (spaces become -)")
+	serial := fs.String("serial", "", "report this serial instead of the DMI one (cleaned as a DMI value: whitespace around removed, inside -; placeholders refused)")
 	timeout := fs.Duration("timeout", 2*time.Minute, "give up on the POST after this long")
 	verbose := fs.Bool("v", false, "log what is collected on stderr")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, `Usage: infopusher -post-url=URL [options]
 
-Collects this machine's DMI serial, physical NICs and MACs, the NIC of the
-default route and the IPMI address, POSTs them as JSON to URL and prints
-the answer on stdout.
+Collects this machine's serial (mayu's serial rule: the first of the DMI
+product, chassis and board serial and system UUID that is not a vendor
+placeholder), physical NICs and MACs, the NIC of the default route and the
+IPMI address, POSTs them as JSON to URL and prints the answer on stdout.
 
 Example:
   infopusher -post-url=http://192.168.2.2:4080/final-cloud-config.yaml > /tmp/user_data

@@ -118,7 +118,14 @@ func TestFailures(t *testing.T) {
 		{"server refuses", []string{"-post-url=" + srv.URL, "-sysfs-root=" + sys, "-procfs-root=" + proc, "-ipmitool=-"}, 1,
 			"infopusher: hostinfo: post failed: " + srv.URL + " answered 503 Service Unavailable: no free address left in network.ip_range\n"},
 		{"no sysfs", []string{"-post-url=" + srv.URL, "-sysfs-root=" + empty, "-procfs-root=" + proc, "-ipmitool=-"}, 1,
-			"infopusher: hostinfo: no DMI serial in " + empty + "/devices/virtual/dmi/id (product_serial unreadable, chassis_serial unreadable, board_serial unreadable)\n"},
+			"infopusher: hostinfo: no usable DMI serial in " + empty + "/devices/virtual/dmi/id (product_serial unreadable, chassis_serial unreadable, board_serial unreadable, product_uuid unreadable)\n"},
+		{"placeholder given by the script", []string{"-post-url=" + srv.URL, "-sysfs-root=" + sys, "-procfs-root=" + proc, "-ipmitool=-",
+			"-serial= To be filled by O.E.M. "}, 1,
+			"infopusher: hostinfo: the serial given by the script: host: invalid serial \"To-be-filled-by-O.E.M.\": a vendor placeholder that every board of a model shares, not a serial " +
+				"(mayu's serial rule, GET /machine-serial.sh, takes the chassis or board serial or the system UUID instead)\n"},
+		{"marker given by the script", []string{"-post-url=" + srv.URL, "-sysfs-root=" + sys, "-procfs-root=" + proc, "-ipmitool=-",
+			"-serial=__SERIAL__"}, 1,
+			"infopusher: hostinfo: the serial given by the script: host: invalid serial \"__SERIAL__\": an unsubstituted template marker, not a serial (the machine's script did not put its serial in)\n"},
 		{"no procfs", []string{"-post-url=" + srv.URL, "-sysfs-root=" + sys, "-procfs-root=" + empty, "-ipmitool=-"}, 1,
 			"infopusher: hostinfo: cannot read system information: open " + empty + "/net/route: no such file or directory\n"},
 	}
