@@ -252,7 +252,7 @@ func TestBadInput(t *testing.T) {
 		{"list with argument", f.args("list", "extra"), 2,
 			"mayuctl: list: takes no arguments, got 1 (see 'mayuctl list --help')", false},
 		{"unknown key", f.args("set", "0800278e158a-0", "colour", "blue"), 2,
-			`mayuctl: set: unknown key "colour" (want one of metadata, providerid, ipmiaddr, cabinet, state, etcdtoken)`, false},
+			`mayuctl: set: unknown key "colour" (want one of metadata, providerid, ipmiaddr, cabinet, state, etcdtoken, macs)`, false},
 		{"set too few arguments", f.args("set", "0800278e158a-0", "state"), 2,
 			"mayuctl: set: want 3 arguments <serial> <key> <value>, got 2 (see 'mayuctl set --help')", false},
 		{"set too many arguments", f.args("set", "0800278e158a-0", "state", "configured", "now"), 2,
@@ -276,7 +276,8 @@ func TestBadInput(t *testing.T) {
 		{"unknown serial status", f.args("status", "unknown-1"), 1,
 			`mayuctl: status unknown-1: host not found: "unknown-1"`, false},
 		{"forbidden transition", f.args("set", "new-machine", "state", "running"), 1,
-			"mayuctl: set new-machine state: mayu answered 409 Conflict: host: forbidden state transition from configured to running", false},
+			"mayuctl: set new-machine state: mayu answered 409 Conflict: host: forbidden state transition from configured to running: " +
+				`a machine reports running itself when it boots (boot_complete); Mayu 0.11's "set state running" meant reinstall with the data disk wiped, which is mayuctl mark-fresh`, false},
 		{"status without serial", f.args("status"), 2,
 			"mayuctl: status: want 1 argument <serial>, got 0 (see 'mayuctl status --help')", false},
 		{"override too few arguments", f.args("override", "0800278e158a-0", "yochu_version"), 2,

@@ -15,7 +15,7 @@ import (
 
 // setKeyNames are the keys `mayuctl set` knows, in the order help lists them.
 func setKeyNames() []string {
-	return []string{"metadata", "providerid", "ipmiaddr", "cabinet", "state", "etcdtoken"}
+	return []string{"metadata", "providerid", "ipmiaddr", "cabinet", "state", "etcdtoken", "macs"}
 }
 
 func setCommand() *cli.Command {
@@ -26,17 +26,22 @@ func setCommand() *cli.Command {
 		Description: `Keys:
    metadata     fleet metadata, a comma-separated list of key=value tags
    providerid   the provider's identifier of the machine
-   ipmiaddr     IP address of the machine's BMC
+   ipmiaddr     IP address of the machine's BMC; "" clears it
    cabinet      cabinet number (0 or more)
    state        unknown, configured, installing, installed or running;
                 "configured" makes the machine reinstall at its next PXE boot
    etcdtoken    etcd discovery token the machine joins with
+   macs         the machine's MAC addresses, a comma-separated list: re-binds
+                the serial after its network cards or board were replaced
+                (mayu refuses a report of other MACs for a known serial);
+                "" unbinds it, so the next report binds what it reports
 
 Examples:
    mayuctl --no-tls set 0800278e158a-0 state configured
    mayuctl set 0800278e158a-0 metadata role-core=true,rack=7
    mayuctl set 0800278e158a-0 ipmiaddr 10.0.0.17
-   mayuctl set 0800278e158a-0 cabinet 4`,
+   mayuctl set 0800278e158a-0 cabinet 4
+   mayuctl set 0800278e158a-0 macs 0c:c4:7a:01:02:03,0c:c4:7a:01:02:04`,
 		Action: func(cCtx *cli.Context) error {
 			if err := wantArgs(cCtx, 3, "<serial> <key> <value>"); err != nil {
 				return err
@@ -79,6 +84,11 @@ func setter(key, value string) (setFunc, error) {
 			return c.SetProviderID(ctx, serial, value)
 		}, nil
 	case "ipmiaddr":
+		if strings.TrimSpace(value) == "" {
+			return func(ctx context.Context, c *client.Client, serial string) error {
+				return c.ClearIPMIAddr(ctx, serial)
+			}, nil
+		}
 		ip := net.ParseIP(strings.TrimSpace(value))
 		if ip == nil {
 			return nil, usagef("set: invalid IPMI address %q (want an IP address such as 10.0.0.17)", value)
@@ -108,6 +118,21 @@ func setter(key, value string) (setFunc, error) {
 	case "etcdtoken":
 		return func(ctx context.Context, c *client.Client, serial string) error {
 			return c.SetEtcdClusterToken(ctx, serial, value)
+		}, nil
+	case "macs":
+		var macs []net.HardwareAddr
+		for _, m := range strings.Split(value, ",") {
+			if m = strings.TrimSpace(m); m == "" {
+				continue
+			}
+			hw, err := net.ParseMAC(m)
+			if err != nil || len(hw) != 6 {
+				return nil, usagef("set: invalid MAC address %q (want a list such as 0c:c4:7a:01:02:03,0c:c4:7a:01:02:04)", m)
+			}
+			macs = append(macs, hw)
+		}
+		return func(ctx context.Context, c *client.Client, serial string) error {
+			return c.SetMACs(ctx, serial, macs)
 		}, nil
 	}
 	return nil, usagef("set: unknown key %q (want one of %s)", key, strings.Join(setKeyNames(), ", "))

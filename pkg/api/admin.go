@@ -13,8 +13,14 @@ import (
 	"mayu/pkg/provision"
 )
 
+// listHosts answers the JSON array of every record, as text/plain like
+// Mayu 0.11 (see textPlain).
 func (s *Server) listHosts(c echo.Context) error {
-	return c.JSON(http.StatusOK, s.prov.Hosts())
+	b, err := json.Marshal(s.prov.Hosts())
+	if err != nil {
+		return err
+	}
+	return c.Blob(http.StatusOK, textPlain, append(b, '\n'))
 }
 
 type adminRoute struct {
@@ -45,7 +51,26 @@ func (s *Server) adminRoutes() []adminRoute {
 		})},
 		{"set_metadata", setField(s, "FleetMetadata", p.SetMetadata)},
 		{"set_provider_id", setField(s, "ProviderId", p.SetProviderID)},
-		{"set_ipmi_addr", setField(s, "IPMIAddr", p.SetIPMIAddr)},
+		{"set_ipmi_addr", s.hostAction(func(serial string, c echo.Context) error {
+			// Absent, null and "" clear the address: Mayu 0.11's mayuctl
+			// sends a record without IPMIAddr for an empty address.
+			addr, err := decodeOptionalField[string](c, "IPMIAddr")
+			if err != nil {
+				return err
+			}
+			_, err = p.SetIPMIAddr(serial, addr)
+			return err
+		})},
+		{"set_mac_addresses", s.hostAction(func(serial string, c echo.Context) error {
+			// null and [] unbind the serial from its MACs (re-bind at the
+			// next facts report).
+			macs, err := decodeOptionalField[[]string](c, "MacAddresses")
+			if err != nil {
+				return err
+			}
+			_, err = p.SetMACs(serial, macs)
+			return err
+		})},
 		{"set_cabinet", s.hostAction(func(serial string, c echo.Context) error {
 			var req struct {
 				Cabinet          *uint
@@ -101,20 +126,37 @@ func (s *Server) hostAction(fn func(serial string, c echo.Context) error) echo.H
 // ignored (Mayu 0.11's mayuctl sends whole host records); a missing or
 // mistyped field is a 400.
 func decodeField[T any](c echo.Context, field string) (T, error) {
+	v, present, err := decodeFieldIf[T](c, field)
+	if err == nil && !present {
+		err = fmt.Errorf("%w: body has no %s", errBadRequest, field)
+	}
+	return v, err
+}
+
+// decodeOptionalField is decodeField for a field whose absence (or null)
+// means its zero value.
+func decodeOptionalField[T any](c echo.Context, field string) (T, error) {
+	v, _, err := decodeFieldIf[T](c, field)
+	return v, err
+}
+
+// decodeFieldIf decodes one field of a JSON object body and tells whether
+// it was there (and not null).
+func decodeFieldIf[T any](c echo.Context, field string) (T, bool, error) {
 	var zero T
 	var body map[string]json.RawMessage
 	if err := decodeJSON(c, &body); err != nil {
-		return zero, err
+		return zero, false, err
 	}
 	raw, ok := body[field]
 	if !ok || string(raw) == "null" {
-		return zero, fmt.Errorf("%w: body has no %s", errBadRequest, field)
+		return zero, false, nil
 	}
 	var v T
 	if err := json.Unmarshal(raw, &v); err != nil {
-		return zero, fmt.Errorf("%w: %s: %v", errBadRequest, field, err)
+		return zero, false, fmt.Errorf("%w: %s: %v", errBadRequest, field, err)
 	}
-	return v, nil
+	return v, true, nil
 }
 
 // decodeOptionalJSON decodes a body that may be empty (boot-complete

@@ -287,7 +287,8 @@ func TestImages(t *testing.T) {
 		{"/images/m1/qemu/coreos_production_qemu.vmlinuz", 200, "qemu-kernel"},
 		{"/images/m1/qemu/coreos_production_qemu.vmlinuz.sha256", 404, "does not exist"},
 		{"/images/m1/qemu/..%2F..%2Fsecret.txt", 404, "no qemu asset"},
-		{"/images/nobody/vmlinuz", 404, "host not found"},
+		{"/images/nobody/vmlinuz", 200, "kernel-1068"}, // as Mayu 0.11: the default version's image
+		{"/images/nobody/install_image.bin.bz2", 200, "0123456789abcdefghij"},
 		{"/images/..%2F..%2Fsecret.txt/vmlinuz", 400, "invalid serial"},
 		{"/yochu/etcd/v2.2.5/etcd", 200, "etcd-binary"},
 		{"/yochu/../secret.txt", 404, ""},
@@ -320,6 +321,12 @@ func TestImages(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "image-1122", e.do("GET", "/images/m1/install_image.bin.bz2", "").Body.String())
 	_, err = e.srv.prov.Override("m1", map[string]interface{}{"CoreOSVersion": ".."})
+	require.ErrorIs(t, err, provision.ErrInvalid, "refused when written")
+	// A hand-edited record can still hold one: the route refuses it too.
+	_, err = e.mem.Update("m1", store.Step{Message: "hand edit", Apply: func(h *host.Host) error {
+		h.Overrides["CoreOSVersion"] = ".."
+		return nil
+	}})
 	require.NoError(t, err)
 	assert.Equal(t, 400, e.do("GET", "/images/m1/install_image.bin.bz2", "").Code)
 	_, err = e.srv.prov.Override("m1", map[string]interface{}{"CoreOSVersion": 1068})

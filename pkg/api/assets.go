@@ -34,7 +34,7 @@ var qemuFiles = map[string]bool{
 // defaultImage serves a file of the default OS version.
 func (s *Server) defaultImage(name string) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		return s.serveFileIn(c, filepath.Join(s.cfg.ImagesDir, s.prov.DefaultImageVersion()), name)
+		return s.serveImage(c, filepath.Join(s.cfg.ImagesDir, s.prov.DefaultImageVersion()), name)
 	}
 }
 
@@ -45,7 +45,7 @@ func (s *Server) hostImage(name string) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		return s.serveFileIn(c, filepath.Join(s.cfg.ImagesDir, version), name)
+		return s.serveImage(c, filepath.Join(s.cfg.ImagesDir, version), name)
 	}
 }
 
@@ -58,11 +58,13 @@ func (s *Server) qemuImage(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.serveFileIn(c, filepath.Join(s.cfg.ImagesDir, "qemu", version), file)
+	return s.serveImage(c, filepath.Join(s.cfg.ImagesDir, "qemu", version), file)
 }
 
-// hostVersion is the OS version of a host's images (provision's rule),
-// checked to name one directory under the images directory.
+// hostVersion is the OS version of a host's images (provision's rule: the
+// default for a serial without a record), checked to name one directory
+// under the images directory: provision refuses versions that cannot, but
+// a hand-edited conf.json may still hold one.
 func (s *Server) hostVersion(rawSerial string) (string, error) {
 	serial, err := provision.Serial(rawSerial)
 	if err != nil {
@@ -87,8 +89,20 @@ func (s *Server) dirFile(dir func() string) echo.HandlerFunc {
 
 // serveFileIn serves name from dir. Name is cleaned as a rooted path first,
 // so no request can escape dir; directories and missing files are 404s
-// naming the path that was looked for.
+// naming the path that was looked for. The content type comes from the
+// name's extension, else from the content.
 func (s *Server) serveFileIn(c echo.Context, dir, name string) error {
+	return s.serveFile(c, dir, name, false)
+}
+
+// serveImage is serveFileIn with the content type always taken from the
+// content, as Mayu 0.11 sent its images (so initrd.cpio.gz is
+// application/x-gzip whatever the host's mime.types says about .gz).
+func (s *Server) serveImage(c echo.Context, dir, name string) error {
+	return s.serveFile(c, dir, name, true)
+}
+
+func (s *Server) serveFile(c echo.Context, dir, name string, sniff bool) error {
 	clean := strings.TrimPrefix(path.Clean("/"+name), "/")
 	if clean == "" {
 		clean = "index.html"
@@ -108,6 +122,17 @@ func (s *Server) serveFileIn(c echo.Context, dir, name string) error {
 	}
 	if fi.IsDir() {
 		return fmt.Errorf("%w: %s is a directory", errNotServed, full)
+	}
+	if sniff {
+		head := make([]byte, 512)
+		n, err := io.ReadFull(f, head)
+		if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("%s: %w", full, err)
+		}
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return fmt.Errorf("%s: %w", full, err)
+		}
+		c.Response().Header().Set(echo.HeaderContentType, http.DetectContentType(head[:n]))
 	}
 	// http.ServeContent handles Range, If-Modified-Since, Content-Length
 	// and HEAD; the writer passes ReadFrom through so the kernel copies the

@@ -29,8 +29,10 @@ func statusOf(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, errNotServed):
 		return http.StatusNotFound
-	case errors.Is(err, host.ErrForbiddenTransition), errors.Is(err, store.ErrExists):
+	case errors.Is(err, host.ErrForbiddenTransition), errors.Is(err, store.ErrExists), errors.Is(err, provision.ErrConflict):
 		return http.StatusConflict
+	case errors.Is(err, provision.ErrTooLarge):
+		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, provision.ErrRangeFull):
 		return http.StatusServiceUnavailable
 	default: // store.ErrStorage, render.ErrRender and anything unexpected
@@ -68,7 +70,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 		_ = c.NoContent(code)
 		return
 	}
-	_ = c.String(code, reason+"\n")
+	_ = c.Blob(code, textPlain, []byte(reason+"\n"))
 }
 
 func oneLine(s string) string {

@@ -249,7 +249,7 @@ func (e *fzEnv) check(t *testing.T, what string, rec *httptest.ResponseRecorder,
 	if !ok {
 		t.Fatalf("%s: status %d not in %v: %q", what, rec.Code, allowed, truncateBody(body))
 	}
-	if rec.Code >= 400 && rec.Header().Get("Content-Type") == "text/plain; charset=UTF-8" && strings.Count(body, "\n") > 1 {
+	if rec.Code >= 400 && rec.Header().Get("Content-Type") == textPlain && strings.Count(body, "\n") > 1 {
 		t.Fatalf("%s: %d answer is not one line: %q", what, rec.Code, truncateBody(body))
 	}
 	if strings.Contains(body, fzSecret) {
@@ -413,7 +413,7 @@ func FuzzFinalConfig(f *testing.F) {
 
 // adminNames are the PUT /admin/host/:serial/<name> routes.
 var adminNames = []string{"set_installed", "boot_complete", "set_metadata", "set_provider_id", "set_ipmi_addr",
-	"set_cabinet", "set_state", "set_etcd_cluster_token", "override", "mark_fresh"}
+	"set_cabinet", "set_state", "set_etcd_cluster_token", "override", "mark_fresh", "set_mac_addresses"}
 
 func FuzzAdminHost(f *testing.F) {
 	bodies := []string{
@@ -423,6 +423,8 @@ func FuzzAdminHost(f *testing.F) {
 		`{"Cabinet":99999999999999999999}`, `{"EtcdClusterToken":"abc"}`, `{"Overrides":{"CoreOSVersion":"../../etc"}}`,
 		`{"Overrides":{"k":{"nested":[1,2,{"x":null}]}}}`, `{"Overrides":{"k":1e308}}`, `{"Overrides":{"\xff":"\xfe"}}`,
 		`{"Overrides":{"ssh_authorized_keys":"x\n- injected"}}`, `{"CoreOSVersion":"1.2.3","MayuVersion":"\u0000"}`,
+		`{"MacAddresses":["02:00:00:00:00:01"]}`, `{"MacAddresses":[]}`, `{"MacAddresses":[""]}`, `{"IPMIAddr":null}`,
+		`{"ProviderId":"a\u2028b"}`, `{"Overrides":{"yochu_version":"../x"}}`,
 	}
 	for i, name := range adminNames {
 		for j, b := range bodies {

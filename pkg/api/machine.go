@@ -14,8 +14,15 @@ import (
 	"mayu/pkg/render"
 )
 
+// textPlain is the content type of every text answer: what Go's content
+// sniffing gave Mayu 0.11's answers (scripts, configs, host list, errors),
+// which wrote none of their own.
+const textPlain = "text/plain; charset=utf-8"
+
+// welcome answers what Mayu 0.11 answered, word for word: scripts probing
+// for a running mayu may match on it.
 func (s *Server) welcome(c echo.Context) error {
-	return c.String(http.StatusOK, fmt.Sprintf("Welcome to Mayu %s. Machines boot from /ipxebootscript; operators use mayuctl or /index.html.\n", s.cfg.Version))
+	return c.Blob(http.StatusOK, textPlain, []byte("this is the iPXE server of mayu "+s.cfg.Version))
 }
 
 // ipxeBootScript is what iPXE runs after its second DHCP: boot the PXE
@@ -27,16 +34,25 @@ func (s *Server) ipxeBootScript(c echo.Context) error {
 		" next-script=" + b + "/first-stage-script/__SERIAL__\n" +
 		"initrd " + b + "/images/initrd.cpio.gz\n" +
 		"boot\n"
-	return c.String(http.StatusOK, script)
+	return c.Blob(http.StatusOK, textPlain, []byte(script))
 }
 
 // firstStageScript registers the machine on first sight and answers its
-// install script.
+// install script. A script that fails to render registers nothing.
 func (s *Server) firstStageScript(c echo.Context) error {
-	h, _, err := s.prov.Register(c.Param("serial"))
+	var out []byte
+	_, _, err := s.prov.RegisterChecked(c.Param("serial"), func(h host.Host) (err error) {
+		out, err = s.cfg.Renderer.FirstStage(s.firstStageData(h))
+		return err
+	})
 	if err != nil {
 		return err
 	}
+	return c.Blob(http.StatusOK, textPlain, out)
+}
+
+// firstStageData is what the first-stage script of h is rendered with.
+func (s *Server) firstStageData(h host.Host) render.FirstStageData {
 	d := render.FirstStageData{
 		HostInfoHelperURL: s.base + "/hostinfo-helper",
 		InstallImageURL:   s.base + "/images/" + h.Serial + "/install_image.bin.bz2",
@@ -50,11 +66,7 @@ func (s *Server) firstStageScript(c echo.Context) error {
 	} else {
 		d.CloudConfigURL = s.base + "/final-cloud-config.yaml"
 	}
-	out, err := s.cfg.Renderer.FirstStage(d)
-	if err != nil {
-		return err
-	}
-	return c.Blob(http.StatusOK, "text/x-shellscript; charset=utf-8", out)
+	return d
 }
 
 // machineSerialScript serves mayu's serial rule (host.SerialScript), which
@@ -90,23 +102,16 @@ func (s *Server) finalConfig(ignition bool) echo.HandlerFunc {
 		if req.IPMIAddress != nil {
 			f.IPMIAddr = req.IPMIAddress.String()
 		}
+		// Every NIC's MAC goes to the rules, an empty one included: it is
+		// refused there, not dropped here.
 		for _, d := range req.NetDevs {
-			if d.MacAddress != "" {
-				f.MACs = append(f.MACs, d.MacAddress)
-			}
+			f.MACs = append(f.MACs, d.MacAddress)
 		}
-		h, err := s.prov.ReportFacts(req.Serial, f)
+		out, _, err := s.prov.FinalConfig(req.Serial, f, s.cfg.Renderer.Final)
 		if err != nil {
 			return err
 		}
-		out, err := s.cfg.Renderer.Final(s.prov.FinalData(h))
-		if err != nil {
-			return err
-		}
-		if ignition {
-			return c.Blob(http.StatusOK, "application/json", out)
-		}
-		return c.Blob(http.StatusOK, "text/yaml; charset=utf-8", out)
+		return c.Blob(http.StatusOK, textPlain, out)
 	}
 }
 

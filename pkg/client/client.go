@@ -211,6 +211,27 @@ func (c *Client) SetIPMIAddr(ctx context.Context, serial string, addr net.IP) er
 	return c.put(ctx, serial, "set_ipmi_addr", struct{ IPMIAddr net.IP }{addr})
 }
 
+// ClearIPMIAddr removes the address of the machine's BMC.
+func (c *Client) ClearIPMIAddr(ctx context.Context, serial string) error {
+	return c.put(ctx, serial, "set_ipmi_addr", struct{ IPMIAddr net.IP }{nil})
+}
+
+// SetMACs re-binds the machine to these MAC addresses (after its network
+// cards or board were replaced): DHCP ignores them once it is installed,
+// and its next facts report must share one of them. An empty list unbinds
+// it, so that its next report binds what it reports; mayu refuses that for
+// an installed or running machine.
+func (c *Client) SetMACs(ctx context.Context, serial string, macs []net.HardwareAddr) error {
+	list := make([]string, len(macs))
+	for i, m := range macs {
+		if len(m) != 6 {
+			return fmt.Errorf("%w: MAC address %q is not 6 bytes", ErrInvalidArgument, m)
+		}
+		list[i] = m.String()
+	}
+	return c.put(ctx, serial, "set_mac_addresses", struct{ MacAddresses []string }{list})
+}
+
 // SetCabinet sets the cabinet number of the machine.
 func (c *Client) SetCabinet(ctx context.Context, serial string, cabinet uint) error {
 	return c.put(ctx, serial, "set_cabinet", struct{ Cabinet uint }{cabinet})

@@ -39,6 +39,7 @@ func newFake(t *testing.T, st host.State) (*store.Memory, *clienttest.Server, *h
 		h.Enabled = true
 		h.State = st
 		h.InternalAddr = net.ParseIP("192.168.2.21").To4()
+		h.MacAddresses = []string{"08:00:27:8e:15:8a"} // reported with its facts: DHCP can ignore it once installed
 		h.Profile = "core-services"
 		h.FleetMetadata = host.FleetMeta{"role-core=true"}
 		return nil
@@ -244,7 +245,8 @@ func TestServerErrors(t *testing.T) {
 			http.StatusNotFound, "store: host not found: unknown-1"},
 		{"forbidden transition", host.Configured,
 			func(c *client.Client) error { return c.SetState(context.Background(), serial, host.Running) },
-			http.StatusConflict, "host: forbidden state transition from configured to running"},
+			http.StatusConflict, "host: forbidden state transition from configured to running: a machine reports running itself when it boots " +
+				`(boot_complete); Mayu 0.11's "set state running" meant reinstall with the data disk wiped, which is mayuctl mark-fresh`},
 		{"installed before installing", host.Configured,
 			func(c *client.Client) error { return c.SetInstalled(context.Background(), serial) },
 			http.StatusConflict, "host: forbidden state transition from configured to installed"},

@@ -32,21 +32,65 @@ func checkIfName(name string) error {
 	return nil
 }
 
-// checkText refuses control characters and invalid UTF-8 in values that
-// are rendered into configs.
+// hiddenRune reports the characters no stored text may hold: control
+// characters (Unicode Cc, NEL U+0085 included), format characters (Cf:
+// bidi overrides, zero-width joiners, BOM) and the line and paragraph
+// separators (Zl U+2028, Zp U+2029). Each either breaks the YAML or shell
+// a value is rendered into, or makes a value look other than it is in
+// `mayuctl list` and `git log`.
+func hiddenRune(c rune) bool {
+	return unicode.IsControl(c) || unicode.In(c, unicode.Cf, unicode.Zl, unicode.Zp)
+}
+
+// checkText refuses invalid UTF-8 and hidden characters (hiddenRune) in
+// values that are stored and rendered into configs.
 func checkText(what, s string) error {
 	if !utf8.ValidString(s) {
 		return fmt.Errorf("%w: %s is not valid UTF-8", ErrInvalid, what)
 	}
 	for _, c := range s {
-		if unicode.IsControl(c) {
-			return fmt.Errorf("%w: %s has control character %q", ErrInvalid, what, c)
+		if hiddenRune(c) {
+			return fmt.Errorf("%w: %s has control or format character %U", ErrInvalid, what, c)
 		}
 	}
 	return nil
 }
 
-// checkValue applies checkText to every string inside a JSON value.
+// maxVersionLen bounds a version: real ones ("1068.6.0", "v2.2.5-gs-1")
+// are a dozen characters.
+const maxVersionLen = 64
+
+// checkVersion accepts what can name a version directory (images/<version>/,
+// yochu/<name>/<version>/): letters, digits and ".-_+", not starting with a
+// dot, so no path separator, no "." or "..", nothing hidden. Empty is
+// accepted: it means "no version of its own".
+func checkVersion(what, v string) error {
+	if v == "" {
+		return nil
+	}
+	if len(v) > maxVersionLen {
+		return fmt.Errorf("%w: %s %q... is longer than %d characters", ErrInvalid, what, v[:maxVersionLen], maxVersionLen)
+	}
+	if v[0] == '.' {
+		return fmt.Errorf("%w: %s %q cannot name a directory (starts with '.')", ErrInvalid, what, v)
+	}
+	for _, c := range v {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune(".-_+", c)) {
+			return fmt.Errorf("%w: %s %q has character %q (a version is letters, digits and \".-_+\")", ErrInvalid, what, v, c)
+		}
+	}
+	return nil
+}
+
+// isVersionKey reports whether an override names a version: CoreOSVersion
+// selects the images directory, the templates put yochu_version and its
+// siblings into download URLs.
+func isVersionKey(k string) bool {
+	return strings.HasSuffix(strings.ToLower(k), "version")
+}
+
+// checkValue applies checkText to every string inside a JSON value, keys
+// included.
 func checkValue(what string, v interface{}) error {
 	switch t := v.(type) {
 	case string:
@@ -68,4 +112,29 @@ func checkValue(what string, v interface{}) error {
 		}
 	}
 	return nil
+}
+
+// checkOverride checks one override: its key and value are text without
+// hidden characters, and a version's value (isVersionKey) is a scalar that
+// can name a directory, as it will once the templates or the images route
+// use it.
+func checkOverride(k string, v interface{}) error {
+	what := "override " + k
+	if strings.TrimSpace(k) == "" {
+		return fmt.Errorf("%w: empty override key", ErrInvalid)
+	}
+	if err := checkText("override key", k); err != nil {
+		return err
+	}
+	if err := checkValue(what, v); err != nil {
+		return err
+	}
+	if !isVersionKey(k) || v == nil {
+		return nil
+	}
+	switch v.(type) {
+	case map[string]interface{}, []interface{}:
+		return fmt.Errorf("%w: %s is a version and must be a string", ErrInvalid, what)
+	}
+	return checkVersion(what, fmt.Sprint(v))
 }

@@ -1,7 +1,10 @@
 package provision
 
 import (
+	"errors"
+
 	"mayu/pkg/host"
+	"mayu/pkg/store"
 )
 
 // Hosts returns every host record, never nil (an empty cluster lists as
@@ -20,18 +23,23 @@ func (p *Provisioner) DefaultImageVersion() string { return p.cfg.DefaultCoreOSV
 
 // ImageVersion is the OS version whose images serial boots and installs:
 // its Overrides["CoreOSVersion"], else the version its record names (from
-// its profile), else the default. The error wraps store.ErrNotFound for a
-// serial without a record.
+// its profile, or as it last reported), else the default. A serial without
+// a record gets the default, as from Mayu 0.11: the images are the same
+// public ones /images/vmlinuz serves. The error wraps ErrInvalid for a
+// malformed serial.
 func (p *Provisioner) ImageVersion(serial string) (string, error) {
 	serial, err := Serial(serial)
 	if err != nil {
 		return "", err
 	}
+	version := p.DefaultImageVersion()
 	h, err := p.store.Get(serial)
+	if errors.Is(err, store.ErrNotFound) {
+		return version, nil
+	}
 	if err != nil {
 		return "", err
 	}
-	version := p.DefaultImageVersion()
 	if h.CoreOSVersion != "" {
 		version = h.CoreOSVersion
 	}

@@ -26,6 +26,14 @@ var (
 	ErrRangeFull = errors.New("provision: no free address left in network.ip_range")
 	// ErrInvalid: a value in a request is malformed (400).
 	ErrInvalid = errors.New("provision: invalid value")
+	// ErrConflict: the request contradicts the record (409), for example
+	// marking installed a machine whose MACs DHCP does not know.
+	ErrConflict = errors.New("provision: conflict")
+	// ErrMACConflict (an ErrConflict): a MAC address report or setting
+	// that would bind a serial to another machine's network cards.
+	ErrMACConflict = fmt.Errorf("%w: MAC addresses", ErrConflict)
+	// ErrTooLarge: the record would exceed MaxRecordBytes (413).
+	ErrTooLarge = errors.New("provision: record too large")
 )
 
 // Audit messages, as Mayu users know them from git log.
@@ -36,6 +44,7 @@ const (
 	MsgProfile          = "updated host profile and metadata"
 	MsgDefaultToken     = "set default etcd discovery token"
 	MsgMACs             = "collected host mac addresses"
+	MsgSetMACs          = "updated host mac addresses"
 	MsgConnectedNIC     = "updated host connected nic"
 	MsgIPMIAddr         = "updated host ipmi address"
 	MsgInstalling       = "updated host state to installing"
@@ -104,6 +113,11 @@ type Provisioner struct {
 	ipNext   uint32 // no address below this one was free at the last allocation
 	resIP    map[uint32]bool
 	inflight map[string]*registration
+
+	// macMu guards macClaims: MAC address -> serial of the write under way
+	// that records it (claimMACs).
+	macMu     sync.Mutex
+	macClaims map[string]string
 }
 
 // New returns a Provisioner. The configuration must have been validated.
@@ -130,6 +144,7 @@ func New(cfg Config) (*Provisioner, error) {
 	p.ipLo, p.ipHi = config.IPToUint32(lo), config.IPToUint32(hi)
 	p.ipNext = p.ipLo
 	p.resIP, p.inflight = map[uint32]bool{}, map[string]*registration{}
+	p.macClaims = map[string]string{}
 	return p, nil
 }
 
@@ -154,15 +169,23 @@ func (p *Provisioner) update(serial string, steps ...store.Step) (host.Host, err
 	if err != nil {
 		return host.Host{}, err
 	}
-	return p.store.Update(serial, steps...)
+	return p.write(serial, false, host.Host{}, steps, nil)
 }
 
 // transition is a step that checks the life cycle under the store's lock, so
-// two concurrent requests cannot both pass the check on a stale state.
+// two concurrent requests cannot both pass the check on a stale state. A
+// machine enters a state DHCP ignores (installed) only with a MAC address
+// DHCP can ignore: without one it would PXE-boot and install again at every
+// boot.
 func transition(msg string, to host.State, also func(h *host.Host)) store.Step {
 	return store.Step{Message: msg, Apply: func(h *host.Host) error {
 		if err := h.State.CanTransition(to); err != nil {
 			return err
+		}
+		if to.IgnoredByDHCP() && !h.State.IgnoredByDHCP() && len(h.MacAddresses) == 0 {
+			return fmt.Errorf("%w: %s has no MAC address recorded, so DHCP could not ignore it once %s and it would PXE-boot "+
+				"and install again forever; its MACs are recorded when it asks for its final config (or: mayuctl set %s macs ...)",
+				ErrConflict, h.Serial, to, h.Serial)
 		}
 		h.State = to
 		if also != nil {

@@ -66,12 +66,14 @@ func TestRegisterAssignsProfilesAddressesAndTokens(t *testing.T) {
 		tags                        []string
 		disable                     bool
 	}{
-		{"core-services", "192.168.2.21", "41f07d10ab835b22071a32d5c1b75a6d", "1068.6.0", []string{"role-core=true"}, false},
-		{"core-services", "192.168.2.22", "41f07d10ab835b22071a32d5c1b75a6d", "1068.6.0", []string{"role-core=true"}, false},
-		{"core-services", "192.168.2.23", "41f07d10ab835b22071a32d5c1b75a6d", "1068.6.0", []string{"role-core=true"}, false},
+		// A profile without coreos_version pins nothing (as Mayu 0.11): the
+		// machine follows default_coreos_version (TestVersionIsNotPinned).
+		{"core-services", "192.168.2.21", "41f07d10ab835b22071a32d5c1b75a6d", "", []string{"role-core=true"}, false},
+		{"core-services", "192.168.2.22", "41f07d10ab835b22071a32d5c1b75a6d", "", []string{"role-core=true"}, false},
+		{"core-services", "192.168.2.23", "41f07d10ab835b22071a32d5c1b75a6d", "", []string{"role-core=true"}, false},
 		{"storage", "192.168.2.24", "storagetoken", "1122.2.0", []string{"role-storage=true", "quobyte=true"}, true},
 		{"storage", "192.168.2.25", "storagetoken", "1122.2.0", []string{"role-storage=true", "quobyte=true"}, true},
-		{"default", "192.168.2.26", "41f07d10ab835b22071a32d5c1b75a6d", "1068.6.0", []string{"role-worker=true"}, false},
+		{"default", "192.168.2.26", "41f07d10ab835b22071a32d5c1b75a6d", "", []string{"role-worker=true"}, false},
 	}
 	for i, w := range want {
 		serial := fmt.Sprintf("0800278E158%d-%d", i, i)

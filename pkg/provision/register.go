@@ -17,17 +17,39 @@ import (
 // was new. A serial host.CheckSerial refuses (vendor placeholder, template
 // marker) is an error wrapping ErrInvalid, and takes nothing.
 func (p *Provisioner) Register(serial string) (h host.Host, created bool, err error) {
-	// A placeholder or an unsubstituted marker would give many machines one
-	// record (and one address): refused before anything is reserved.
-	if err := host.CheckSerial(serial); err != nil {
-		return host.Host{}, false, fmt.Errorf("%w: %w", ErrInvalid, err)
-	}
-	serial, err = Serial(serial)
+	return p.upsert(serial, nil, nil)
+}
+
+// RegisterChecked is Register with a check of the record as it will be
+// returned (a rendered first-stage script): for a new serial, check sees
+// the record before it is written, and an error from check creates
+// nothing.
+func (p *Provisioner) RegisterChecked(serial string, check func(h host.Host) error) (h host.Host, created bool, err error) {
+	return p.upsert(serial, nil, check)
+}
+
+// upsert applies steps to the record of serial in one write, creating the
+// record on first sight (the new-record steps, then steps), with check as
+// in write. Without steps, a stored record is only handed to check. A
+// concurrent change of the record between check and write starts the
+// request over (up to maxAttempts times). The serial must pass
+// machineSerial.
+func (p *Provisioner) upsert(serial string, steps []store.Step, check func(host.Host) error) (h host.Host, created bool, err error) {
+	serial, err = machineSerial(serial)
 	if err != nil {
 		return host.Host{}, false, err
 	}
+	for attempt := 1; ; attempt++ {
+		h, created, err = p.upsertOnce(serial, steps, check)
+		if !errors.Is(err, errChanged) || attempt == maxAttempts {
+			return h, created, err
+		}
+	}
+}
+
+func (p *Provisioner) upsertOnce(serial string, steps []store.Step, check func(host.Host) error) (host.Host, bool, error) {
 	if h, err := p.store.Get(serial); err == nil {
-		return h, false, nil
+		return p.updateStored(h, steps, check)
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return host.Host{}, false, err
 	}
@@ -37,12 +59,18 @@ func (p *Provisioner) Register(serial string) (h host.Host, created bool, err er
 	// be creating it now.
 	if h, err := p.store.Get(serial); err == nil {
 		p.regMu.Unlock()
-		return h, false, nil
+		return p.updateStored(h, steps, check)
 	}
 	if reg := p.inflight[serial]; reg != nil {
 		p.regMu.Unlock()
 		<-reg.done
-		return reg.h, false, reg.err
+		if reg.err != nil {
+			return host.Host{}, false, reg.err
+		}
+		if len(steps) == 0 && check == nil {
+			return reg.h, false, nil
+		}
+		return host.Host{}, false, errChanged // start over on the record it wrote
 	}
 	res, err := p.reserveLocked(serial)
 	p.regMu.Unlock()
@@ -54,13 +82,39 @@ func (p *Provisioner) Register(serial string) (h host.Host, created bool, err er
 	}
 	defer p.release(serial, res)
 
-	h, err = p.store.Create(serial, p.newRecordSteps(res)...)
+	all := append(p.newRecordSteps(res), steps...)
+	h, err := p.write(serial, true, host.Host{Serial: serial}, all, check)
 	res.reg.h, res.reg.err = h, err
 	if err != nil {
 		return host.Host{}, false, err
 	}
 	p.log.Info("registered new machine", "serial", serial, "profile", h.Profile, "ip", h.InternalAddr.String())
 	return h, true, nil
+}
+
+// updateStored applies steps (and check) to the stored record h.
+func (p *Provisioner) updateStored(h host.Host, steps []store.Step, check func(host.Host) error) (host.Host, bool, error) {
+	if len(steps) == 0 {
+		if check != nil {
+			if err := check(h.Clone()); err != nil {
+				return host.Host{}, false, err
+			}
+		}
+		return h, false, nil
+	}
+	h, err := p.write(h.Serial, false, h, steps, check)
+	return h, false, err
+}
+
+// machineSerial normalizes the serial a machine names itself by. A
+// placeholder or an unsubstituted marker (host.CheckSerial) would give many
+// machines one record (and one address): it is ErrInvalid, refused before
+// anything is reserved or claimed.
+func machineSerial(serial string) (string, error) {
+	if err := host.CheckSerial(serial); err != nil {
+		return "", fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return Serial(serial)
 }
 
 // reservation is what a registration holds while its record is written:
@@ -113,7 +167,15 @@ func (p *Provisioner) release(serial string, res *reservation) {
 func (p *Provisioner) newRecordSteps(res *reservation) []store.Step {
 	prof := res.profile
 	defaultToken := p.defaultToken()
-	version := p.cfg.CoreOSVersion(prof)
+	// As Mayu 0.11: a configured profile's own coreos_version, empty when
+	// it has none, so that the machine follows default_coreos_version
+	// (ImageVersion) until it reports what it runs or an operator
+	// overrides it; only the implicit default profile, absent from
+	// config.yaml, records default_coreos_version.
+	version := prof.CoreOSVersion
+	if _, configured := p.cfg.Profile(prof.Name); !configured {
+		version = p.cfg.DefaultCoreOSVersion
+	}
 	return []store.Step{
 		{Message: MsgCreated, Apply: func(h *host.Host) error {
 			h.Enabled = true

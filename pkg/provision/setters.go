@@ -37,11 +37,15 @@ func (p *Provisioner) SetProviderID(serial, id string) (host.Host, error) {
 	return p.set(serial, MsgProviderID, func(h *host.Host) { h.ProviderId = id })
 }
 
-// SetIPMIAddr sets the IPMI address.
+// SetIPMIAddr sets the IPMI address; an empty one clears it (what Mayu
+// 0.11's mayuctl sends for an empty or unparsable address). A malformed
+// non-empty address is ErrInvalid.
 func (p *Provisioner) SetIPMIAddr(serial, addr string) (host.Host, error) {
-	ip := net.ParseIP(strings.TrimSpace(addr))
-	if ip == nil {
-		return host.Host{}, fmt.Errorf("%w: IPMI address %q does not parse", ErrInvalid, addr)
+	var ip net.IP
+	if s := strings.TrimSpace(addr); s != "" {
+		if ip = net.ParseIP(s); ip == nil {
+			return host.Host{}, fmt.Errorf("%w: IPMI address %q does not parse", ErrInvalid, addr)
+		}
 	}
 	return p.set(serial, MsgIPMIAddr, func(h *host.Host) { h.IPMIAddr = ip })
 }
@@ -68,20 +72,16 @@ func (p *Provisioner) SetEtcdClusterToken(serial, token string) (host.Host, erro
 }
 
 // Override merges values into the machine's overrides; they take precedence
-// over templates_env when its final config is rendered.
+// over templates_env when its final config is rendered. Keys and values
+// must be text without hidden characters; a version (CoreOSVersion,
+// yochu_version, ...: isVersionKey) must be able to name a directory.
 func (p *Provisioner) Override(serial string, overrides map[string]interface{}) (host.Host, error) {
 	if len(overrides) == 0 {
 		return host.Host{}, fmt.Errorf("%w: no overrides given", ErrInvalid)
 	}
 	keys := make([]string, 0, len(overrides))
-	for k := range overrides {
-		if strings.TrimSpace(k) == "" {
-			return host.Host{}, fmt.Errorf("%w: empty override key", ErrInvalid)
-		}
-		if err := checkValue("override "+k, k); err != nil {
-			return host.Host{}, err
-		}
-		if err := checkValue("override "+k, overrides[k]); err != nil {
+	for k, v := range overrides {
+		if err := checkOverride(k, v); err != nil {
 			return host.Host{}, err
 		}
 		keys = append(keys, k)

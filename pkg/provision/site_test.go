@@ -85,8 +85,9 @@ func TestHostsAndImageVersion(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "1122.2.0", v, "the override beats the record")
 
-	_, err = p.ImageVersion("nobody")
-	assert.ErrorIs(t, err, store.ErrNotFound)
+	v, err = p.ImageVersion("nobody")
+	require.NoError(t, err)
+	assert.Equal(t, "1068.6.0", v, "a serial without a record boots the default, as from Mayu 0.11")
 	_, err = p.ImageVersion("../x")
 	assert.ErrorIs(t, err, host.ErrInvalidSerial)
 }
