@@ -1,6 +1,9 @@
-package store
+package gitdir
 
-import "time"
+import (
+	"mayu/pkg/durable"
+	"time"
+)
 
 // SetStaleLockAge shortens the age past which OpenDir takes a lock file for
 // a killed process's, for tests that kill processes many times; it returns
@@ -50,14 +53,12 @@ func (d *Dir) Packs() []string {
 
 // IOCounts returns the files written, bytes written and fsyncs made so far
 // by every store in the process.
-func IOCounts() (files, bytes, fsyncs int64) {
-	return ioCounts.files.Load(), ioCounts.bytes.Load(), ioCounts.fsyncs.Load()
-}
+func IOCounts() (files, bytes, fsyncs int64) { return durable.Counts() }
 
 // SetSyncfsMin changes the batch size from which one syncfs replaces the
 // per-file fsyncs.
 func SetSyncfsMin(n int) (restore func()) {
-	old := syncfsMin
-	syncfsMin = n
-	return func() { syncfsMin = old }
+	old := durable.SyncfsMin
+	durable.SyncfsMin = n
+	return func() { durable.SyncfsMin = old }
 }

@@ -1,4 +1,4 @@
-package store_test
+package gitdir_test
 
 import (
 	"bytes"
@@ -23,6 +23,7 @@ import (
 
 	"mayu/pkg/host"
 	"mayu/pkg/store"
+	"mayu/pkg/store/gitdir"
 	"mayu/pkg/store/storetest"
 )
 
@@ -35,7 +36,7 @@ func TestDirConformance(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			storetest.Run(t, func(t *testing.T) store.Store {
 				dir := t.TempDir()
-				d, err := store.OpenDir(dir, store.DirOptions{NoGit: noGit})
+				d, err := gitdir.Open(dir, gitdir.Options{NoGit: noGit})
 				require.NoError(t, err)
 				t.Cleanup(func() {
 					require.NoError(t, d.Close())
@@ -62,14 +63,17 @@ func TestDirInit(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "a", "cluster") // missing parents are created
-			d, err := store.OpenDir(dir, store.DirOptions{NoGit: tc.noGit})
+			d, err := gitdir.Open(dir, gitdir.Options{NoGit: tc.noGit})
 			require.NoError(t, err)
 			defer d.Close()
 
-			var c store.Cluster
+			var c struct {
+				GitStore bool
+				Config   store.ClusterConfig
+			}
 			require.NoError(t, json.Unmarshal(readFile(t, dir, "cluster.json"), &c))
 			assert.Equal(t, !tc.noGit, c.GitStore)
-			assert.Equal(t, c, d.Cluster())
+			assert.Equal(t, store.Cluster{Config: c.Config}, d.Cluster())
 
 			_, err = os.Stat(filepath.Join(dir, ".git"))
 			if tc.noGit {
@@ -100,7 +104,7 @@ func TestDirInit(t *testing.T) {
 // it, and a single conf.json write holding the final state.
 func TestDirAudit(t *testing.T) {
 	dir := t.TempDir()
-	d, err := store.OpenDir(dir, store.DirOptions{})
+	d, err := gitdir.Open(dir, gitdir.Options{})
 	require.NoError(t, err)
 	defer d.Close()
 
@@ -213,7 +217,7 @@ func TestDirCompat(t *testing.T) {
 			headBefore := strings.TrimSpace(git(t, dir, "rev-parse", "HEAD"))
 			logBefore := gitLog(t, dir)
 
-			d, err := store.OpenDir(dir, store.DirOptions{})
+			d, err := gitdir.Open(dir, gitdir.Options{})
 			require.NoError(t, err)
 			defer d.Close()
 
@@ -260,30 +264,41 @@ func TestDirLegacyCluster(t *testing.T) {
 	tests := []struct {
 		name, json string
 		want       store.Cluster
+		gitStore   bool
 	}{
 		{"token", `{"GitStore": true, "Config": {"DefaultEtcdClusterToken": "41f07d10ab835b22071a32d5c1b75a6d"}}`,
-			store.Cluster{GitStore: true, Config: store.ClusterConfig{DefaultEtcdClusterToken: "41f07d10ab835b22071a32d5c1b75a6d"}}},
+			store.Cluster{Config: store.ClusterConfig{DefaultEtcdClusterToken: "41f07d10ab835b22071a32d5c1b75a6d"}}, true},
 		{"discovery url", `{"GitStore": true, "Config": {"EtcdDiscoveryURL": "https://discovery.example/abc"}}`,
-			store.Cluster{GitStore: true, Config: store.ClusterConfig{EtcdDiscoveryURL: "https://discovery.example/abc"}}},
-		{"no git store", `{"GitStore": false, "Config": {}}`, store.Cluster{}},
+			store.Cluster{Config: store.ClusterConfig{EtcdDiscoveryURL: "https://discovery.example/abc"}}, true},
+		{"no git store", `{"GitStore": false, "Config": {}}`, store.Cluster{}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			require.NoError(t, os.WriteFile(filepath.Join(dir, "cluster.json"), []byte(tc.json), 0o644))
-			d, err := store.OpenDir(dir, store.DirOptions{})
+			d, err := gitdir.Open(dir, gitdir.Options{})
 			require.NoError(t, err)
 			defer d.Close()
 			assert.Equal(t, tc.want, d.Cluster())
 			assert.Equal(t, tc.json, string(readFile(t, dir, "cluster.json")), "read, not rewritten")
 			assert.Equal(t, []string{"initial commit"}, gitLog(t, dir))
 			checkRepo(t, dir)
+
+			// GitStore is the backend's: written back as it was read.
+			_, err = d.UpdateCluster("set token", func(c *store.Cluster) error {
+				c.Config.DefaultEtcdClusterToken = "changed"
+				return nil
+			})
+			require.NoError(t, err)
+			var file struct{ GitStore bool }
+			require.NoError(t, json.Unmarshal(readFile(t, dir, "cluster.json"), &file))
+			assert.Equal(t, tc.gitStore, file.GitStore)
 		})
 	}
 	t.Run("malformed", func(t *testing.T) {
 		dir := t.TempDir()
 		require.NoError(t, os.WriteFile(filepath.Join(dir, "cluster.json"), []byte(`{"GitStore": tr`), 0o644))
-		_, err := store.OpenDir(dir, store.DirOptions{})
+		_, err := gitdir.Open(dir, gitdir.Options{})
 		assert.ErrorIs(t, err, store.ErrStorage)
 	})
 }
@@ -292,7 +307,7 @@ func TestDirReopen(t *testing.T) {
 	for _, noGit := range []bool{false, true} {
 		t.Run(fmt.Sprintf("nogit=%v", noGit), func(t *testing.T) {
 			dir := t.TempDir()
-			d, err := store.OpenDir(dir, store.DirOptions{NoGit: noGit})
+			d, err := gitdir.Open(dir, gitdir.Options{NoGit: noGit})
 			require.NoError(t, err)
 			for i := 0; i < 5; i++ {
 				_, err := d.Create(fmt.Sprintf("s%d", i), step("host created", func(h *host.Host) {
@@ -311,7 +326,7 @@ func TestDirReopen(t *testing.T) {
 			if !noGit {
 				logBefore = gitLog(t, dir)
 			}
-			d2, err := store.OpenDir(dir, store.DirOptions{NoGit: noGit})
+			d2, err := gitdir.Open(dir, gitdir.Options{NoGit: noGit})
 			require.NoError(t, err)
 			defer d2.Close()
 			assert.Equal(t, want, marshalAll(t, d2.List()))
@@ -333,13 +348,13 @@ func TestDirReopen(t *testing.T) {
 // directory is next opened with git.
 func TestDirNoGitThenGit(t *testing.T) {
 	dir := t.TempDir()
-	d, err := store.OpenDir(dir, store.DirOptions{})
+	d, err := gitdir.Open(dir, gitdir.Options{})
 	require.NoError(t, err)
 	_, err = d.Create("s1", step("host created", func(h *host.Host) { h.Enabled = true }))
 	require.NoError(t, err)
 	require.NoError(t, d.Close())
 
-	d, err = store.OpenDir(dir, store.DirOptions{NoGit: true})
+	d, err = gitdir.Open(dir, gitdir.Options{NoGit: true})
 	require.NoError(t, err)
 	_, err = d.Update("s1", step("updated host cabinet", func(h *host.Host) { h.Cabinet = 3 }))
 	require.NoError(t, err)
@@ -349,7 +364,7 @@ func TestDirNoGitThenGit(t *testing.T) {
 	assert.Equal(t, []string{"s1: host created", "initial commit"}, gitLog(t, dir), "--no-git commits nothing")
 
 	logs := &syncBuffer{}
-	d, err = store.OpenDir(dir, store.DirOptions{Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	d, err = gitdir.Open(dir, gitdir.Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	require.NoError(t, err)
 	defer d.Close()
 	assert.Equal(t, []string{"s2: recovered uncommitted change", "s1: recovered uncommitted change", "s1: host created", "initial commit"}, gitLog(t, dir))
@@ -362,14 +377,14 @@ func TestDirNoGitThenGit(t *testing.T) {
 
 func TestDirRecoverBulk(t *testing.T) {
 	dir := t.TempDir()
-	d, err := store.OpenDir(dir, store.DirOptions{NoGit: true})
+	d, err := gitdir.Open(dir, gitdir.Options{NoGit: true})
 	require.NoError(t, err)
 	for i := 0; i < 12; i++ {
 		_, err := d.Create(fmt.Sprintf("s%02d", i), step("host created", func(h *host.Host) { h.Enabled = true }))
 		require.NoError(t, err)
 	}
 	require.NoError(t, d.Close())
-	d, err = store.OpenDir(dir, store.DirOptions{})
+	d, err = gitdir.Open(dir, gitdir.Options{})
 	require.NoError(t, err)
 	defer d.Close()
 	assert.Equal(t, []string{"initial commit"}, gitLog(t, dir), "a directory without .git gets one initial commit holding everything")
@@ -386,7 +401,7 @@ func TestDirRecoverBulk(t *testing.T) {
 		b, _ := h.Marshal()
 		require.NoError(t, os.WriteFile(p, b, 0o644))
 	}
-	d, err = store.OpenDir(dir, store.DirOptions{})
+	d, err = gitdir.Open(dir, gitdir.Options{})
 	require.NoError(t, err)
 	assert.Equal(t, []string{"recovered uncommitted changes of 12 hosts", "initial commit"}, gitLog(t, dir))
 	checkRepo(t, dir)
@@ -396,7 +411,7 @@ func TestDirRecoverBulk(t *testing.T) {
 // and committing it leaves, and checks that opening reconciles it.
 func TestDirCrashLeftovers(t *testing.T) {
 	dir := t.TempDir()
-	d, err := store.OpenDir(dir, store.DirOptions{})
+	d, err := gitdir.Open(dir, gitdir.Options{})
 	require.NoError(t, err)
 	_, err = d.Create("s1", step("host created", func(h *host.Host) { h.Enabled = true }))
 	require.NoError(t, err)
@@ -433,7 +448,7 @@ func TestDirCrashLeftovers(t *testing.T) {
 	}
 
 	logs := &syncBuffer{}
-	d, err = store.OpenDir(dir, store.DirOptions{Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	d, err = gitdir.Open(dir, gitdir.Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	require.NoError(t, err)
 	defer d.Close()
 	assert.Equal(t, []string{
@@ -468,9 +483,9 @@ func TestDirKill(t *testing.T) {
 		t.Skip("helper process")
 	}
 	// A lock left by the killed helper is waited for until it is this old.
-	defer store.SetStaleLockAge(300 * time.Millisecond)()
+	defer gitdir.SetStaleLockAge(300 * time.Millisecond)()
 	dir := t.TempDir()
-	d, err := store.OpenDir(dir, store.DirOptions{})
+	d, err := gitdir.Open(dir, gitdir.Options{})
 	require.NoError(t, err)
 	require.NoError(t, d.Close())
 	for round, delay := range []time.Duration{0, 7, 19, 30, 55, 80, 150, 220} {
@@ -507,7 +522,7 @@ func TestDirKill(t *testing.T) {
 		require.NoError(t, cmd.Process.Kill())
 		_ = cmd.Wait()
 
-		d, err := store.OpenDir(dir, store.DirOptions{})
+		d, err := gitdir.Open(dir, gitdir.Options{})
 		require.NoError(t, err, "round %d", round)
 		checkRepo(t, dir)
 		checkFilesMatch(t, dir, d)
@@ -522,7 +537,7 @@ func TestDirKillHelper(t *testing.T) {
 	if dir == "" {
 		t.Skip("run by TestDirKill")
 	}
-	d, err := store.OpenDir(dir, store.DirOptions{})
+	d, err := gitdir.Open(dir, gitdir.Options{})
 	require.NoError(t, err)
 	round := os.Getenv("MAYU_STORE_KILL_ROUND")
 	for i := 0; ; i++ {
@@ -580,7 +595,7 @@ func TestDirDamaged(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			d, err := store.OpenDir(dir, store.DirOptions{})
+			d, err := gitdir.Open(dir, gitdir.Options{})
 			require.NoError(t, err)
 			_, err = d.Create("s1", step("host created", func(h *host.Host) { h.Enabled = true }))
 			require.NoError(t, err)
@@ -588,16 +603,16 @@ func TestDirDamaged(t *testing.T) {
 			tc.damage(t, dir)
 			before := snapshotFiles(t, filepath.Join(dir))
 
-			_, err = store.OpenDir(dir, store.DirOptions{})
+			_, err = gitdir.Open(dir, gitdir.Options{})
 			require.Error(t, err)
-			assert.ErrorIs(t, err, store.ErrDamagedRepo)
+			assert.ErrorIs(t, err, gitdir.ErrDamagedRepo)
 			assert.Equal(t, before, snapshotFiles(t, dir), "a damaged repository is left as it is, never re-initialised")
 		})
 	}
 }
 
 func TestDirReservedSerial(t *testing.T) {
-	d, err := store.OpenDir(t.TempDir(), store.DirOptions{})
+	d, err := gitdir.Open(t.TempDir(), gitdir.Options{})
 	require.NoError(t, err)
 	defer d.Close()
 	_, err = d.Create("cluster.json", step("host created", func(h *host.Host) { h.Enabled = true }))
@@ -608,7 +623,7 @@ func TestDirReservedSerial(t *testing.T) {
 // the git CLI; the store notices the moved branch and carries on.
 func TestDirExternalCommit(t *testing.T) {
 	dir := t.TempDir()
-	d, err := store.OpenDir(dir, store.DirOptions{})
+	d, err := gitdir.Open(dir, gitdir.Options{})
 	require.NoError(t, err)
 	defer d.Close()
 	_, err = d.Create("s1", step("host created", func(h *host.Host) { h.Enabled = true }))
@@ -637,7 +652,7 @@ func TestDirExternalCommit(t *testing.T) {
 // same serials while readers read the files and the index.
 func TestDirConcurrency(t *testing.T) {
 	dir := t.TempDir()
-	d, err := store.OpenDir(dir, store.DirOptions{})
+	d, err := gitdir.Open(dir, gitdir.Options{})
 	require.NoError(t, err)
 	defer d.Close()
 
@@ -738,7 +753,7 @@ func TestDirConcurrency(t *testing.T) {
 func TestDirHandEdits(t *testing.T) {
 	dir := t.TempDir()
 	logs := &syncBuffer{}
-	d, err := store.OpenDir(dir, store.DirOptions{Watch: true, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	d, err := gitdir.Open(dir, gitdir.Options{Watch: true, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	require.NoError(t, err)
 	defer d.Close()
 	changed := make(chan struct{}, 100)
@@ -1079,9 +1094,9 @@ func gitLog(t testing.TB, dir string) []string {
 // background, and the merged packs hold root trees as bounded delta chains
 // that stock git and go-git read back.
 func TestDirPacks(t *testing.T) {
-	defer store.SetMergeFanIn(4)()
+	defer gitdir.SetMergeFanIn(4)()
 	dir := t.TempDir()
-	d, err := store.OpenDir(dir, store.DirOptions{})
+	d, err := gitdir.Open(dir, gitdir.Options{})
 	require.NoError(t, err)
 	for i := 0; i < 5; i++ {
 		_, err := d.Create(fmt.Sprintf("s%d", i), step("host created", func(h *host.Host) { h.Enabled = true }))
@@ -1131,7 +1146,7 @@ func TestDirPacks(t *testing.T) {
 
 	// go-git reads the packed HEAD when the store opens again, and the
 	// small packs of the earlier run are merged with the new ones.
-	d, err = store.OpenDir(dir, store.DirOptions{})
+	d, err = gitdir.Open(dir, gitdir.Options{})
 	require.NoError(t, err)
 	defer d.Close()
 	assert.Len(t, d.Packs(), 1, "the earlier run's pack is picked up for merging")
@@ -1145,7 +1160,7 @@ func TestDirPacks(t *testing.T) {
 // committed.
 func TestDirHandEditsNoGit(t *testing.T) {
 	dir := t.TempDir()
-	d, err := store.OpenDir(dir, store.DirOptions{NoGit: true, Watch: true})
+	d, err := gitdir.Open(dir, gitdir.Options{NoGit: true, Watch: true})
 	require.NoError(t, err)
 	defer d.Close()
 	_, err = d.Create("s1", step("host created", func(h *host.Host) { h.Enabled = true }))
@@ -1172,7 +1187,7 @@ func TestDirHandEditsNoGit(t *testing.T) {
 // from HEAD, with its etcd token, instead of being replaced by defaults.
 func TestDirClusterJSONRestored(t *testing.T) {
 	dir := t.TempDir()
-	d, err := store.OpenDir(dir, store.DirOptions{})
+	d, err := gitdir.Open(dir, gitdir.Options{})
 	require.NoError(t, err)
 	_, err = d.UpdateCluster("Set default etcd cluster to 'tok'", func(c *store.Cluster) error {
 		c.Config.DefaultEtcdClusterToken = "tok"
@@ -1183,7 +1198,7 @@ func TestDirClusterJSONRestored(t *testing.T) {
 	logBefore := gitLog(t, dir)
 	require.NoError(t, os.Remove(filepath.Join(dir, "cluster.json")))
 
-	d, err = store.OpenDir(dir, store.DirOptions{})
+	d, err = gitdir.Open(dir, gitdir.Options{})
 	require.NoError(t, err)
 	defer d.Close()
 	assert.Equal(t, "tok", d.Cluster().Config.DefaultEtcdClusterToken)
@@ -1196,14 +1211,14 @@ func TestDirClusterJSONRestored(t *testing.T) {
 // index of HEAD.
 func TestDirSplitIndex(t *testing.T) {
 	dir := t.TempDir()
-	d, err := store.OpenDir(dir, store.DirOptions{NoGit: true})
+	d, err := gitdir.Open(dir, gitdir.Options{NoGit: true})
 	require.NoError(t, err)
 	for i := 0; i < 300; i++ {
 		_, err := d.Create(fmt.Sprintf("h%03d", i), step("host created", func(h *host.Host) { h.Enabled = true }))
 		require.NoError(t, err)
 	}
 	require.NoError(t, d.Close())
-	d, err = store.OpenDir(dir, store.DirOptions{}) // one bulk initial commit
+	d, err = gitdir.Open(dir, gitdir.Options{}) // one bulk initial commit
 	require.NoError(t, err)
 	defer d.Close()
 
@@ -1304,9 +1319,9 @@ func TestDirRollForward(t *testing.T) {
 		}, want: recovered},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			defer store.SetStaleLockAge(time.Second)()
+			defer gitdir.SetStaleLockAge(time.Second)()
 			dir := t.TempDir()
-			d, err := store.OpenDir(dir, store.DirOptions{})
+			d, err := gitdir.Open(dir, gitdir.Options{})
 			require.NoError(t, err)
 			_, err = d.Create("s1", step("host created", func(h *host.Host) { h.Enabled = true }))
 			require.NoError(t, err)
@@ -1354,7 +1369,7 @@ func TestDirRollForward(t *testing.T) {
 			}
 			newData := readFile(t, dir, file)
 
-			d, err = store.OpenDir(dir, store.DirOptions{})
+			d, err = gitdir.Open(dir, gitdir.Options{})
 			require.NoError(t, err)
 			defer d.Close()
 			want := strings.Split(tc.want, "|")
