@@ -55,6 +55,7 @@ type gitRepo struct {
 	extras map[string][]gitenc.TreeEntry
 	index  *gitenc.Index
 	ident  string // "mayu commiter <email>"
+	email  string // the committer's email, as in ident
 	reflog bool
 	// packs lists the packs this process wrote and has not merged yet.
 	packs     []packFile
@@ -74,7 +75,7 @@ type headState struct {
 	// files lists every blob path of HEAD that is not a host's conf.json
 	// (cluster.json included), for the index.
 	files map[string]gitenc.TreeEntry
-	ident string
+	email string
 	// cluster is cluster.json as HEAD holds it (nil if it has none).
 	cluster []byte
 }
@@ -200,11 +201,11 @@ func readHead(workDir string, isHost func(string) bool) (*headState, error) {
 	if err != nil {
 		return nil, damaged("%v", err)
 	}
-	hs.ident = commitName + " <" + defaultEmail + ">"
+	hs.email = defaultEmail
 	if cfg, err := repo.Config(); err != nil {
 		return nil, damaged("config: %v", err)
 	} else if email := sanitizeIdent(cfg.User.Email); email != "" {
-		hs.ident = commitName + " <" + email + ">"
+		hs.email = email
 	}
 	ref, err := repo.Storer.Reference(plumbing.ReferenceName(hs.refName))
 	if errors.Is(err, plumbing.ErrReferenceNotFound) {
@@ -319,7 +320,8 @@ func newGitRepo(workDir string, hs *headState, log *slog.Logger) *gitRepo {
 		root:    gitenc.NewRootTree(hs.root),
 		extras:  hs.extras,
 		index:   gitenc.NewIndex(),
-		ident:   hs.ident,
+		ident:   commitName + " <" + hs.email + ">",
+		email:   hs.email,
 		log:     log,
 		now:     time.Now,
 	}
@@ -442,6 +444,24 @@ func sanitizeIdent(s string) string {
 // sanitizeMessage drops NUL bytes, which git cannot store in a commit.
 func sanitizeMessage(s string) string {
 	return strings.ReplaceAll(s, "\x00", "")
+}
+
+// appendReflog appends lines to the branch's reflog and HEAD's, when the
+// repository keeps reflogs. A failure is logged: the reflog is a
+// convenience, the commits are the audit trail.
+func (g *gitRepo) appendReflog(text string) {
+	if !g.reflog {
+		return
+	}
+	logs := []string{filepath.Join(g.gitDir, "logs", filepath.FromSlash(g.refName))}
+	if g.refName != "HEAD" {
+		logs = append(logs, filepath.Join(g.gitDir, "logs", "HEAD"))
+	}
+	for _, p := range logs {
+		if err := appendFile(p, text); err != nil {
+			g.log.Warn("cannot append to reflog", "path", p, "err", err)
+		}
+	}
 }
 
 func appendFile(p, text string) error {

@@ -31,26 +31,12 @@ const maxRollForward = 1000
 // was never answered and retries). disk maps serials to the blob id of
 // their conf.json on disk; clusterBlob is cluster.json's (zero if none).
 func (g *gitRepo) rollForwardRef(hs *headState, isHost func(string) bool, disk map[string]plumbing.Hash, clusterBlob plumbing.Hash) (bool, error) {
-	refPath := g.refPath()
-	stale, err := g.waitLock(refPath)
-	if err != nil || !stale {
+	newHead, ok, err := g.staleRefLock(hs.head)
+	if err != nil || !ok {
 		return false, err
 	}
-	raw, err := os.ReadFile(refPath + ".lock")
-	if err != nil {
-		return false, nil // gone meanwhile, or unreadable: cleanStale decides
-	}
-	text := string(raw)
-	if len(text) != 41 || text[40] != '\n' || !plumbing.IsHash(text[:40]) {
-		return false, nil // written only partly: the record was not renamed yet
-	}
-	newHead := plumbing.NewHash(text[:40])
-	cur, err := g.readRef()
-	if err != nil || cur != hs.head || newHead == cur {
-		return false, nil
-	}
 	skip := func(why string, err error) (bool, error) {
-		g.log.Warn("not finishing the interrupted branch update", "lock", refPath+".lock", "head", newHead, "reason", why, "err", err)
+		g.log.Warn("not finishing the interrupted branch update", "lock", g.refPath()+".lock", "head", newHead, "reason", why, "err", err)
 		return false, nil
 	}
 	repo, err := git.PlainOpen(g.workDir)
@@ -64,13 +50,57 @@ func (g *gitRepo) rollForwardRef(hs *headState, isHost func(string) bool, disk m
 	if err := readCommitTree(repo, ls, isHost); err != nil {
 		return skip("new tree unreadable", err)
 	}
-	// A batch renames its records one by one after its objects and this
-	// lock are durable: a crash among those renames leaves some records
-	// new and the others old. Each changed path must hold the new or the
-	// old version (anything else is an edit the operator made since); at
-	// least one must be new (else the batch had not begun to show); the
-	// old ones are then written from the new commit, finishing the batch.
-	var missing []string // paths still at the old version
+	missing, why := unfinishedPaths(ls, hs, disk, clusterBlob)
+	if why != "" {
+		return skip(why, nil)
+	}
+	for _, path := range missing {
+		if err := g.restoreFromCommit(repo, newHead, path); err != nil {
+			return skip("cannot write "+path+" from the new commit", err)
+		}
+		g.log.Warn("finished writing a record interrupted by a crash", "path", path)
+	}
+	if err := g.moveRefToLock(hs.head, newHead); err != nil {
+		return false, err
+	}
+	g.log.Warn("finished branch update interrupted by a crash", "ref", g.refName, "from", hs.head, "to", newHead)
+	return true, nil
+}
+
+// staleRefLock returns the commit a stale lock of the branch names, when
+// there is one that names a whole commit id and the branch is still at
+// head (ok false otherwise: nothing to finish).
+func (g *gitRepo) staleRefLock(head plumbing.Hash) (newHead plumbing.Hash, ok bool, err error) {
+	refPath := g.refPath()
+	stale, err := g.waitLock(refPath)
+	if err != nil || !stale {
+		return newHead, false, err
+	}
+	raw, err := os.ReadFile(refPath + ".lock")
+	if err != nil {
+		return newHead, false, nil // gone meanwhile, or unreadable: cleanStale decides
+	}
+	text := string(raw)
+	if len(text) != 41 || text[40] != '\n' || !plumbing.IsHash(text[:40]) {
+		return newHead, false, nil // written only partly: the record was not renamed yet
+	}
+	newHead = plumbing.NewHash(text[:40])
+	cur, err := g.readRef()
+	if err != nil || cur != head || newHead == cur {
+		return newHead, false, nil
+	}
+	return newHead, true, nil
+}
+
+// unfinishedPaths compares the working tree (disk, clusterBlob) with the
+// new commit's tree ls and HEAD's hs. A batch renames its records one by
+// one after its objects and the ref lock are durable: a crash among those
+// renames leaves some records new and the others old. Each changed path
+// must hold the new or the old version (anything else is an edit the
+// operator made since); at least one must be new (else the batch had not
+// begun to show). It returns the paths still at the old version, to be
+// written from the new commit, or why the batch cannot be finished.
+func unfinishedPaths(ls, hs *headState, disk map[string]plumbing.Hash, clusterBlob plumbing.Hash) (missing []string, why string) {
 	landed := false
 	check := func(path string, onDisk, newBlob, oldBlob plumbing.Hash) bool {
 		switch {
@@ -86,41 +116,30 @@ func (g *gitRepo) rollForwardRef(hs *headState, isHost func(string) bool, disk m
 	}
 	for s := range unionKeys(ls.confBlob, hs.confBlob) {
 		if !check(s+"/"+confName, disk[s], ls.confBlob[s], hs.confBlob[s]) {
-			return skip("working tree holds neither version of "+s+"/"+confName, nil)
+			return nil, "working tree holds neither version of " + s + "/" + confName
 		}
 	}
 	if !check(clusterName, clusterBlob, ls.files[clusterName].Hash, hs.files[clusterName].Hash) {
-		return skip("working tree holds neither version of "+clusterName, nil)
+		return nil, "working tree holds neither version of " + clusterName
 	}
 	if !landed {
-		return skip("no record of the new commit is in the working tree yet", nil)
+		return nil, "no record of the new commit is in the working tree yet"
 	}
-	for _, path := range missing {
-		if err := g.restoreFromCommit(repo, newHead, path); err != nil {
-			return skip("cannot write "+path+" from the new commit", err)
-		}
-		g.log.Warn("finished writing a record interrupted by a crash", "path", path)
-	}
+	return missing, ""
+}
+
+// moveRefToLock renames the branch's lock over the ref, durably, and
+// records the move in the reflog.
+func (g *gitRepo) moveRefToLock(cur, newHead plumbing.Hash) error {
+	refPath := g.refPath()
 	if err := os.Rename(refPath+".lock", refPath); err != nil {
-		return false, err
+		return err
 	}
 	if err := durable.SyncDir(filepath.Dir(refPath)); err != nil {
-		return false, err
+		return err
 	}
-	if g.reflog {
-		line := fmt.Sprintf("%s %s %s %s\tmayu: finished update interrupted by a crash\n", cur, newHead, g.ident, gitenc.FormatWhen(g.now()))
-		logs := []string{filepath.Join(g.gitDir, "logs", filepath.FromSlash(g.refName))}
-		if g.refName != "HEAD" {
-			logs = append(logs, filepath.Join(g.gitDir, "logs", "HEAD"))
-		}
-		for _, p := range logs {
-			if err := appendFile(p, line); err != nil {
-				g.log.Warn("cannot append to reflog", "path", p, "err", err)
-			}
-		}
-	}
-	g.log.Warn("finished branch update interrupted by a crash", "ref", g.refName, "from", cur, "to", newHead)
-	return true, nil
+	g.appendReflog(fmt.Sprintf("%s %s %s %s\tmayu: finished update interrupted by a crash\n", cur, newHead, g.ident, gitenc.FormatWhen(g.now())))
+	return nil
 }
 
 // restoreFromCommit writes the working-tree file at path as the commit

@@ -2,14 +2,17 @@ package gitdir
 
 import (
 	"fmt"
+	"io"
 	"mayu/pkg/durable"
 	"mayu/pkg/store/gitdir/internal/gitenc"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
+	"github.com/go-git/go-git/v5/plumbing/object"
 )
 
 // gitTx collects the objects of one or more commits into one pack (see
@@ -106,8 +109,13 @@ func (tx *gitTx) stageRemove(name string) {
 // commit records the staged tree as a commit on top of the tx's head.
 func (tx *gitTx) commit(msg string) {
 	tree := tx.addRoot(tx.g.root.Bytes())
-	when := gitenc.FormatWhen(tx.g.now())
-	c := tx.add(plumbing.CommitObject, gitenc.CommitPayload(tree, tx.head, tx.g.ident, when, msg))
+	now := tx.g.now()
+	payload, err := encodeCommit(tree, tx.head, tx.g.email, now, msg)
+	if err != nil && tx.err == nil {
+		tx.err = err
+	}
+	c := tx.add(plumbing.CommitObject, payload)
+	when := gitenc.FormatWhen(now)
 	kind := "commit"
 	if tx.head.IsZero() {
 		kind = "commit (initial)"
@@ -186,17 +194,8 @@ func (tx *gitTx) done() {
 	if tx.pack != "" {
 		tx.g.packs = append(tx.g.packs, packFile{name: tx.pack})
 	}
-	if tx.g.reflog && len(tx.reflog) > 0 {
-		text := strings.Join(tx.reflog, "")
-		logs := []string{filepath.Join(tx.g.gitDir, "logs", filepath.FromSlash(tx.g.refName))}
-		if tx.g.refName != "HEAD" {
-			logs = append(logs, filepath.Join(tx.g.gitDir, "logs", "HEAD"))
-		}
-		for _, p := range logs {
-			if err := appendFile(p, text); err != nil {
-				tx.g.log.Warn("cannot append to reflog", "path", p, "err", err)
-			}
-		}
+	if len(tx.reflog) > 0 {
+		tx.g.appendReflog(strings.Join(tx.reflog, ""))
 	}
 }
 
@@ -210,4 +209,28 @@ func (tx *gitTx) rollback() {
 		}
 	}
 	tx.undo = map[string]*gitenc.TreeEntry{}
+}
+
+// encodeCommit encodes a commit object with go-git's encoder: tree, parent
+// (none when zero), the store's identity with email at when, and msg,
+// given a final newline as `git commit -m` does.
+func encodeCommit(tree, parent plumbing.Hash, email string, when time.Time, msg string) ([]byte, error) {
+	if !strings.HasSuffix(msg, "\n") {
+		msg += "\n"
+	}
+	sig := object.Signature{Name: commitName, Email: email, When: when}
+	c := &object.Commit{TreeHash: tree, Author: sig, Committer: sig, Message: msg}
+	if !parent.IsZero() {
+		c.ParentHashes = []plumbing.Hash{parent}
+	}
+	var o plumbing.MemoryObject
+	if err := c.Encode(&o); err != nil {
+		return nil, err
+	}
+	r, err := o.Reader()
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return io.ReadAll(r)
 }

@@ -33,23 +33,6 @@ func objectHeader(kind plumbing.ObjectType, n int) []byte {
 // BlobID is the object id of file content.
 func BlobID(data []byte) plumbing.Hash { return HashObject(plumbing.BlobObject, data) }
 
-// CommitPayload encodes a commit object: tree, parent (none when zero),
-// author and committer ident ("name <email>") at when (FormatWhen), and
-// msg, given a final newline as `git commit -m` does.
-func CommitPayload(tree, parent plumbing.Hash, ident, when, msg string) []byte {
-	var b bytes.Buffer
-	fmt.Fprintf(&b, "tree %s\n", tree)
-	if !parent.IsZero() {
-		fmt.Fprintf(&b, "parent %s\n", parent)
-	}
-	fmt.Fprintf(&b, "author %s %s\ncommitter %s %s\n\n", ident, when, ident, when)
-	b.WriteString(msg)
-	if len(msg) == 0 || msg[len(msg)-1] != '\n' {
-		b.WriteByte('\n')
-	}
-	return b.Bytes()
-}
-
 // FormatWhen formats t as a commit header does: Unix seconds and the
 // zone offset, "1700000000 +0100".
 func FormatWhen(t time.Time) string {
