@@ -12,7 +12,7 @@ import (
 // messages it would have committed, so tests can check them.
 type Memory struct {
 	mu       sync.RWMutex
-	ix       *Table
+	hosts    *Table
 	cluster  Cluster
 	messages []string
 	notes    Notifier
@@ -20,7 +20,7 @@ type Memory struct {
 
 // NewMemory returns an empty in-memory store.
 func NewMemory() *Memory {
-	return &Memory{ix: NewTable()}
+	return &Memory{hosts: NewTable()}
 }
 
 // Get implements Store.
@@ -30,7 +30,7 @@ func (m *Memory) Get(serial string) (host.Host, error) {
 	}
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	h, ok := m.ix.Get(serial)
+	h, ok := m.hosts.Get(serial)
 	if !ok {
 		return host.Host{}, fmt.Errorf("%w: %s", ErrNotFound, serial)
 	}
@@ -41,7 +41,7 @@ func (m *Memory) Get(serial string) (host.Host, error) {
 func (m *Memory) ByMAC(mac string) (host.Host, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	h, ok := m.ix.ByMAC(mac)
+	h, ok := m.hosts.ByMAC(mac)
 	if !ok {
 		return host.Host{}, fmt.Errorf("%w: mac %s", ErrNotFound, mac)
 	}
@@ -52,7 +52,7 @@ func (m *Memory) ByMAC(mac string) (host.Host, error) {
 func (m *Memory) ByIP(ip net.IP) (host.Host, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	h, ok := m.ix.ByIP(ip)
+	h, ok := m.hosts.ByIP(ip)
 	if !ok {
 		return host.Host{}, fmt.Errorf("%w: ip %s", ErrNotFound, ip)
 	}
@@ -63,14 +63,14 @@ func (m *Memory) ByIP(ip net.IP) (host.Host, error) {
 func (m *Memory) List() []host.Host {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	return m.ix.List()
+	return m.hosts.List()
 }
 
 // ProfileCount implements Store.
 func (m *Memory) ProfileCount(profile string) int {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	return m.ix.ProfileCount(profile)
+	return m.hosts.ProfileCount(profile)
 }
 
 // Create implements Store.
@@ -80,7 +80,7 @@ func (m *Memory) Create(serial string, steps ...Step) (host.Host, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, ok := m.ix.Get(serial); ok {
+	if _, ok := m.hosts.Get(serial); ok {
 		return host.Host{}, fmt.Errorf("%w: %s", ErrExists, serial)
 	}
 	return m.apply(host.Host{Serial: serial}, steps)
@@ -93,7 +93,7 @@ func (m *Memory) Update(serial string, steps ...Step) (host.Host, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	h, ok := m.ix.Get(serial)
+	h, ok := m.hosts.Get(serial)
 	if !ok {
 		return host.Host{}, fmt.Errorf("%w: %s", ErrNotFound, serial)
 	}
@@ -106,17 +106,17 @@ func (m *Memory) apply(h host.Host, steps []Step) (host.Host, error) {
 		return host.Host{}, err
 	}
 	if len(snaps) == 0 {
-		if _, ok := m.ix.Get(h.Serial); !ok {
+		if _, ok := m.hosts.Get(h.Serial); !ok {
 			// A create whose steps changed nothing still creates the
 			// record, audited as the git-backed store commits it.
-			m.ix.Put(h)
+			m.hosts.Put(h)
 			m.messages = append(m.messages, h.Serial+": host created")
 			m.notes.Notify()
 		}
 		return h.Clone(), nil
 	}
 	final := snaps[len(snaps)-1]
-	m.ix.Put(final)
+	m.hosts.Put(final)
 	for _, msg := range msgs {
 		m.messages = append(m.messages, h.Serial+": "+msg)
 	}

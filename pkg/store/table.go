@@ -32,68 +32,68 @@ func NewTable() *Table {
 }
 
 // Get returns the record of serial, not a copy.
-func (ix *Table) Get(serial string) (host.Host, bool) {
-	h, ok := ix.hosts[serial]
+func (t *Table) Get(serial string) (host.Host, bool) {
+	h, ok := t.hosts[serial]
 	return h, ok
 }
 
 // Put adds or replaces h. The table keeps h itself: the caller hands it
 // over.
-func (ix *Table) Put(h host.Host) {
-	ix.Remove(h.Serial)
-	ix.hosts[h.Serial] = h
+func (t *Table) Put(h host.Host) {
+	t.Remove(h.Serial)
+	t.hosts[h.Serial] = h
 	for _, m := range h.MacAddresses {
-		ix.byMAC[strings.ToLower(m)] = h.Serial
+		t.byMAC[strings.ToLower(m)] = h.Serial
 	}
 	if h.InternalAddr != nil {
-		ix.byIP[h.InternalAddr.String()] = h.Serial
+		t.byIP[h.InternalAddr.String()] = h.Serial
 	}
-	ix.profiles[h.Profile]++
+	t.profiles[h.Profile]++
 }
 
 // Remove drops the record of serial, if any.
-func (ix *Table) Remove(serial string) {
-	old, ok := ix.hosts[serial]
+func (t *Table) Remove(serial string) {
+	old, ok := t.hosts[serial]
 	if !ok {
 		return
 	}
 	for _, m := range old.MacAddresses {
-		if ix.byMAC[strings.ToLower(m)] == serial {
-			delete(ix.byMAC, strings.ToLower(m))
+		if t.byMAC[strings.ToLower(m)] == serial {
+			delete(t.byMAC, strings.ToLower(m))
 		}
 	}
-	if old.InternalAddr != nil && ix.byIP[old.InternalAddr.String()] == serial {
-		delete(ix.byIP, old.InternalAddr.String())
+	if old.InternalAddr != nil && t.byIP[old.InternalAddr.String()] == serial {
+		delete(t.byIP, old.InternalAddr.String())
 	}
-	ix.profiles[old.Profile]--
-	if ix.profiles[old.Profile] <= 0 {
-		delete(ix.profiles, old.Profile)
+	t.profiles[old.Profile]--
+	if t.profiles[old.Profile] <= 0 {
+		delete(t.profiles, old.Profile)
 	}
-	delete(ix.hosts, serial)
+	delete(t.hosts, serial)
 }
 
 // ByMAC returns the record with this MAC address (any case), not a copy.
-func (ix *Table) ByMAC(mac string) (host.Host, bool) {
-	s, ok := ix.byMAC[strings.ToLower(mac)]
+func (t *Table) ByMAC(mac string) (host.Host, bool) {
+	s, ok := t.byMAC[strings.ToLower(mac)]
 	if !ok {
 		return host.Host{}, false
 	}
-	return ix.hosts[s], true
+	return t.hosts[s], true
 }
 
 // ByIP returns the record whose InternalAddr is ip, not a copy.
-func (ix *Table) ByIP(ip net.IP) (host.Host, bool) {
-	s, ok := ix.byIP[ip.String()]
+func (t *Table) ByIP(ip net.IP) (host.Host, bool) {
+	s, ok := t.byIP[ip.String()]
 	if !ok {
 		return host.Host{}, false
 	}
-	return ix.hosts[s], true
+	return t.hosts[s], true
 }
 
 // List returns copies of every record, sorted by serial.
-func (ix *Table) List() []host.Host {
-	out := make([]host.Host, 0, len(ix.hosts))
-	for _, h := range ix.hosts {
+func (t *Table) List() []host.Host {
+	out := make([]host.Host, 0, len(t.hosts))
+	for _, h := range t.hosts {
 		out = append(out, h.Clone())
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Serial < out[j].Serial })
@@ -101,12 +101,12 @@ func (ix *Table) List() []host.Host {
 }
 
 // ProfileCount returns how many records have this profile.
-func (ix *Table) ProfileCount(profile string) int { return ix.profiles[profile] }
+func (t *Table) ProfileCount(profile string) int { return t.profiles[profile] }
 
 // Serials returns the serials of every record, in no order.
-func (ix *Table) Serials() []string {
-	out := make([]string, 0, len(ix.hosts))
-	for s := range ix.hosts {
+func (t *Table) Serials() []string {
+	out := make([]string, 0, len(t.hosts))
+	for s := range t.hosts {
 		out = append(out, s)
 	}
 	return out

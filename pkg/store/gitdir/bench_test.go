@@ -16,7 +16,7 @@ import (
 
 // Benchmarks of the cluster directory at 10, 1,000 and 10,000 existing
 // hosts, git on and off. The fixture of each size is built once per run
-// (files written directly, then one bulk initial commit by OpenDir) and
+// (files written directly, then one bulk initial commit by Open) and
 // reused by every benchmark of that size.
 //
 //	go test -run '^$' -bench Open -benchtime 3x ./pkg/store/

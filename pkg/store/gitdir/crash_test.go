@@ -177,7 +177,7 @@ func TestDirKillHelper(t *testing.T) {
 
 // TestDirRollForward: a crash after the new record was renamed into place
 // but before the ref lock was renamed over the ref leaves a stale lock
-// naming the new head. OpenDir finishes the ref update, so the history
+// naming the new head. Open finishes the ref update, so the history
 // keeps the real messages; a lock it cannot trust is dropped as before and
 // the record is committed as a recovered change.
 func TestDirRollForward(t *testing.T) {

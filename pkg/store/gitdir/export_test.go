@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// SetStaleLockAge shortens the age past which OpenDir takes a lock file for
+// SetStaleLockAge shortens the age past which Open takes a lock file for
 // a killed process's, for tests that kill processes many times; it returns
 // a function restoring the old value.
 func SetStaleLockAge(d time.Duration) (restore func()) {
@@ -62,3 +62,8 @@ func SetSyncfsMin(n int) (restore func()) {
 	durable.SyncfsMin = n
 	return func() { durable.SyncfsMin = old }
 }
+
+// WaitMerges waits for a background pack merge to finish, so that a test
+// running git fsck does not race with the merge removing the packs it
+// replaced. No write may run meanwhile.
+func (d *Dir) WaitMerges() { d.packWG.Wait() }

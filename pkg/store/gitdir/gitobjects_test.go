@@ -128,6 +128,7 @@ func TestDirSplitIndex(t *testing.T) {
 	require.NoError(t, err)
 	assert.Less(t, indexSize(), int64(2000), "the split index holds only the changes")
 	lsMatchesHead()
+	d.WaitMerges()
 	checkRepo(t, dir)
 
 	// Past a sixteenth of the entries changed, a new shared index replaces
@@ -139,6 +140,7 @@ func TestDirSplitIndex(t *testing.T) {
 	require.Len(t, sharedIndexes(), 1)
 	assert.NotEqual(t, first, sharedIndexes()[0])
 	lsMatchesHead()
+	d.WaitMerges()
 	checkRepo(t, dir)
 
 	// git itself rewriting the index (here: a refresh) does not confuse
@@ -147,5 +149,6 @@ func TestDirSplitIndex(t *testing.T) {
 	_, err = d.Update("h001", step("updated host cabinet", func(h *host.Host) { h.Cabinet = 5 }))
 	require.NoError(t, err)
 	lsMatchesHead()
+	d.WaitMerges()
 	checkRepo(t, dir)
 }

@@ -202,8 +202,8 @@ func (w *dirWatcher) rescan() {
 
 // handEditHost re-reads one host's conf.json after an event. A file the
 // store wrote itself is recognised by its blob id and ignored; a record
-// that does not decode is logged and ignored (the index keeps the last
-// good one); a valid edit updates the index and is committed.
+// that does not decode is logged and ignored (the host table keeps the last
+// good one); a valid edit updates the table and .git/index and is committed.
 func (d *Dir) handEditHost(serial string) {
 	d.wmu.Lock()
 	defer d.wmu.Unlock()

@@ -20,7 +20,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/object"
 )
 
-// ErrDamagedRepo is returned by OpenDir when the cluster directory has a
+// ErrDamagedRepo is returned by Open when the cluster directory has a
 // .git that cannot be read. The store never re-initialises such a
 // repository: the audit trail is the operator's to repair.
 var ErrDamagedRepo = errors.New("store: damaged git repository")
@@ -44,7 +44,7 @@ var staleLock = 3 * time.Second
 var errHeadMoved = errors.New("store: git HEAD moved outside the store")
 
 // gitRepo is the store's view of the repository: HEAD's root tree, the
-// index and where to write. Its owner serialises access.
+// .git/index and where to write. Its owner serialises access.
 type gitRepo struct {
 	workDir, gitDir string
 	refName         string // the ref HEAD points to, or "HEAD" when detached
@@ -73,7 +73,7 @@ type headState struct {
 	confBlob map[string]plumbing.Hash
 	extras   map[string][]gitenc.TreeEntry
 	// files lists every blob path of HEAD that is not a host's conf.json
-	// (cluster.json included), for the index.
+	// (cluster.json included), for .git/index.
 	files map[string]gitenc.TreeEntry
 	email string
 	// cluster is cluster.json as HEAD holds it (nil if it has none).
@@ -284,7 +284,7 @@ func readCommitTree(repo *git.Repository, hs *headState, isHost func(string) boo
 	return nil
 }
 
-// flatten lists the blobs under a tree entry, for the index.
+// flatten lists the blobs under a tree entry, for .git/index.
 func flatten(repo *git.Repository, prefix string, e gitenc.TreeEntry, out map[string]gitenc.TreeEntry) error {
 	if !e.IsDir() {
 		if e.Mode != filemode.Submodule {
