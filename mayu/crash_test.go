@@ -62,7 +62,7 @@ func crashArgs(t *testing.T, dir string, port int) []string {
 }
 
 // parseAllRecords reads every conf.json and cluster.json in the cluster
-// directory as OpenDir would, and fails on any torn or undecodable file.
+// directory as gitdir.Open would, and fails on any torn or undecodable file.
 func parseAllRecords(t *testing.T, cluster string) int {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(cluster, "cluster.json"))
@@ -79,7 +79,7 @@ func parseAllRecords(t *testing.T, cluster string) int {
 		data, err := os.ReadFile(p)
 		if errors.Is(err, fs.ErrNotExist) {
 			// A host directory created just before the kill, whose record
-			// never landed: allowed, OpenDir ignores it.
+			// never landed: allowed, gitdir.Open ignores it.
 			continue
 		}
 		require.NoError(t, err)

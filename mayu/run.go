@@ -24,6 +24,7 @@ import (
 	"mayu/pkg/provision"
 	"mayu/pkg/render"
 	"mayu/pkg/store"
+	"mayu/pkg/store/gitdir"
 )
 
 // prepared is everything loaded and checked before anything starts.
@@ -114,7 +115,7 @@ func run(parent context.Context, o options, log *slog.Logger) error {
 	defer p.cleanup()
 	logConfigWarnings(log, o.configPath, p.cfg)
 
-	st, err := store.OpenDir(o.clusterDir, store.DirOptions{NoGit: o.noGit, Logger: log.With("component", "store"), Watch: true})
+	st, err := gitdir.Open(o.clusterDir, gitdir.Options{NoGit: o.noGit, Logger: log.With("component", "store"), Watch: true})
 	if err != nil {
 		return err
 	}

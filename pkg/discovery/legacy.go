@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"maps"
+	"mayu/pkg/durable"
 	"net"
 	"net/http"
 	"net/url"
@@ -303,10 +304,7 @@ func (src *legacyEtcd) get(ctx context.Context, key string, recursive bool) (*No
 // file exists, so the directory entry is made durable; its content is a
 // record for the operator only.
 func writeMarker(dir, name string, body []byte) error {
-	if err := os.WriteFile(filepath.Join(dir, name), body, 0o640); err != nil {
-		return fmt.Errorf("%w: %w", ErrStorage, err)
-	}
-	if err := syncDir(dir); err != nil {
+	if err := durable.WriteFile(filepath.Join(dir, name), body, 0o640, tempPrefix); err != nil {
 		return fmt.Errorf("%w: %w", ErrStorage, err)
 	}
 	return nil

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"mayu/pkg/durable"
 )
 
 // Each registry lives in <dir>/<token>.json. One file per token keeps every
@@ -19,50 +21,16 @@ const (
 	tempPrefix = ".tmp-"
 )
 
-// saveRegistry writes r atomically: a reader (or a crash) sees the old file
-// or the new one, never a torn one.
-func saveRegistry(dir string, r *registry) (err error) {
+// saveRegistry writes r atomically and durably: a reader (or a crash) sees
+// the old file or the new one, never a torn one.
+func saveRegistry(dir string, r *registry) error {
 	body, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return fmt.Errorf("%w: encoding registry %s: %w", ErrStorage, r.Token, err)
 	}
-	f, err := os.CreateTemp(dir, tempPrefix+r.Token+"-*")
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrStorage, err)
-	}
-	defer func() {
-		if err != nil {
-			_ = f.Close()
-			_ = os.Remove(f.Name())
-		}
-	}()
-	if _, err = f.Write(append(body, '\n')); err != nil {
-		return fmt.Errorf("%w: writing %s: %w", ErrStorage, f.Name(), err)
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("%w: syncing %s: %w", ErrStorage, f.Name(), err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("%w: closing %s: %w", ErrStorage, f.Name(), err)
-	}
-	if err = os.Rename(f.Name(), filepath.Join(dir, r.Token+fileSuffix)); err != nil {
-		return fmt.Errorf("%w: %w", ErrStorage, err)
-	}
-	// The rename is durable only once the directory entry is.
-	if err = syncDir(dir); err != nil {
-		return fmt.Errorf("%w: %w", ErrStorage, err)
-	}
-	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("syncing %s: %w", dir, err)
+	path := filepath.Join(dir, r.Token+fileSuffix)
+	if err := durable.WriteFile(path, append(body, '\n'), 0o600, tempPrefix+r.Token+"-"); err != nil {
+		return fmt.Errorf("%w: writing %s: %w", ErrStorage, path, err)
 	}
 	return nil
 }

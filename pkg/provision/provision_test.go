@@ -15,6 +15,7 @@ import (
 	"mayu/pkg/config"
 	"mayu/pkg/host"
 	"mayu/pkg/store"
+	"mayu/pkg/store/gitdir"
 	"mayu/pkg/store/storetest"
 )
 
@@ -137,7 +138,7 @@ func TestConcurrentRegistrations(t *testing.T) {
 	})
 	t.Run("git", func(t *testing.T) {
 		dir := t.TempDir()
-		st, err := store.OpenDir(dir, store.DirOptions{})
+		st, err := gitdir.Open(dir, gitdir.Options{})
 		require.NoError(t, err)
 		p := newTestWith(t, "192.168.2.99", st)
 		concurrentRegistrations(t, p, st, func() []string {

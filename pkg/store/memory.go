@@ -12,25 +12,25 @@ import (
 // messages it would have committed, so tests can check them.
 type Memory struct {
 	mu       sync.RWMutex
-	ix       *index
+	hosts    *Table
 	cluster  Cluster
 	messages []string
-	notes    notifier
+	notes    Notifier
 }
 
 // NewMemory returns an empty in-memory store.
 func NewMemory() *Memory {
-	return &Memory{ix: newIndex()}
+	return &Memory{hosts: NewTable()}
 }
 
 // Get implements Store.
 func (m *Memory) Get(serial string) (host.Host, error) {
-	if err := checkSerial(serial); err != nil {
+	if err := CheckSerial(serial); err != nil {
 		return host.Host{}, err
 	}
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	h, ok := m.ix.get(serial)
+	h, ok := m.hosts.Get(serial)
 	if !ok {
 		return host.Host{}, fmt.Errorf("%w: %s", ErrNotFound, serial)
 	}
@@ -41,7 +41,7 @@ func (m *Memory) Get(serial string) (host.Host, error) {
 func (m *Memory) ByMAC(mac string) (host.Host, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	h, ok := m.ix.byMACAddr(mac)
+	h, ok := m.hosts.ByMAC(mac)
 	if !ok {
 		return host.Host{}, fmt.Errorf("%w: mac %s", ErrNotFound, mac)
 	}
@@ -52,7 +52,7 @@ func (m *Memory) ByMAC(mac string) (host.Host, error) {
 func (m *Memory) ByIP(ip net.IP) (host.Host, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	h, ok := m.ix.byIPAddr(ip)
+	h, ok := m.hosts.ByIP(ip)
 	if !ok {
 		return host.Host{}, fmt.Errorf("%w: ip %s", ErrNotFound, ip)
 	}
@@ -63,24 +63,24 @@ func (m *Memory) ByIP(ip net.IP) (host.Host, error) {
 func (m *Memory) List() []host.Host {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	return m.ix.list()
+	return m.hosts.List()
 }
 
 // ProfileCount implements Store.
 func (m *Memory) ProfileCount(profile string) int {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	return m.ix.profiles[profile]
+	return m.hosts.ProfileCount(profile)
 }
 
 // Create implements Store.
 func (m *Memory) Create(serial string, steps ...Step) (host.Host, error) {
-	if err := checkSerial(serial); err != nil {
+	if err := CheckSerial(serial); err != nil {
 		return host.Host{}, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, ok := m.ix.get(serial); ok {
+	if _, ok := m.hosts.Get(serial); ok {
 		return host.Host{}, fmt.Errorf("%w: %s", ErrExists, serial)
 	}
 	return m.apply(host.Host{Serial: serial}, steps)
@@ -88,12 +88,12 @@ func (m *Memory) Create(serial string, steps ...Step) (host.Host, error) {
 
 // Update implements Store.
 func (m *Memory) Update(serial string, steps ...Step) (host.Host, error) {
-	if err := checkSerial(serial); err != nil {
+	if err := CheckSerial(serial); err != nil {
 		return host.Host{}, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	h, ok := m.ix.get(serial)
+	h, ok := m.hosts.Get(serial)
 	if !ok {
 		return host.Host{}, fmt.Errorf("%w: %s", ErrNotFound, serial)
 	}
@@ -101,26 +101,26 @@ func (m *Memory) Update(serial string, steps ...Step) (host.Host, error) {
 }
 
 func (m *Memory) apply(h host.Host, steps []Step) (host.Host, error) {
-	snaps, msgs, err := applySteps(h, steps)
+	snaps, msgs, err := ApplySteps(h, steps)
 	if err != nil {
 		return host.Host{}, err
 	}
 	if len(snaps) == 0 {
-		if _, ok := m.ix.get(h.Serial); !ok {
+		if _, ok := m.hosts.Get(h.Serial); !ok {
 			// A create whose steps changed nothing still creates the
 			// record, audited as the git-backed store commits it.
-			m.ix.put(h)
+			m.hosts.Put(h)
 			m.messages = append(m.messages, h.Serial+": host created")
-			m.notes.notify()
+			m.notes.Notify()
 		}
 		return h.Clone(), nil
 	}
 	final := snaps[len(snaps)-1]
-	m.ix.put(final)
+	m.hosts.Put(final)
 	for _, msg := range msgs {
 		m.messages = append(m.messages, h.Serial+": "+msg)
 	}
-	m.notes.notify()
+	m.notes.Notify()
 	return final.Clone(), nil
 }
 
@@ -147,7 +147,7 @@ func (m *Memory) UpdateCluster(message string, apply func(c *Cluster) error) (Cl
 }
 
 // Subscribe implements Store.
-func (m *Memory) Subscribe(fn func()) { m.notes.subscribe(fn) }
+func (m *Memory) Subscribe(fn func()) { m.notes.Subscribe(fn) }
 
 // Messages returns the audit messages recorded so far, oldest first.
 func (m *Memory) Messages() []string {
@@ -158,7 +158,7 @@ func (m *Memory) Messages() []string {
 
 // Close implements Store.
 func (m *Memory) Close() error {
-	m.notes.close()
+	m.notes.Close()
 	return nil
 }
 

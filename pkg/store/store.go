@@ -6,7 +6,12 @@
 // Mayu's git log ("updated host state to installing"); the git-backed store
 // records one commit per step, each holding the record as that step left it.
 // If any step fails, nothing is written. Lookups are served from an in-memory
-// index kept in step with the files.
+// table kept in step with the records (Table).
+//
+// This package holds the contract (Store, Step, the errors), the pieces
+// every implementation shares (Table, ApplySteps, Notifier, CheckSerial),
+// and Memory; storetest checks any implementation against the contract.
+// The git-backed cluster directory is in store/gitdir.
 package store
 
 import (
@@ -28,15 +33,24 @@ var (
 
 // Step is one audited change: Apply mutates the record, Message is the audit
 // message (without the "<serial>: " prefix the store adds).
+//
+// Apply must be repeatable and free of side effects outside the record it
+// is given: a store may run it more than once for one call (the git-backed
+// store runs a batch again on the record as it now is when an operator
+// committed under it), and runs it on a copy that is thrown away when a
+// later step fails or the write does not persist. Whatever must happen
+// once, after the change is durable, belongs after Create or Update
+// returns. Apply returns an error to refuse the change: nothing is written
+// and Create or Update returns that error.
 type Step struct {
 	Message string
 	Apply   func(h *host.Host) error
 }
 
-// Cluster is cluster.json.
+// Cluster is the cluster-wide state (cluster.json of a Mayu cluster
+// directory). How a backend records it on disk is the backend's business.
 type Cluster struct {
-	GitStore bool
-	Config   ClusterConfig
+	Config ClusterConfig
 }
 
 // ClusterConfig holds the cluster-wide settings of cluster.json.

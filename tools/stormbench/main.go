@@ -32,7 +32,7 @@ import (
 	"mayu/pkg/config"
 	"mayu/pkg/proctest"
 	"mayu/pkg/provision"
-	"mayu/pkg/store"
+	"mayu/pkg/store/gitdir"
 	"mayu/tools/storm"
 )
 
@@ -329,7 +329,7 @@ func (b *bench) clusterTemplate(n int) (string, error) {
 	}
 	dir := filepath.Join(b.o.work, fmt.Sprintf("template-%d", n))
 	start := time.Now()
-	st, err := store.OpenDir(dir, store.DirOptions{NoGit: true})
+	st, err := gitdir.Open(dir, gitdir.Options{NoGit: true})
 	if err != nil {
 		return "", err
 	}
@@ -364,7 +364,7 @@ func (b *bench) clusterTemplate(n int) (string, error) {
 	if err := st.Close(); err != nil {
 		return "", err
 	}
-	st, err = store.OpenDir(dir, store.DirOptions{})
+	st, err = gitdir.Open(dir, gitdir.Options{})
 	if err != nil {
 		return "", err
 	}

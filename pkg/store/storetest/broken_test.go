@@ -34,7 +34,7 @@ func TestBroken(t *testing.T) {
 		{"create fails with storage error", func() error { _, err := b.Create("s2"); return err }, store.ErrStorage},
 		{"create of existing serial", func() error { _, err := b.Create("s1"); return err }, store.ErrExists},
 		{"cluster update fails", func() error {
-			_, err := b.UpdateCluster("m", func(c *store.Cluster) error { c.GitStore = true; return nil })
+			_, err := b.UpdateCluster("m", func(c *store.Cluster) error { c.Config.DefaultEtcdClusterToken = "t"; return nil })
 			return err
 		}, store.ErrStorage},
 	}

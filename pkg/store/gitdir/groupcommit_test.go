@@ -1,4 +1,4 @@
-package store_test
+package gitdir_test
 
 import (
 	"errors"
@@ -15,6 +15,7 @@ import (
 
 	"mayu/pkg/host"
 	"mayu/pkg/store"
+	"mayu/pkg/store/gitdir"
 )
 
 // TestDirGroupCommit: requests arriving together share batches, yet each
@@ -23,7 +24,7 @@ import (
 // only, and leave no commit; everything else lands once, in git log.
 func TestDirGroupCommit(t *testing.T) {
 	dir := t.TempDir()
-	d, err := store.OpenDir(dir, store.DirOptions{})
+	d, err := gitdir.Open(dir, gitdir.Options{})
 	require.NoError(t, err)
 	defer d.Close()
 	const hosts, rounds = 16, 6
@@ -102,9 +103,9 @@ func TestDirGroupCommit(t *testing.T) {
 // from the new commit, and every audit message of the batch is kept.
 func TestDirRollForwardPartialBatch(t *testing.T) {
 	needGit(t)
-	defer store.SetStaleLockAge(time.Second)()
+	defer gitdir.SetStaleLockAge(time.Second)()
 	dir := t.TempDir()
-	d, err := store.OpenDir(dir, store.DirOptions{})
+	d, err := gitdir.Open(dir, gitdir.Options{})
 	require.NoError(t, err)
 	for _, s := range []string{"s1", "s2"} {
 		_, err = d.Create(s, step("host created", func(h *host.Host) { h.Enabled = true }))
@@ -136,7 +137,7 @@ func TestDirRollForwardPartialBatch(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "s2", "conf.json"), oldS2, 0o644))
 	require.NoError(t, os.Remove(filepath.Join(dir, "s3", "conf.json")))
 
-	d, err = store.OpenDir(dir, store.DirOptions{})
+	d, err = gitdir.Open(dir, gitdir.Options{})
 	require.NoError(t, err)
 	defer d.Close()
 	assert.Equal(t, wantLog, gitLog(t, dir), "the batch's commits, no recovered change")
@@ -155,9 +156,9 @@ func TestDirRollForwardPartialBatch(t *testing.T) {
 // skip the packs that are gone.
 func TestDirGitGCWhileRunning(t *testing.T) {
 	needGit(t)
-	defer store.SetMergeFanIn(4)()
+	defer gitdir.SetMergeFanIn(4)()
 	dir := t.TempDir()
-	d, err := store.OpenDir(dir, store.DirOptions{})
+	d, err := gitdir.Open(dir, gitdir.Options{})
 	require.NoError(t, err)
 	defer d.Close()
 	_, err = d.Create("s1", step("host created", func(h *host.Host) { h.Enabled = true }))
@@ -185,7 +186,7 @@ func TestDirGitGCWhileRunning(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, packs, 1)
 	require.NoError(t, os.WriteFile(strings.TrimSuffix(packs[0], ".pack")+".keep", nil, 0o644))
-	d2, err := store.OpenDir(dir, store.DirOptions{})
+	d2, err := gitdir.Open(dir, gitdir.Options{})
 	require.NoError(t, err)
 	defer d2.Close()
 	assert.Empty(t, d2.Packs(), "a kept pack is not a merge candidate")

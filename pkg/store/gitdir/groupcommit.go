@@ -1,4 +1,4 @@
-package store
+package gitdir
 
 import (
 	"errors"
@@ -9,7 +9,9 @@ import (
 
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 
+	"mayu/pkg/durable"
 	"mayu/pkg/host"
+	"mayu/pkg/store"
 )
 
 // maxBatch bounds the requests one group commit takes, so a batch's
@@ -20,7 +22,7 @@ const maxBatch = 128
 type writeReq struct {
 	serial string
 	create bool
-	steps  []Step
+	steps  []store.Step
 
 	res host.Host
 	err error
@@ -36,8 +38,8 @@ type writeReq struct {
 // queued meanwhile. Nobody sleeps to gather a batch: a batch is whatever
 // queued while the previous one was made durable, so a lone request costs
 // what it did before, and a storm shares its fsync rounds.
-func (d *Dir) mutate(serial string, create bool, steps []Step) (host.Host, error) {
-	if err := checkSerial(serial); err != nil {
+func (d *Dir) mutate(serial string, create bool, steps []store.Step) (host.Host, error) {
+	if err := store.CheckSerial(serial); err != nil {
 		return host.Host{}, err
 	}
 	r := &writeReq{serial: serial, create: create, steps: steps, wake: make(chan bool, 1)}
@@ -68,7 +70,7 @@ func (d *Dir) mutate(serial string, create bool, steps []Step) (host.Host, error
 func (d *Dir) finishBatch(batch []*writeReq, leader *writeReq) {
 	if p := recover(); p != nil {
 		for _, o := range batch {
-			o.res, o.err = host.Host{}, fmt.Errorf("%w: batch failed: %v", ErrStorage, p)
+			o.res, o.err = host.Host{}, fmt.Errorf("%w: batch failed: %v", store.ErrStorage, p)
 		}
 		defer panic(p)
 	}
@@ -150,12 +152,12 @@ func (d *Dir) tryBatch(batch []*writeReq) error {
 		}
 		switch {
 		case r.create && ok:
-			r.err = fmt.Errorf("%w: %s", ErrExists, r.serial)
+			r.err = fmt.Errorf("%w: %s", store.ErrExists, r.serial)
 			continue
 		case r.create:
 			h = host.Host{Serial: r.serial}
 		case !ok:
-			r.err = fmt.Errorf("%w: %s", ErrNotFound, r.serial)
+			r.err = fmt.Errorf("%w: %s", store.ErrNotFound, r.serial)
 			continue
 		}
 		snaps, msgs, datas, err := prepare(h, r.create, r.steps)
@@ -191,29 +193,29 @@ func (d *Dir) tryBatch(batch []*writeReq) error {
 			return err
 		}
 		for _, r := range writers {
-			r.res, r.err = host.Host{}, fmt.Errorf("%w: %s: %w", ErrStorage, r.serial, err)
+			r.res, r.err = host.Host{}, fmt.Errorf("%w: %s: %w", store.ErrStorage, r.serial, err)
 		}
 		return nil
 	}
 	d.mu.Lock()
 	for _, s := range order {
-		d.ix.put(pend[s].h)
+		d.hosts.Put(pend[s].h)
 	}
 	d.mu.Unlock()
-	d.notes.notify()
+	d.notes.Notify()
 	return nil
 }
 
 // prepare runs the steps on a copy of h and encodes every snapshot. A
 // create whose steps changed nothing still creates the record. A step that
 // panics fails its request, not the batch.
-func prepare(h host.Host, create bool, steps []Step) (snaps []host.Host, msgs []string, datas [][]byte, err error) {
+func prepare(h host.Host, create bool, steps []store.Step) (snaps []host.Host, msgs []string, datas [][]byte, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			snaps, msgs, datas, err = nil, nil, nil, fmt.Errorf("store: a step panicked: %v", p)
 		}
 	}()
-	snaps, msgs, err = applySteps(h, steps)
+	snaps, msgs, err = store.ApplySteps(h, steps)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -240,12 +242,12 @@ func (d *Dir) persistHosts(pend map[string]*pendingHost, order []string, tx *git
 		create, newDir   bool
 	}
 	ts := make([]target, 0, len(order))
-	b := newWriteBatch()
+	b := durable.NewBatch()
 	defer func() {
 		if err == nil {
 			return
 		}
-		b.abort()
+		b.Abort()
 		if tx != nil {
 			tx.rollback()
 		}
@@ -263,7 +265,7 @@ func (d *Dir) persistHosts(pend map[string]*pendingHost, order []string, tx *git
 		if p.create {
 			if err := os.Mkdir(hostDir, 0o755); err == nil {
 				t.newDir = true
-				b.syncDir(d.dir)
+				b.SyncDir(d.dir)
 			} else if !errors.Is(err, fs.ErrExist) {
 				return fmt.Errorf("create %s: %w", hostDir, err)
 			}
@@ -271,7 +273,7 @@ func (d *Dir) persistHosts(pend map[string]*pendingHost, order []string, tx *git
 			t.old, _ = os.ReadFile(t.confPath)
 		}
 		ts = append(ts, t)
-		if err := b.addLate(t.confPath, tmpPrefix, p.data, 0o644); err != nil {
+		if err := b.AddLate(t.confPath, tmpPrefix, p.data, 0o644); err != nil {
 			return err
 		}
 	}
@@ -280,8 +282,8 @@ func (d *Dir) persistHosts(pend map[string]*pendingHost, order []string, tx *git
 			return err
 		}
 	}
-	if err := b.apply(); err != nil {
-		if !b.landed() {
+	if err := b.Apply(); err != nil {
+		if !b.Landed() {
 			return err
 		}
 		// Everything is in place; only a directory fsync failed.
@@ -293,7 +295,7 @@ func (d *Dir) persistHosts(pend map[string]*pendingHost, order []string, tx *git
 	if tx != nil {
 		tx.done()
 		for _, t := range ts {
-			d.git.index.set(t.serial+"/"+confName, filemode.Regular, d.blobs[t.serial], lstat(t.confPath))
+			d.git.index.Set(t.serial+"/"+confName, filemode.Regular, d.blobs[t.serial], lstat(t.confPath))
 		}
 		d.writeGitIndex()
 		d.maybePack()
@@ -301,15 +303,23 @@ func (d *Dir) persistHosts(pend map[string]*pendingHost, order []string, tx *git
 	return nil
 }
 
-func (d *Dir) usable() error {
-	if d.closed {
-		return fmt.Errorf("%w: store closed", ErrStorage)
+// restore puts the previous conf.json back after a failed batch that may
+// already have renamed the new one into place, so the file never holds a
+// record the caller was told did not persist.
+func (d *Dir) restore(confPath string, oldData []byte, create, newDir bool, b *durable.Batch) {
+	if !b.Renamed(confPath) {
+		return
 	}
-	return nil
-}
-
-func (d *Dir) get(serial string) (host.Host, bool) {
-	d.mu.RLock()
-	defer d.mu.RUnlock()
-	return d.ix.get(serial)
+	if create {
+		_ = os.Remove(confPath)
+		if newDir {
+			_ = os.Remove(filepath.Dir(confPath))
+		}
+		return
+	}
+	if oldData != nil {
+		if err := durable.WriteFile(confPath, oldData, 0o644, tmpPrefix); err != nil {
+			d.log.Error("cannot restore record after failed commit; it is committed at next start", "path", confPath, "err", err)
+		}
+	}
 }

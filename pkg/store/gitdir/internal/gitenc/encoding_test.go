@@ -1,4 +1,4 @@
-package store
+package gitenc
 
 import (
 	"bytes"
@@ -18,7 +18,7 @@ import (
 // reads them back) and checks they are small where they should be.
 func TestTreeDelta(t *testing.T) {
 	entries := func(n int, change map[int]byte, skip map[int]bool, extra ...string) []byte {
-		var es []treeEntry
+		var es []TreeEntry
 		for i := 0; i < n; i++ {
 			if skip[i] {
 				continue
@@ -26,13 +26,13 @@ func TestTreeDelta(t *testing.T) {
 			var h plumbing.Hash
 			h[0], h[1] = byte(i), byte(i>>8)
 			h[19] = change[i]
-			es = append(es, treeEntry{name: fmt.Sprintf("serial-%05d", i), mode: filemode.Dir, hash: h})
+			es = append(es, TreeEntry{Name: fmt.Sprintf("serial-%05d", i), Mode: filemode.Dir, Hash: h})
 		}
 		for _, name := range extra {
-			es = append(es, treeEntry{name: name, mode: filemode.Regular})
+			es = append(es, TreeEntry{Name: name, Mode: filemode.Regular})
 		}
-		sortTree(es)
-		return encodeTree(es)
+		SortTree(es)
+		return EncodeTree(es)
 	}
 	base := entries(2000, nil, nil, "cluster.json")
 	all := map[int]byte{}
@@ -55,7 +55,7 @@ func TestTreeDelta(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			d := treeDelta(base, tc.target)
+			d := TreeDelta(base, tc.target)
 			got, err := packfile.PatchDelta(base, d)
 			require.NoError(t, err)
 			assert.True(t, bytes.Equal(tc.target, got), "patched tree differs")
@@ -83,7 +83,7 @@ func TestTreeLess(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.a+" "+tc.b, func(t *testing.T) {
-			assert.Equal(t, tc.want, treeLess(tc.a, tc.aDir, tc.b, tc.bDir))
+			assert.Equal(t, tc.want, TreeLess(tc.a, tc.aDir, tc.b, tc.bDir))
 		})
 	}
 }
@@ -102,22 +102,16 @@ func TestFormatWhen(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.zone, func(t *testing.T) {
 			tm := timeIn(1470757742, tc.zone, tc.off)
-			assert.Equal(t, tc.want, formatWhen(tm))
+			assert.Equal(t, tc.want, FormatWhen(tm))
 		})
 	}
-}
-
-func TestSanitize(t *testing.T) {
-	assert.Equal(t, "supportgiantswarm.io", sanitizeIdent("support<>giantswarm.io"))
-	assert.Equal(t, "a@b", sanitizeIdent(" a@b\n"))
-	assert.Equal(t, "s1: updated host overrides: ab", sanitizeMessage("s1: updated host overrides: a\x00b"))
 }
 
 func timeIn(unix int64, zone string, off int) time.Time {
 	return time.Unix(unix, 0).In(time.FixedZone(zone, off))
 }
 
-// TestEWAH decodes what ewahEncode writes the way git's ewah reader
+// TestEWAH decodes what ewah writes the way git's ewah reader
 // walks it: a marker word (run of clean words, count of literal words),
 // then the literal words.
 func TestEWAH(t *testing.T) {
@@ -132,7 +126,7 @@ func TestEWAH(t *testing.T) {
 	}
 	for _, bits := range tests {
 		t.Run(fmt.Sprint(bits), func(t *testing.T) {
-			b := ewahEncode(bits)
+			b := ewah(bits)
 			size := binary.BigEndian.Uint32(b)
 			n := binary.BigEndian.Uint32(b[4:])
 			words := make([]uint64, n)
@@ -173,43 +167,43 @@ func TestEWAH(t *testing.T) {
 // encoded from scratch.
 func TestRootTree(t *testing.T) {
 	h := func(b byte) plumbing.Hash { var x plumbing.Hash; x[0] = b; return x }
-	var es []treeEntry
+	var es []TreeEntry
 	for _, n := range []string{"m", "c", "x", "cluster.json"} {
 		mode := filemode.Dir
 		if n == "cluster.json" {
 			mode = filemode.Regular
 		}
-		es = append(es, treeEntry{name: n, mode: mode, hash: h(1)})
+		es = append(es, TreeEntry{Name: n, Mode: mode, Hash: h(1)})
 	}
-	rt := newRootTree(es)
+	rt := NewRootTree(es)
 	want := func() []byte {
-		var cur []treeEntry
+		var cur []TreeEntry
 		for _, e := range rt.entries {
-			cur = append(cur, e.treeEntry)
+			cur = append(cur, e.TreeEntry)
 		}
-		sortTree(cur)
-		return encodeTree(cur)
+		SortTree(cur)
+		return EncodeTree(cur)
 	}
 	steps := []struct {
 		name string
 		do   func()
 	}{
 		{"initial", func() {}},
-		{"change", func() { rt.set(treeEntry{name: "m", mode: filemode.Dir, hash: h(2)}) }},
-		{"insert first", func() { rt.set(treeEntry{name: "a", mode: filemode.Dir, hash: h(3)}) }},
-		{"insert middle", func() { rt.set(treeEntry{name: "cluster", mode: filemode.Dir, hash: h(4)}) }},
-		{"insert last", func() { rt.set(treeEntry{name: "z", mode: filemode.Dir, hash: h(5)}) }},
-		{"change after inserts", func() { rt.set(treeEntry{name: "x", mode: filemode.Dir, hash: h(6)}) }},
-		{"mode change", func() { rt.set(treeEntry{name: "x", mode: filemode.Regular, hash: h(7)}) }},
-		{"remove", func() { rt.remove("c") }},
-		{"change after remove", func() { rt.set(treeEntry{name: "z", mode: filemode.Dir, hash: h(8)}) }},
+		{"change", func() { rt.Set(TreeEntry{Name: "m", Mode: filemode.Dir, Hash: h(2)}) }},
+		{"insert first", func() { rt.Set(TreeEntry{Name: "a", Mode: filemode.Dir, Hash: h(3)}) }},
+		{"insert middle", func() { rt.Set(TreeEntry{Name: "cluster", Mode: filemode.Dir, Hash: h(4)}) }},
+		{"insert last", func() { rt.Set(TreeEntry{Name: "z", Mode: filemode.Dir, Hash: h(5)}) }},
+		{"change after inserts", func() { rt.Set(TreeEntry{Name: "x", Mode: filemode.Dir, Hash: h(6)}) }},
+		{"mode change", func() { rt.Set(TreeEntry{Name: "x", Mode: filemode.Regular, Hash: h(7)}) }},
+		{"remove", func() { rt.Remove("c") }},
+		{"change after remove", func() { rt.Set(TreeEntry{Name: "z", Mode: filemode.Dir, Hash: h(8)}) }},
 	}
 	for _, st := range steps {
 		st.do()
-		assert.Equal(t, want(), rt.bytes(), st.name)
-		e, ok := rt.get("z")
+		assert.Equal(t, want(), rt.Bytes(), st.name)
+		e, ok := rt.Get("z")
 		if ok {
-			assert.Equal(t, "z", e.name)
+			assert.Equal(t, "z", e.Name)
 		}
 	}
 }

@@ -1,15 +1,9 @@
-package store
+package gitenc
 
 import (
 	"crypto/sha1"
 	"encoding/binary"
-	"errors"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"sort"
-	"strings"
-	"time"
 
 	"github.com/go-git/go-git/v5/plumbing"
 )
@@ -39,7 +33,7 @@ type splitBase struct {
 func (b *splitBase) changes() int { return len(b.replaced) + len(b.added) + len(b.deleted) }
 
 // track records a change to path in the split state.
-func (x *gitIndex) track(path string, removed bool) {
+func (x *Index) track(path string, removed bool) {
 	b := x.base
 	if b == nil {
 		return
@@ -59,72 +53,51 @@ func (x *gitIndex) track(path string, removed bool) {
 	}
 }
 
-// writeSplit writes .git/index as a split index, first writing a new
-// shared index when there is none yet, it is gone, or the changes have
-// grown past a sixteenth of it.
-func (g *gitRepo) writeSplit() error {
-	x := g.index
-	var old string
-	if b := x.base; b == nil || b.changes() > 64+b.count/16 || !exists(filepath.Join(g.gitDir, b.name)) {
-		if b != nil {
-			old = b.name
-		}
-		if err := g.writeSharedIndex(); err != nil {
-			return err
-		}
-	}
-	lock, err := acquireLock(filepath.Join(g.gitDir, "index"), lockWait)
-	if err != nil {
-		return err
-	}
-	body := x.encodeSplit()
-	sum := sha1.Sum(body)
-	if err := lock.write(body); err != nil {
-		lock.release()
-		return err
-	}
-	if err := lock.write(sum[:]); err != nil {
-		lock.release()
-		return err
-	}
-	if err := lock.commit(); err != nil {
-		return err
-	}
-	if old != "" && old != x.base.name {
-		_ = os.Remove(filepath.Join(g.gitDir, old))
-	}
-	return nil
+// NeedsBase reports whether a new shared index must be written before the
+// next split one: there is none yet, or the changes since it grew past a
+// sixteenth of it.
+func (x *Index) NeedsBase() bool {
+	b := x.base
+	return b == nil || b.changes() > 64+b.count/16
 }
 
-// writeSharedIndex writes the whole index as a new shared index.
-func (g *gitRepo) writeSharedIndex() error {
-	x := g.index
-	body, sum := x.encode()
-	name := "sharedindex." + plumbing.Hash(sum).String()
-	data := make([]byte, 0, len(body)+20)
+// BaseName returns the file name of the shared index in use, "" if none.
+func (x *Index) BaseName() string {
+	if x.base == nil {
+		return ""
+	}
+	return x.base.name
+}
+
+// EncodeBase encodes the whole index as a shared index: its file name
+// ("sharedindex.<checksum>", in .git) and content. Calling use, once the
+// file is written, makes it the base of the following split indexes.
+func (x *Index) EncodeBase() (name string, data []byte, use func()) {
+	body, sum := x.Encode()
+	name = "sharedindex." + plumbing.Hash(sum).String()
+	data = make([]byte, 0, len(body)+20)
 	data = append(append(data, body...), sum[:]...)
-	if err := writeFileAtomic(filepath.Join(g.gitDir, name), data, 0o644); err != nil {
-		return err
+	use = func() {
+		b := &splitBase{
+			name: name, sum: sum, count: len(x.paths), paths: append([]string(nil), x.paths...),
+			pos:      make(map[string]int, len(x.paths)),
+			ents:     make(map[string][]byte, len(x.paths)),
+			replaced: map[string]bool{}, added: map[string]bool{}, deleted: map[string]bool{},
+		}
+		for i, p := range x.paths {
+			b.pos[p] = i
+			b.ents[p] = x.ents[p]
+		}
+		x.base = b
 	}
-	b := &splitBase{
-		name: name, sum: sum, count: len(x.paths), paths: append([]string(nil), x.paths...),
-		pos:      make(map[string]int, len(x.paths)),
-		ents:     make(map[string][]byte, len(x.paths)),
-		replaced: map[string]bool{}, added: map[string]bool{}, deleted: map[string]bool{},
-	}
-	for i, p := range x.paths {
-		b.pos[p] = i
-		b.ents[p] = x.ents[p]
-	}
-	x.base = b
-	return nil
+	return name, data, use
 }
 
-// encodeSplit returns .git/index (without checksum) holding the changes
-// since the shared index: replaced entries (with empty names, as the
-// format wants) in the order of their positions, then added entries by
-// path, then the link extension.
-func (x *gitIndex) encodeSplit() []byte {
+// EncodeSplit returns .git/index, checksum included, holding the changes
+// since the shared index (EncodeBase must have been used): replaced
+// entries (with empty names, as the format wants) in the order of their
+// positions, then added entries by path, then the link extension.
+func (x *Index) EncodeSplit() []byte {
 	b := x.base
 	var replaced, deleted []int
 	for p := range b.replaced {
@@ -160,18 +133,20 @@ func (x *gitIndex) encodeSplit() []byte {
 	}
 	var link []byte
 	link = append(link, b.sum[:]...)
-	link = append(link, ewahEncode(deleted)...)
-	link = append(link, ewahEncode(replaced)...)
+	link = append(link, ewah(deleted)...)
+	link = append(link, ewah(replaced)...)
 	out = append(out, "link"...)
 	out = binary.BigEndian.AppendUint32(out, uint32(len(link)))
-	return append(out, link...)
+	out = append(out, link...)
+	sum := sha1.Sum(out)
+	return append(out, sum[:]...)
 }
 
-// ewahEncode serialises a bitmap with the given bits set (sorted) in the
+// ewah serialises a bitmap with the given bits set (sorted) in the
 // EWAH form git uses: bit count, word count, 64-bit words, position of the
 // last marker word. A marker word holds a run of zero words (bits 1-32)
 // and the number of literal words after it (bits 33-63).
-func ewahEncode(bits []int) []byte {
+func ewah(bits []int) []byte {
 	words := []uint64{0}
 	rlw := 0
 	next := 0 // first word index not yet covered
@@ -206,33 +181,4 @@ func ewahEncode(bits []int) []byte {
 		out = binary.BigEndian.AppendUint64(out, w)
 	}
 	return binary.BigEndian.AppendUint32(out, uint32(rlw))
-}
-
-// cleanSharedIndexes removes shared indexes other than the current one
-// that are old enough that no git command can still be reading them
-// (git itself expires them after two weeks, but only when it writes a
-// split index).
-func (g *gitRepo) cleanSharedIndexes() {
-	entries, err := os.ReadDir(g.gitDir)
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		n := e.Name()
-		if !strings.HasPrefix(n, "sharedindex.") || (g.index.base != nil && n == g.index.base.name) {
-			continue
-		}
-		fi, err := e.Info()
-		if err != nil || time.Since(fi.ModTime()) < time.Hour {
-			continue
-		}
-		if err := os.Remove(filepath.Join(g.gitDir, n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			g.log.Warn("cannot remove old shared index", "file", n, "err", err)
-		}
-	}
-}
-
-func exists(p string) bool {
-	_, err := os.Lstat(p)
-	return err == nil
 }

@@ -1,9 +1,8 @@
-package store
+package gitdir
 
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -14,7 +13,8 @@ import (
 	"github.com/fsnotify/fsnotify"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 
-	"mayu/pkg/host"
+	"mayu/pkg/durable"
+	"mayu/pkg/store"
 )
 
 // watchQuiet is how long a file must stay unchanged before it is read: an
@@ -192,10 +192,7 @@ func (w *dirWatcher) rescan() {
 		}
 	}
 	w.d.mu.RLock()
-	var gone []string
-	for s := range w.d.ix.hosts {
-		gone = append(gone, s)
-	}
+	gone := w.d.hosts.Serials()
 	w.d.mu.RUnlock()
 	for _, s := range gone {
 		w.schedule(s) // a removed directory is found by handEditHost
@@ -205,8 +202,8 @@ func (w *dirWatcher) rescan() {
 
 // handEditHost re-reads one host's conf.json after an event. A file the
 // store wrote itself is recognised by its blob id and ignored; a record
-// that does not decode is logged and ignored (the index keeps the last
-// good one); a valid edit updates the index and is committed.
+// that does not decode is logged and ignored (the host table keeps the last
+// good one); a valid edit updates the table and .git/index and is committed.
 func (d *Dir) handEditHost(serial string) {
 	d.wmu.Lock()
 	defer d.wmu.Unlock()
@@ -230,10 +227,7 @@ func (d *Dir) handEditHost(serial string) {
 	if known && d.blobs[serial] == blob {
 		return
 	}
-	h, err := host.Unmarshal(data)
-	if err == nil && h.Serial != serial {
-		err = fmt.Errorf("record has Serial %q, its directory is %q", truncateString(h.Serial, 60), serial)
-	}
+	h, err := decodeHost(serial, data)
 	if err != nil {
 		d.log.Warn("ignoring malformed hand edit; keeping the last good record", "serial", serial, "err", err)
 		return
@@ -255,15 +249,15 @@ func (d *Dir) handEditHost(serial string) {
 			d.log.Error("cannot commit hand edit", "serial", serial, "err", err)
 			return
 		}
-		d.git.index.set(serial+"/"+confName, filemode.Regular, blob, lstat(p))
+		d.git.index.Set(serial+"/"+confName, filemode.Regular, blob, lstat(p))
 		d.writeGitIndex()
 	}
 	d.blobs[serial] = blob
 	d.mu.Lock()
-	d.ix.put(h)
+	d.hosts.Put(h)
 	d.mu.Unlock()
 	d.log.Info("picked up hand edit", "serial", serial)
-	d.notes.notify()
+	d.notes.Notify()
 }
 
 func (d *Dir) handRemoveHost(serial string) {
@@ -276,16 +270,16 @@ func (d *Dir) handRemoveHost(serial string) {
 			d.log.Error("cannot commit removal of host directory", "serial", serial, "err", err)
 			return
 		}
-		d.git.index.remove(serial + "/" + confName)
+		d.git.index.Remove(serial + "/" + confName)
 		delete(d.git.extras, serial)
 		d.writeGitIndex()
 	}
 	delete(d.blobs, serial)
 	d.mu.Lock()
-	d.ix.remove(serial)
+	d.hosts.Remove(serial)
 	d.mu.Unlock()
 	d.log.Info("host directory removed by hand", "serial", serial)
-	d.notes.notify()
+	d.notes.Notify()
 }
 
 // handEditCluster picks up an edit of cluster.json.
@@ -305,7 +299,7 @@ func (d *Dir) handEditCluster() {
 	if blob == d.clusterBlob {
 		return
 	}
-	var c Cluster
+	var c clusterFile
 	if err := json.Unmarshal(data, &c); err != nil {
 		d.log.Warn("ignoring malformed hand edit of cluster.json", "err", err)
 		return
@@ -319,12 +313,13 @@ func (d *Dir) handEditCluster() {
 			d.log.Error("cannot commit hand edit of cluster.json", "err", err)
 			return
 		}
-		d.git.index.set(clusterName, filemode.Regular, blob, lstat(p))
+		d.git.index.Set(clusterName, filemode.Regular, blob, lstat(p))
 		d.writeGitIndex()
 	}
 	d.clusterBlob = blob
+	d.gitStore = c.GitStore
 	d.mu.Lock()
-	d.cluster = c
+	d.cluster = store.Cluster{Config: c.Config}
 	d.mu.Unlock()
 	d.log.Info("picked up hand edit of cluster.json")
 }
@@ -333,13 +328,13 @@ func (d *Dir) handEditCluster() {
 func (d *Dir) commitGit(stage func(tx *gitTx)) error {
 	tx := d.git.begin()
 	stage(tx)
-	b := newWriteBatch()
+	b := durable.NewBatch()
 	if err := tx.write(b); err != nil {
-		b.abort()
+		b.Abort()
 		tx.rollback()
 		return err
 	}
-	if err := b.apply(); err != nil && !b.landed() {
+	if err := b.Apply(); err != nil && !b.Landed() {
 		tx.rollback()
 		return err
 	}

@@ -1,4 +1,4 @@
-package store_test
+package gitdir_test
 
 import (
 	"fmt"
@@ -11,12 +11,12 @@ import (
 	"time"
 
 	"mayu/pkg/host"
-	"mayu/pkg/store"
+	"mayu/pkg/store/gitdir"
 )
 
 // Benchmarks of the cluster directory at 10, 1,000 and 10,000 existing
 // hosts, git on and off. The fixture of each size is built once per run
-// (files written directly, then one bulk initial commit by OpenDir) and
+// (files written directly, then one bulk initial commit by Open) and
 // reused by every benchmark of that size.
 //
 //	go test -run '^$' -bench Open -benchtime 3x ./pkg/store/
@@ -78,7 +78,7 @@ func benchDir(b *testing.B, n int, noGit bool) string {
 		}
 	}
 	start := time.Now()
-	d, err := store.OpenDir(dir, store.DirOptions{NoGit: noGit})
+	d, err := gitdir.Open(dir, gitdir.Options{NoGit: noGit})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -123,7 +123,7 @@ func BenchmarkOpen(b *testing.B) {
 			dir := benchDir(b, n, false)
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				d, err := store.OpenDir(dir, store.DirOptions{})
+				d, err := gitdir.Open(dir, gitdir.Options{})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -223,9 +223,9 @@ func BenchmarkCreate(b *testing.B) {
 // countIO reports the files written, bytes written and fsyncs per op: the
 // figures that show what one operation costs whatever the disk's speed.
 func countIO(b *testing.B) func() {
-	f0, by0, s0 := store.IOCounts()
+	f0, by0, s0 := gitdir.IOCounts()
 	return func() {
-		f1, by1, s1 := store.IOCounts()
+		f1, by1, s1 := gitdir.IOCounts()
 		n := float64(b.N)
 		b.ReportMetric(float64(f1-f0)/n, "files/op")
 		b.ReportMetric(float64(by1-by0)/n, "wbytes/op")
@@ -233,10 +233,10 @@ func countIO(b *testing.B) func() {
 	}
 }
 
-func openBench(b *testing.B, n int, noGit bool) *store.Dir {
+func openBench(b *testing.B, n int, noGit bool) *gitdir.Dir {
 	b.Helper()
 	dir := benchDir(b, n, noGit)
-	d, err := store.OpenDir(dir, store.DirOptions{NoGit: noGit})
+	d, err := gitdir.Open(dir, gitdir.Options{NoGit: noGit})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -244,7 +244,7 @@ func openBench(b *testing.B, n int, noGit bool) *store.Dir {
 	return d
 }
 
-func benchSerials(d *store.Dir) []string {
+func benchSerials(d *gitdir.Dir) []string {
 	var out []string
 	for _, h := range d.List() {
 		out = append(out, h.Serial)
@@ -264,7 +264,7 @@ func BenchmarkUpdateConcurrent(b *testing.B) {
 		for _, mode := range []string{"syncfs", "fsync"} {
 			b.Run(fmt.Sprintf("C=%d/%s", c, mode), func(b *testing.B) {
 				if mode == "fsync" {
-					defer store.SetSyncfsMin(1 << 30)()
+					defer gitdir.SetSyncfsMin(1 << 30)()
 				}
 				d := openBench(b, 1000, false)
 				serials := benchSerials(d)

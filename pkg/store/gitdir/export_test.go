@@ -1,8 +1,11 @@
-package store
+package gitdir
 
-import "time"
+import (
+	"mayu/pkg/durable"
+	"time"
+)
 
-// SetStaleLockAge shortens the age past which OpenDir takes a lock file for
+// SetStaleLockAge shortens the age past which Open takes a lock file for
 // a killed process's, for tests that kill processes many times; it returns
 // a function restoring the old value.
 func SetStaleLockAge(d time.Duration) (restore func()) {
@@ -50,14 +53,17 @@ func (d *Dir) Packs() []string {
 
 // IOCounts returns the files written, bytes written and fsyncs made so far
 // by every store in the process.
-func IOCounts() (files, bytes, fsyncs int64) {
-	return ioCounts.files.Load(), ioCounts.bytes.Load(), ioCounts.fsyncs.Load()
-}
+func IOCounts() (files, bytes, fsyncs int64) { return durable.Counts() }
 
 // SetSyncfsMin changes the batch size from which one syncfs replaces the
 // per-file fsyncs.
 func SetSyncfsMin(n int) (restore func()) {
-	old := syncfsMin
-	syncfsMin = n
-	return func() { syncfsMin = old }
+	old := durable.SyncfsMin
+	durable.SyncfsMin = n
+	return func() { durable.SyncfsMin = old }
 }
+
+// WaitMerges waits for a background pack merge to finish, so that a test
+// running git fsck does not race with the merge removing the packs it
+// replaced. No write may run meanwhile.
+func (d *Dir) WaitMerges() { d.packWG.Wait() }
