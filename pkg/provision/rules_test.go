@@ -17,6 +17,7 @@ import (
 	"mayu/pkg/host"
 	"mayu/pkg/render"
 	"mayu/pkg/store"
+	"mayu/pkg/store/gitdir"
 )
 
 // snapshot is what a refused request must leave alone: every record and
@@ -239,7 +240,7 @@ func TestMACBinding(t *testing.T) {
 // they were, for a known and for a new serial.
 func TestFailedRenderChangesNothing(t *testing.T) {
 	dir := t.TempDir()
-	st, err := store.OpenDir(dir, store.DirOptions{})
+	st, err := gitdir.Open(dir, gitdir.Options{})
 	require.NoError(t, err)
 	p := newTestWith(t, "192.168.2.99", st)
 	gitLog := func() string {
