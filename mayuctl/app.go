@@ -172,7 +172,11 @@ func usagef(format string, a ...any) error {
 }
 
 // newClient builds the admin API client from the global flags.
-func newClient(cCtx *cli.Context) (*client.Client, error) {
+func newClient(cCtx *cli.Context) (*client.Client, error) { return newMachineClient(cCtx, "") }
+
+// newMachineClient is newClient for a machine reporting about itself: it
+// sends token, the machine's credential, with every request.
+func newMachineClient(cCtx *cli.Context, token string) (*client.Client, error) {
 	level := slog.LevelWarn
 	if cCtx.Bool("verbose") {
 		level = slog.LevelInfo
@@ -182,14 +186,15 @@ func newClient(cCtx *cli.Context) (*client.Client, error) {
 	}
 	logger := slog.New(slog.NewTextHandler(cCtx.App.ErrWriter, &slog.HandlerOptions{Level: level}))
 	c, err := client.New(client.Config{
-		Host:      cCtx.String("host"),
-		Port:      cCtx.Int("port"),
-		NoTLS:     cCtx.Bool("no-tls"),
-		CAFile:    cCtx.String("ca-file"),
-		Insecure:  cCtx.Bool("insecure"),
-		Timeout:   cCtx.Duration("timeout"),
-		Logger:    logger,
-		UserAgent: "mayuctl/" + version,
+		Host:         cCtx.String("host"),
+		Port:         cCtx.Int("port"),
+		NoTLS:        cCtx.Bool("no-tls"),
+		CAFile:       cCtx.String("ca-file"),
+		Insecure:     cCtx.Bool("insecure"),
+		MachineToken: token,
+		Timeout:      cCtx.Duration("timeout"),
+		Logger:       logger,
+		UserAgent:    "mayuctl/" + version,
 	})
 	if err != nil {
 		return nil, failure("", err)

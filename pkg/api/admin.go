@@ -28,6 +28,10 @@ type adminRoute struct {
 	handler echo.HandlerFunc
 }
 
+// machineActions are the admin routes a machine calls about itself: they
+// are checked as machine routes (Config.Machines), not as admin requests.
+var machineActions = map[string]bool{"set_installed": true, "boot_complete": true}
+
 // adminRoutes are the PUT /admin/host/:serial/<name> routes. Each decodes
 // its small request type and calls one provision method; they share the
 // serial handling and the 202 answer.

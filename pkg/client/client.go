@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"mayu/pkg/host"
+	"mayu/pkg/machineauth"
 )
 
 // Defaults of Config, the same as mayuctl's flags.
@@ -97,7 +98,13 @@ type Config struct {
 	// mayu whose certificate comes from a private CA.
 	CAFile string
 	// Insecure skips certificate verification (self-signed test setups).
+	// Insecure with CAFile is ErrInvalidArgument: one checks the
+	// certificate, the other does not.
 	Insecure bool
+	// MachineToken is the machine's credential (machineauth), sent with
+	// every request in the Mayu-Machine-Token header: what an installed
+	// machine proves itself by in boot-complete. "" sends none.
+	MachineToken string
 	// Timeout bounds each request, connection included; 0 means
 	// DefaultTimeout. A shorter deadline on the caller's context wins.
 	Timeout time.Duration
@@ -116,6 +123,7 @@ type Client struct {
 	timeout time.Duration
 	log     *slog.Logger
 	agent   string
+	token   string
 }
 
 // New checks the settings and builds a Client. It reads CAFile now, so a
@@ -131,6 +139,7 @@ func New(cfg Config) (*Client, error) {
 		timeout: cfg.Timeout,
 		log:     cfg.Logger,
 		agent:   cfg.UserAgent,
+		token:   cfg.MachineToken,
 	}
 	if c.timeout <= 0 {
 		c.timeout = DefaultTimeout
@@ -330,6 +339,9 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte) ([]by
 		return nil, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
 	}
 	req.Header.Set("User-Agent", c.agent)
+	if c.token != "" {
+		req.Header.Set(machineauth.Header, c.token)
+	}
 	req.Header.Set("Accept", "application/json, text/plain")
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -443,6 +455,10 @@ func baseURL(cfg Config) (*url.URL, error) {
 }
 
 func tlsConfig(cfg Config) (*tls.Config, error) {
+	if cfg.Insecure && cfg.CAFile != "" {
+		return nil, fmt.Errorf("%w: --insecure and --ca-file %s contradict each other: the CA file is there to check mayu's certificate, --insecure checks nothing; give one",
+			ErrInvalidArgument, cfg.CAFile)
+	}
 	conf := &tls.Config{MinVersion: tls.VersionTLS12}
 	if cfg.Insecure {
 		conf.InsecureSkipVerify = true //nolint:gosec // asked for explicitly (--insecure)

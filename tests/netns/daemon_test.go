@@ -83,7 +83,10 @@ func (m *mayuProc) waitDnsmasq(t *testing.T, not int) int {
 func TestNetMayuDaemon(t *testing.T) {
 	proctest.RequireFile(t, dnsmasq.DefaultBinary, "dnsmasq-base")
 	l := netlab.New(t)
-	m := startMayu(t, l)
+	// The test plays the machine from the provisioner's own address, which
+	// holds no DHCP lease: no machine auth here (TestNetMachineAuth plays
+	// machines from their leases).
+	m := startMayu(t, l, "--machine-auth=off")
 	require.Eventually(t, func() bool {
 		r, err := m.Client.Get(m.Base + "/")
 		if err != nil {

@@ -132,10 +132,11 @@ func initGitDir(workDir string) error {
 	return durable.SyncDir(workDir)
 }
 
-// excludeText keeps the discovery registry and the store's temp files out
-// of `git status`.
+// excludeText keeps the discovery registry, the machines' bindings
+// (credential hashes: never committed) and the store's temp files out of
+// `git status`.
 const excludeText = "# git ls-files --others --exclude-from=.git/info/exclude\n" +
-	"/.discovery/\n" + tmpPrefix + "*\n"
+	"/.discovery/\n/.machine-auth/\n" + tmpPrefix + "*\n"
 
 // ensureExclude adds the store's patterns to .git/info/exclude of an
 // existing repository (Mayu 0.11 did not have them).
@@ -150,7 +151,7 @@ func ensureExclude(gitDir string) error {
 		lines[strings.TrimSpace(l)] = true
 	}
 	var add []string
-	for _, pat := range []string{"/.discovery/", tmpPrefix + "*"} {
+	for _, pat := range []string{"/.discovery/", "/.machine-auth/", tmpPrefix + "*"} {
 		if !lines[pat] {
 			add = append(add, pat)
 		}
