@@ -100,9 +100,9 @@ func New(cfg Config) (*Server, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		cfg:  cfg,
-		prov: cfg.Provisioner,
-		log:  cfg.Logger,
+		cfg:     cfg,
+		prov:    cfg.Provisioner,
+		log:     cfg.Logger,
 		base:    cfg.Provisioner.BaseURL(),
 		limiter: newLimiter(cfg.AnonymousLimit),
 	}
