@@ -65,14 +65,14 @@ func newLimiter(limit int) *middleware.RateLimiterMemoryStore {
 }
 
 // limitAnonymous counts one request that makes mayu create something for
-// whoever asks (what names the thing) against the source's limit, and
-// answers 429 past it.
-func (s *Server) limitAnonymous(r *http.Request, what string) error {
-	if s.limiter == nil {
+// whoever asks (what names the thing) against the source's limit in
+// store, and answers 429 past it.
+func (s *Server) limitAnonymous(store *middleware.RateLimiterMemoryStore, r *http.Request, what string) error {
+	if store == nil {
 		return nil
 	}
 	src := requestIP(s.e, r)
-	if ok, _ := s.limiter.Allow(src.String()); ok {
+	if ok, _ := store.Allow(src.String()); ok {
 		return nil
 	}
 	s.log.Warn("anonymous request over the limit", "source", src.String(), "what", what, "limit_per_minute", s.cfg.AnonymousLimit)
@@ -86,13 +86,13 @@ func (s *Server) limitRegistration(c echo.Context, serial string) error {
 	if _, known := s.prov.Host(serial); known {
 		return nil
 	}
-	return s.limitAnonymous(c.Request(), "registrations of new serials")
+	return s.limitAnonymous(s.limiter, c.Request(), "registrations of new serials")
 }
 
 // LimitNewTokens is the discovery.WriteGuard.New of this server: PUT
 // /etcd/new counted against --anonymous-limit.
 func (s *Server) LimitNewTokens(r *http.Request) error {
-	return s.limitAnonymous(r, "new etcd discovery tokens")
+	return s.limitAnonymous(s.newTokens, r, "new etcd discovery tokens")
 }
 
 // AuthorizeMemberWrite is the discovery.WriteGuard.Member of this server:

@@ -107,11 +107,12 @@ func TestMachineRoutesAnswerOnlyTheirMachine(t *testing.T) {
 }
 
 // A machine cannot report another machine's card as its own: the facts
-// must list the MAC of the requester's own lease, and none leased to
-// another address.
+// must list the MAC of the requester's own lease, and none that another
+// serial was bound by.
 func TestFactsListTheRequestersCards(t *testing.T) {
 	e := newEnv(t)
 	e.withMachines(machineauth.ModeLease)
+	require.Equal(t, 200, e.from(addrA, "GET", "/first-stage-script/victim", "").Code)
 	require.Equal(t, 200, e.from(addrB, "GET", "/first-stage-script/thief", "").Code)
 	rec := e.from(addrB, "POST", "/final-cloud-config.yaml", factsOf("thief", macA))
 	assert.Equal(t, 403, rec.Code)
@@ -119,7 +120,7 @@ func TestFactsListTheRequestersCards(t *testing.T) {
 	both := fmt.Sprintf(`{"Serial":"thief","NetDevs":[{"Name":"eth0","MacAddress":%q},{"Name":"eth1","MacAddress":%q}]}`, macB, macA)
 	rec = e.from(addrB, "POST", "/final-cloud-config.yaml", both)
 	assert.Equal(t, 403, rec.Code)
-	assert.Contains(t, rec.Body.String(), "holds the DHCP lease of "+addrA)
+	assert.Contains(t, rec.Body.String(), "MAC "+macA+" is the card serial victim was bound by")
 	assert.Equal(t, 409, e.from(addrB, "PUT", "/admin/host/thief/set_installed", "").Code, "no MACs: DHCP could not ignore it")
 	assert.Empty(t, e.host("thief").MacAddresses)
 }
@@ -140,8 +141,12 @@ func TestAnonymousLimit(t *testing.T) {
 	assert.Equal(t, 200, e.from("10.0.0.2", "GET", "/first-stage-script/r5", "").Code, "another address")
 	assert.Len(t, e.srv.prov.Hosts(), 4)
 
+	// PUT /etcd/new has its own count of the same size.
 	req := httptest.NewRequest("PUT", "/etcd/new", nil)
 	req.RemoteAddr = "10.0.0.1:5"
+	for range 3 {
+		require.NoError(t, e.srv.LimitNewTokens(req))
+	}
 	assert.ErrorContains(t, e.srv.LimitNewTokens(req), "too many new etcd discovery tokens")
 }
 

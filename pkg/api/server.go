@@ -61,8 +61,8 @@ type Config struct {
 	Machines *machineauth.Guard
 	// AnonymousLimit bounds, per source address and minute, the requests
 	// that make mayu create something for anyone: registrations of serials
-	// it has no record of (which take an address of ip_range) and, through
-	// LimitNewTokens, PUT /etcd/new. 0: no limit.
+	// it has no record of (which take an address of ip_range), and apart
+	// from those, through LimitNewTokens, PUT /etcd/new. 0: no limit.
 	AnonymousLimit int
 	// EtcdMemberSources are the addresses, besides provisioned machines',
 	// that may register etcd members (AuthorizeMemberWrite).
@@ -86,8 +86,9 @@ type Server struct {
 	e          *echo.Echo
 	log        *slog.Logger
 	base       string
-	boot       *echo.Echo // the routes ServeBoot answers
-	limiter    *middleware.RateLimiterMemoryStore
+	boot       *echo.Echo                         // the routes ServeBoot answers
+	limiter    *middleware.RateLimiterMemoryStore // registrations of unknown serials
+	newTokens  *middleware.RateLimiterMemoryStore // PUT /etcd/new
 	onShutdown []func()
 }
 
@@ -100,11 +101,12 @@ func New(cfg Config) (*Server, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		cfg:     cfg,
-		prov:    cfg.Provisioner,
-		log:     cfg.Logger,
-		base:    cfg.Provisioner.BaseURL(),
-		limiter: newLimiter(cfg.AnonymousLimit),
+		cfg:       cfg,
+		prov:      cfg.Provisioner,
+		log:       cfg.Logger,
+		base:      cfg.Provisioner.BaseURL(),
+		limiter:   newLimiter(cfg.AnonymousLimit),
+		newTokens: newLimiter(cfg.AnonymousLimit),
 	}
 	e := s.newEcho()
 	s.e = e

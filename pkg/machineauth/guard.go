@@ -17,8 +17,8 @@
 //	   needs a lease on X whose MAC is no other host's, nor bound to
 //	   another serial, and S must have no MACs recorded. Without one
 //	   (DHCP is not mayu's), a first-stage request for a configured
-//	   serial (a reinstall) binds it anew too: nothing else tells
-//	   machines apart there.
+//	   serial with MACs recorded (a reinstall) binds it anew too:
+//	   nothing else tells machines apart there.
 //
 // Mode "credential" accepts only A, except for the first-stage script
 // (which hands the credential out, by A to E) and the images of a serial
@@ -268,7 +268,10 @@ func (g *Guard) decideLocked(r Request) (*binding, string) {
 			r.Serial, h.State, h.InternalAddr, who)
 	}
 	if g.cfg.Leases == nil {
-		rebind := r.Kind == FirstStage && known && (h.State == host.Configured || h.State == host.Unknown)
+		// A reinstall: the machine was installed (it has MACs) and an
+		// operator set it configured; it asks from whatever address the
+		// external DHCP gave it now.
+		rebind := r.Kind == FirstStage && known && (h.State == host.Configured || h.State == host.Unknown) && len(h.MacAddresses) > 0
 		if bound && !rebind {
 			return nil, fmt.Sprintf("%s is bound to the machine that asked for it from %s; %s is another", r.Serial, b.Addr, who)
 		}
@@ -325,26 +328,31 @@ func (g *Guard) save(serial string) error {
 	return saveBinding(g.cfg.Dir, b)
 }
 
-// CheckFacts checks the MACs a facts report lists against the lease table:
-// the MAC the requester's lease is for must be among them (a machine
-// reports its own cards, the one it booted from included), and none may
-// hold a lease at another address (another machine's card, which DHCP
-// would ignore once this serial is installed). Without a lease table, or
-// in mode off, it accepts everything.
+// CheckFacts checks the MACs a facts report lists: the MAC of the
+// requester's DHCP lease must be among them (a machine reports its own
+// cards, the one it booted from included), and none may be the MAC another
+// serial was bound by when its machine first asked (another machine's
+// card, which DHCP would ignore once this serial is installed). A card
+// that holds a lease elsewhere is not refused for that alone: a machine
+// with two cabled NICs holds two leases. In mode off it accepts
+// everything; without a lease table only the bindings are checked.
 func (g *Guard) CheckFacts(r Request, macs []string) error {
-	if g.cfg.Mode == ModeOff || g.cfg.Leases == nil {
+	if g.cfg.Mode == ModeOff {
 		return nil
 	}
 	var reason string
-	own, leased := g.cfg.Leases.Lookup(r.Source)
-	if leased && len(macs) > 0 && !slices.Contains(macs, own) {
-		reason = fmt.Sprintf("the report lists MACs %s but not %s, whose DHCP lease %s asks from", strings.Join(macs, ","), own, r.Source)
-	}
-	for _, m := range macs {
-		if ip, ok := g.cfg.Leases.ByMAC(m); ok && !ip.Equal(r.Source) && reason == "" {
-			reason = fmt.Sprintf("MAC %s holds the DHCP lease of %s, another machine than %s", m, ip, r.Source)
+	if g.cfg.Leases != nil {
+		if own, leased := g.cfg.Leases.Lookup(r.Source); leased && len(macs) > 0 && !slices.Contains(macs, own) {
+			reason = fmt.Sprintf("the report lists MACs %s but not %s, whose DHCP lease %s asks from", strings.Join(macs, ","), own, r.Source)
 		}
 	}
+	g.mu.Lock()
+	for _, m := range macs {
+		if s, ok := g.byMAC[m]; ok && s != r.Serial && reason == "" {
+			reason = fmt.Sprintf("MAC %s is the card serial %s was bound by when its machine first asked: another machine's", m, s)
+		}
+	}
+	g.mu.Unlock()
 	if reason == "" {
 		return nil
 	}

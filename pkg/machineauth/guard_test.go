@@ -167,8 +167,8 @@ func TestRecordedMachines(t *testing.T) {
 }
 
 // Without a lease table (DHCP is not mayu's) the first requester binds a
-// serial by its address; a configured serial's first-stage script rebinds
-// it (a reinstall from a new address).
+// serial by its address; the first-stage script of a serial set configured
+// after an install rebinds it (a reinstall from a new address).
 func TestNoLeaseTable(t *testing.T) {
 	hosts := fakeHosts{}
 	g := newGuard(t, hosts, nil, ModeLease)
@@ -181,7 +181,10 @@ func TestNoLeaseTable(t *testing.T) {
 	assert.ErrorIs(t, err, ErrForbidden, "installing: still bound")
 	hosts["s1"] = host.Host{Serial: "s1", State: host.Configured}
 	_, err = g.Issue(req("s1", "10.0.0.2", FirstStage))
-	assert.NoError(t, err, "configured: a reinstall rebinds")
+	assert.ErrorIs(t, err, ErrForbidden, "configured, never installed: still bound")
+	hosts["s1"] = host.Host{Serial: "s1", State: host.Configured, MacAddresses: []string{macA}}
+	_, err = g.Issue(req("s1", "10.0.0.2", FirstStage))
+	assert.NoError(t, err, "configured again after an install: a reinstall rebinds")
 	assert.ErrorIs(t, g.Authorize(req("s1", "10.0.0.1", Machine)), ErrForbidden)
 }
 
@@ -214,14 +217,20 @@ func TestModes(t *testing.T) {
 }
 
 // A facts report must list the MAC the requester's lease is for, and no MAC
-// that holds another address's lease.
+// another serial was bound by; a second card holding a lease of its own is
+// fine (two cabled NICs).
 func TestCheckFacts(t *testing.T) {
 	g := newGuard(t, fakeHosts{}, leaseTable(t, ipA+"="+macA, ipB+"="+macB), ModeLease)
 	r := req("s1", ipA, Facts)
 	assert.NoError(t, g.CheckFacts(r, []string{macA, "02:00:00:00:00:99"}))
+	assert.NoError(t, g.CheckFacts(r, []string{macA, macB}), "B's card is bound to no serial")
 	assert.ErrorContains(t, g.CheckFacts(r, []string{macB}), "but not "+macA)
-	assert.ErrorContains(t, g.CheckFacts(r, []string{macA, macB}), "holds the DHCP lease of "+ipB)
-	assert.NoError(t, newGuard(t, fakeHosts{}, nil, ModeLease).CheckFacts(r, []string{macB}), "nothing to check against")
+	_, err := g.Issue(req("s2", ipB, FirstStage))
+	require.NoError(t, err)
+	assert.ErrorContains(t, g.CheckFacts(r, []string{macA, macB}), "the card serial s2 was bound by")
+	assert.NoError(t, g.CheckFacts(req("s2", ipB, Facts), []string{macB}))
+	noLeases := newGuard(t, fakeHosts{}, nil, ModeLease)
+	assert.NoError(t, noLeases.CheckFacts(r, []string{macB}), "nothing to check against")
 }
 
 func TestBadBindingFile(t *testing.T) {
