@@ -9,9 +9,9 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"io"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
