@@ -88,7 +88,8 @@ CA_FILE=""
 : >"$CURL_CONFIG"
 if [ -n "$MAYU_CA_CERT" ]; then
 	CA_FILE=$WORKDIR/mayu-ca.pem
-	printf '%s\n' "$MAYU_CA_CERT" >"$CA_FILE"
+	# PEM ends in a newline already: write it once.
+	printf '%s\n' "${MAYU_CA_CERT%$'\n'}" >"$CA_FILE"
 	printf 'cacert = "%s"\n' "$CA_FILE" >>"$CURL_CONFIG"
 fi
 if [ -n "$MACHINE_TOKEN" ]; then
