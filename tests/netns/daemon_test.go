@@ -55,6 +55,19 @@ func startMayu(t *testing.T, l *netlab.Lab, extra ...string) *mayuProc {
 	return &mayuProc{Daemon: d, l: l, run: run}
 }
 
+// waitAnswers waits (60s at most) until mayu answers GET / with 200.
+func (m *mayuProc) waitAnswers(t *testing.T) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		r, err := m.Client.Get(m.Base + "/")
+		if err != nil {
+			return false
+		}
+		r.Body.Close()
+		return r.StatusCode == 200
+	}, 60*time.Second, 50*time.Millisecond, "mayu did not answer HTTP")
+}
+
 // dnsmasqPID is the process in the namespace that runs dnsmasq -k (not
 // mayu, not a passing dnsmasq --test).
 func (m *mayuProc) dnsmasqPID(t *testing.T) int {
@@ -87,14 +100,7 @@ func TestNetMayuDaemon(t *testing.T) {
 	// holds no DHCP lease: no machine auth here (TestNetMachineAuth plays
 	// machines from their leases).
 	m := startMayu(t, l, "--machine-auth=off")
-	require.Eventually(t, func() bool {
-		r, err := m.Client.Get(m.Base + "/")
-		if err != nil {
-			return false
-		}
-		r.Body.Close()
-		return r.StatusCode == 200
-	}, 60*time.Second, 50*time.Millisecond, "mayu did not answer HTTP")
+	m.waitAnswers(t)
 	pid := m.waitDnsmasq(t, 0)
 	hostsPath := filepath.Join(m.run, hostsFile)
 	readHosts := "read " + hostsPath

@@ -11,7 +11,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -32,14 +31,7 @@ func TestNetMachineAuth(t *testing.T) {
 	proctest.RequireFile(t, dnsmasq.DefaultBinary, "dnsmasq-base")
 	l := netlab.New(t)
 	m := startMayu(t, l)
-	require.Eventually(t, func() bool {
-		r, err := m.Client.Get(m.Base + "/")
-		if err != nil {
-			return false
-		}
-		r.Body.Close()
-		return r.StatusCode == 200
-	}, 60*time.Second, 50*time.Millisecond, "mayu did not answer HTTP")
+	m.waitAnswers(t)
 	m.waitDnsmasq(t, 0)
 
 	a := l.NewMachine(t, "02:4d:41:59:56:01")
