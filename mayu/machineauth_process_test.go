@@ -146,7 +146,9 @@ func TestProcessMachinesActOnlyAsThemselves(t *testing.T) {
 	}
 	assert.Equal(t, before, d.Hosts()[s], "the record is as it was: still running")
 	assert.Equal(t, commits, gitCount(t, d), "nothing committed")
-	assert.Contains(t, d.Out.String(), `msg="machine request refused" component=machineauth serial=victim-1`, "refusals are logged")
+	assert.Eventually(t, func() bool {
+		return strings.Contains(d.Out.String(), `msg="machine request refused" component=machineauth serial=victim-1`)
+	}, 10*time.Second, 20*time.Millisecond, "refusals are logged")
 
 	// Its own credential still works from anywhere.
 	code, body = local.do("PUT", "/admin/host/"+s+"/boot_complete", "", "Mayu-Machine-Token", tok[1])
@@ -336,4 +338,30 @@ func runHelper(t *testing.T, bin, env, url, serial, caFile string) proctest.Resu
 		envs = []string{env}
 	}
 	return proctest.Run(t, bin, envs, args...)
+}
+
+// The trust flags are checked at start, every problem listed at once.
+func TestProcessTrustFlagProblems(t *testing.T) {
+	dir := t.TempDir()
+	args := append(baseArgs(t, dir, proctest.FreePort(t)), "--no-tls", "--machine-auth=on",
+		"--etcd-member-sources=10.0.0.0/8,not-a-net", "--anonymous-limit=-1", "--boot-http-port=4081",
+		"--tls-ca-file=/nonexistent")
+	code, out := runOnce(t, args...)
+	assert.Equal(t, 2, code, out)
+	for _, want := range []string{
+		`--machine-auth: machine auth mode "on": want lease, credential or off`,
+		`--etcd-member-sources: "not-a-net" is not an address or a CIDR network`,
+		"--anonymous-limit=-1: a count a minute, 0 for no limit",
+		"--boot-http-port serves the boot files over plain HTTP beside HTTPS: with --no-tls everything is plain HTTP",
+		"--tls-ca-file names what machines trust mayu's HTTPS by: it makes no sense with --no-tls",
+	} {
+		assert.Contains(t, out, want)
+	}
+
+	// --machine-auth=off starts, with a warning.
+	d := startDaemon(t, t.TempDir(), "--no-tls", "--machine-auth=off")
+	d.WaitReady()
+	assert.Eventually(t, func() bool {
+		return strings.Contains(d.Out.String(), "--machine-auth=off: anyone who can reach mayu may act as any machine")
+	}, 10*time.Second, 20*time.Millisecond, "a warning at start: %s", d.Out.String())
 }

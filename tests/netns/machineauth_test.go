@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -110,7 +111,8 @@ func TestNetMachineAuth(t *testing.T) {
 	assert.Equal(t, "running", hosts[s].State.String())
 	assert.Equal(t, []string{a.MAC}, hosts[s].MacAddresses)
 	assert.Empty(t, hosts["net-machine-b"].MacAddresses)
-	assert.Contains(t, m.Out.String(), `msg="machine request refused"`)
+	assert.Eventually(t, func() bool { return strings.Contains(m.Out.String(), `msg="machine request refused"`) },
+		10*time.Second, 20*time.Millisecond, "refusals are logged")
 
 	// etcd discovery: a member registers from A (provisioned), not from B;
 	// the cluster's size and existence are nobody's on the network.
