@@ -179,14 +179,13 @@ func (o *options) readTrustOptions(c *cli.Context) []string {
 			if f = strings.TrimSpace(f); f == "" {
 				continue
 			}
-			if !strings.Contains(f, "/") {
-				if ip := net.ParseIP(f); ip != nil && ip.To4() != nil {
-					f += "/32"
-				} else {
-					f += "/128"
-				}
+			cidr := f
+			if ip := net.ParseIP(f); ip != nil && ip.To4() != nil {
+				cidr += "/32"
+			} else if ip != nil {
+				cidr += "/128"
 			}
-			_, n, err := net.ParseCIDR(f)
+			_, n, err := net.ParseCIDR(cidr)
 			if err != nil {
 				problems = append(problems, fmt.Sprintf("--etcd-member-sources: %q is not an address or a CIDR network", f))
 				continue
