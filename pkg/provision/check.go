@@ -3,8 +3,8 @@ package provision
 import (
 	"fmt"
 	"strings"
-	"unicode"
-	"unicode/utf8"
+
+	"mayu/pkg/host"
 )
 
 func contains(list []string, s string) bool {
@@ -32,40 +32,20 @@ func checkIfName(name string) error {
 	return nil
 }
 
-// checkText refuses control characters and invalid UTF-8 in values that
-// are rendered into configs.
+// checkText refuses what no stored string may hold (host.BadRune: invalid
+// UTF-8, control and format characters, line and paragraph separators) in
+// values that are rendered into configs; the error wraps ErrInvalid (400).
 func checkText(what, s string) error {
-	if !utf8.ValidString(s) {
-		return fmt.Errorf("%w: %s is not valid UTF-8", ErrInvalid, what)
-	}
-	for _, c := range s {
-		if unicode.IsControl(c) {
-			return fmt.Errorf("%w: %s has control character %q", ErrInvalid, what, c)
-		}
+	if err := host.CheckText(what, s); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	return nil
 }
 
-// checkValue applies checkText to every string inside a JSON value.
+// checkValue applies checkText to every key and string inside a JSON value.
 func checkValue(what string, v interface{}) error {
-	switch t := v.(type) {
-	case string:
-		return checkText(what, t)
-	case []interface{}:
-		for _, x := range t {
-			if err := checkValue(what, x); err != nil {
-				return err
-			}
-		}
-	case map[string]interface{}:
-		for k, x := range t {
-			if err := checkText(what, k); err != nil {
-				return err
-			}
-			if err := checkValue(what, x); err != nil {
-				return err
-			}
-		}
+	if err := host.CheckValue(what, v); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	return nil
 }

@@ -18,10 +18,15 @@ func (p *Provisioner) Hosts() []host.Host {
 // record: config.yaml's default_coreos_version.
 func (p *Provisioner) DefaultImageVersion() string { return p.cfg.DefaultCoreOSVersion }
 
-// ImageVersion is the OS version whose images serial boots and installs:
-// its Overrides["CoreOSVersion"], else the version its record names (from
-// its profile), else the default. The error wraps store.ErrNotFound for a
-// serial without a record.
+// ImageVersion is the OS version whose images serial boots and installs,
+// chosen only from what an operator set: its Overrides["CoreOSVersion"],
+// else the coreos_version of its profile in config.yaml, else the default.
+//
+// The record's CoreOSVersion is not used. boot_complete writes there the
+// version the machine says it runs (Mayu 0.11 did the same, and conf.json
+// keeps its fields), so a machine, or anyone posting as one, could
+// otherwise pick the image of its own next reinstall. The error wraps
+// store.ErrNotFound for a serial without a record.
 func (p *Provisioner) ImageVersion(serial string) (string, error) {
 	serial, err := Serial(serial)
 	if err != nil {
@@ -31,12 +36,9 @@ func (p *Provisioner) ImageVersion(serial string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	version := p.DefaultImageVersion()
-	if h.CoreOSVersion != "" {
-		version = h.CoreOSVersion
-	}
 	if v, ok := h.OverrideString("CoreOSVersion"); ok {
-		version = v
+		return v, nil
 	}
-	return version, nil
+	prof, _ := p.cfg.Profile(h.Profile) // a profile gone from config.yaml: the default
+	return p.cfg.CoreOSVersion(prof), nil
 }

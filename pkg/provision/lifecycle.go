@@ -84,8 +84,21 @@ type Versions struct {
 }
 
 // BootComplete marks the machine running, sets LastBoot and copies the
-// versions it reported (empty ones leave the record's value alone).
+// versions it reported (empty ones leave the record's value alone). A
+// version holding a character no stored string may (host.BadRune: line
+// breaks, terminal escapes, ...) is refused with ErrInvalid and nothing
+// changes. The reported CoreOSVersion is shown, never used to pick images
+// (see ImageVersion).
 func (p *Provisioner) BootComplete(serial string, v Versions) (host.Host, error) {
+	for _, f := range []struct{ what, v string }{
+		{"CoreOSVersion", v.CoreOSVersion}, {"MayuVersion", v.MayuVersion}, {"DockerVersion", v.DockerVersion},
+		{"FleetVersion", v.FleetVersion}, {"EtcdVersion", v.EtcdVersion}, {"RktVersion", v.RktVersion},
+		{"K8sVersion", v.K8sVersion}, {"YochuVersion", v.YochuVersion},
+	} {
+		if err := checkText(f.what, f.v); err != nil {
+			return host.Host{}, err
+		}
+	}
 	now := p.now().UTC()
 	return p.update(serial, transition(MsgRunning, host.Running, func(h *host.Host) {
 		h.LastBoot = now
