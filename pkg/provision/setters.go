@@ -78,10 +78,12 @@ func (p *Provisioner) Override(serial string, overrides map[string]interface{}) 
 		if strings.TrimSpace(k) == "" {
 			return host.Host{}, fmt.Errorf("%w: empty override key", ErrInvalid)
 		}
-		if err := checkValue("override "+k, k); err != nil {
+		// %q: the key is the caller's text and the error is shown to the
+		// operator; it must not carry the very characters it refuses.
+		if err := checkText(fmt.Sprintf("override key %q", k), k); err != nil {
 			return host.Host{}, err
 		}
-		if err := checkValue("override "+k, overrides[k]); err != nil {
+		if err := checkValue(fmt.Sprintf("override %q", k), overrides[k]); err != nil {
 			return host.Host{}, err
 		}
 		keys = append(keys, k)
