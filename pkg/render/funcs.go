@@ -25,7 +25,7 @@ func baseFuncs() template.FuncMap {
 		"indent":  indent,
 		"join":    join,
 		// Quoting for the context a value lands in (quote.go). quote is
-		// Mayu 0.11's name for yamlq and stays for operators' templates.
+		// the older name of yamlq and stays for operators' templates.
 		"quote":      quote,
 		"yamlq":      quote,
 		"yaml":       yamlValue,

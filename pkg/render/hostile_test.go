@@ -358,3 +358,35 @@ func finalPathsAndUnits(t *testing.T, out []byte, useIgnition bool) (paths, unit
 	}
 	return paths, units
 }
+
+// TestHostileValuesFirstStage renders the shipped first-stage script with a
+// hostile value in every field, checks that bash parses the whole script
+// and that its assignments hold exactly the values.
+func TestHostileValuesFirstStage(t *testing.T) {
+	r := newShipped(t, false)
+	d := FirstStageData{
+		HostInfoHelperURL: "http://h/" + hostile, CloudConfigURL: "http://c/" + hostile, IgnitionConfigURL: "",
+		InstallImageURL: "http://i/" + hostile, SetInstalledURL: "http://s/__SERIAL__/" + hostile,
+		MayuURL: "http://m/" + hostile, MayuVersion: "v-" + hostile, MachineID: "id-" + hostile,
+	}
+	out, err := r.FirstStage(d)
+	require.NoError(t, err)
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("bash not installed")
+	}
+	syntax, err := exec.Command(bash, "-n", "-c", string(out)).CombinedOutput()
+	require.NoError(t, err, "%s", syntax)
+
+	script := string(out)
+	start := strings.Index(script, "\n{\n")
+	end := strings.Index(script[start+1:], "\n}\n")
+	require.True(t, start >= 0 && end >= 0, "the block of mayu's values")
+	vars := shellEnv(t, script[start+1:start+1+end+2], "MAYU_URL", "MAYU_VERSION", "MACHINE_ID", "HOST_INFO_HELPER_URL",
+		"CLOUD_CONFIG_URL", "IGNITION_CONFIG_URL", "INSTALL_IMAGE_URL", "SET_INSTALLED_URL")
+	assert.Equal(t, map[string]string{
+		"MAYU_URL": d.MayuURL, "MAYU_VERSION": d.MayuVersion, "MACHINE_ID": d.MachineID, "HOST_INFO_HELPER_URL": d.HostInfoHelperURL,
+		"CLOUD_CONFIG_URL": d.CloudConfigURL, "IGNITION_CONFIG_URL": "", "INSTALL_IMAGE_URL": d.InstallImageURL,
+		"SET_INSTALLED_URL": d.SetInstalledURL,
+	}, vars)
+}
