@@ -9,6 +9,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -88,7 +89,7 @@ func startGuarded(t *testing.T, dir string, extra ...string) *proctest.Daemon {
 	return d
 }
 
-var tokenRe = regexp.MustCompile(`(?m)^MACHINE_TOKEN="([0-9a-f]{64})"$`)
+var tokenRe = regexp.MustCompile(`(?m)^\s*MACHINE_TOKEN='?([0-9a-f]{64})'?$`)
 
 // gitCount is the number of commits of the cluster directory.
 func gitCount(t *testing.T, d *proctest.Daemon) int {
@@ -276,19 +277,21 @@ func TestProcessTLSMachinesVerify(t *testing.T) {
 	const s = "tls-1"
 	code, script := victim.do("GET", "/first-stage-script/"+s, "")
 	require.Equal(t, 200, code, script)
-	ca := regexp.MustCompile(`(?s)MAYU_CA_CERT="(-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\n)"`).FindStringSubmatch(script)
-	require.NotNil(t, ca, "the script carries the CA:\n%s", script)
+	caB64 := regexp.MustCompile(`(?m)^\s*MAYU_CA_CERT_B64='?([A-Za-z0-9+/=]+)'?$`).FindStringSubmatch(script)
+	require.NotNil(t, caB64, "the script carries the CA:\n%s", script)
+	caPEM, err := base64.StdEncoding.DecodeString(caB64[1])
+	require.NoError(t, err)
 	certPEM, err := os.ReadFile(certFile)
 	require.NoError(t, err)
-	assert.Equal(t, string(certPEM), ca[1], "the self-signed certificate is the CA")
-	blk, _ := pem.Decode([]byte(ca[1]))
+	assert.Equal(t, string(certPEM), string(caPEM), "the self-signed certificate is the CA")
+	blk, _ := pem.Decode(caPEM)
 	require.NotNil(t, blk)
 	assert.NotContains(t, script, "--insecure")
 	tok := tokenRe.FindStringSubmatch(script)
 	require.NotNil(t, tok)
 
 	caFile := filepath.Join(t.TempDir(), "mayu-ca.pem")
-	require.NoError(t, os.WriteFile(caFile, []byte(ca[1]), 0o644))
+	require.NoError(t, os.WriteFile(caFile, caPEM, 0o644))
 	bins := proctest.Build(t)
 
 	// The helper from loopback 127.0.0.1 (no lease): its credential is its

@@ -37,7 +37,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if i := strings.IndexByte(msg, '\n'); i >= 0 {
 		msg = msg[:i] // one line, whatever a library put into its message
 	}
-	fmt.Fprintln(stderr, "mayuctl: "+msg)
+	// The reason may quote a value mayu got from a machine.
+	fmt.Fprintln(stderr, "mayuctl: "+printable(msg))
 	var ec cli.ExitCoder
 	if errors.As(err, &ec) && ec.ExitCode() != 0 {
 		return ec.ExitCode()

@@ -11,20 +11,25 @@
 #
 # Every request about this machine carries its credential (MACHINE_TOKEN,
 # issued with this script) and, with TLS, checks mayu's certificate against
-# MAYU_CA_CERT; both go to curl through a config file, and the credential
+# mayu's CA (MAYU_CA_CERT_B64, base64 of the PEM: one shell word); both go
+# to curl through a config file, and the credential
 # ends in /etc/mayu-env (mode 0600) for mayuctl boot-complete.
 set -Eeuo pipefail
 
-MAYU_URL="{{.MayuURL}}"
-MAYU_VERSION="{{.MayuVersion}}"
-MACHINE_ID="{{.MachineID}}"
-HOST_INFO_HELPER_URL="{{.HostInfoHelperURL}}"
-CLOUD_CONFIG_URL="{{.CloudConfigURL}}"
-IGNITION_CONFIG_URL="{{.IgnitionConfigURL}}"
-INSTALL_IMAGE_URL="{{.InstallImageURL}}"
-SET_INSTALLED_URL="{{.SetInstalledURL}}"
-MACHINE_TOKEN="{{.MachineToken}}"
-MAYU_CA_CERT="{{.CACert}}"
+# mayu's values, each quoted as one shell word by the template's shq.
+# shellcheck disable=SC1083,SC2288 # these are template actions, not shell
+{
+	MAYU_URL={{shq .MayuURL}}
+	MAYU_VERSION={{shq .MayuVersion}}
+	MACHINE_ID={{shq .MachineID}}
+	HOST_INFO_HELPER_URL={{shq .HostInfoHelperURL}}
+	CLOUD_CONFIG_URL={{shq .CloudConfigURL}}
+	IGNITION_CONFIG_URL={{shq .IgnitionConfigURL}}
+	INSTALL_IMAGE_URL={{shq .InstallImageURL}}
+	SET_INSTALLED_URL={{shq .SetInstalledURL}}
+	MACHINE_TOKEN={{shq .MachineToken}}
+	MAYU_CA_CERT_B64={{shq (b64 .CACert)}}
+}
 
 # The disk to install to. A whole disk, never a partition; overridable for
 # machines whose first disk is not sda (and for tests).
@@ -86,10 +91,10 @@ WORKDIR=$(mktemp -d /tmp/mayu-install.XXXXXX)
 CURL_CONFIG=$WORKDIR/curl.conf
 CA_FILE=""
 : >"$CURL_CONFIG"
-if [ -n "$MAYU_CA_CERT" ]; then
+if [ -n "$MAYU_CA_CERT_B64" ]; then
+	step "writing mayu's CA (the certificate every request here checks mayu by)"
 	CA_FILE=$WORKDIR/mayu-ca.pem
-	# PEM ends in a newline already: write it once.
-	printf '%s\n' "${MAYU_CA_CERT%$'\n'}" >"$CA_FILE"
+	printf '%s' "$MAYU_CA_CERT_B64" | base64 -d >"$CA_FILE"
 	printf 'cacert = "%s"\n' "$CA_FILE" >>"$CURL_CONFIG"
 fi
 if [ -n "$MACHINE_TOKEN" ]; then

@@ -2,6 +2,7 @@ package render
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"net"
@@ -366,7 +367,7 @@ func TestFirstStage(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, bytes.HasPrefix(out, []byte("#!")))
 	for _, v := range []string{d.HostInfoHelperURL, d.CloudConfigURL, d.InstallImageURL, d.SetInstalledURL, d.MayuVersion, d.MachineID,
-		`MACHINE_TOKEN="` + d.MachineToken + `"`, `MAYU_CA_CERT="` + testCA + `"`} {
+		"MACHINE_TOKEN=" + d.MachineToken, "MAYU_CA_CERT_B64=" + base64.StdEncoding.EncodeToString([]byte(testCA))} {
 		assert.Contains(t, string(out), v)
 	}
 	assert.NotContains(t, string(out), "--insecure")
