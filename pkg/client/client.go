@@ -27,7 +27,6 @@ import (
 	"time"
 
 	"mayu/pkg/host"
-	"mayu/pkg/machineauth"
 )
 
 // Defaults of Config, the same as mayuctl's flags.
@@ -340,7 +339,7 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte) ([]by
 	}
 	req.Header.Set("User-Agent", c.agent)
 	if c.token != "" {
-		req.Header.Set(machineauth.Header, c.token)
+		req.Header.Set(host.MachineTokenHeader, c.token)
 	}
 	req.Header.Set("Accept", "application/json, text/plain")
 	if body != nil {

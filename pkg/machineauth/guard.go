@@ -67,7 +67,7 @@ func ParseMode(s string) (Mode, error) {
 var ErrForbidden = errors.New("forbidden")
 
 // Header carries a machine's credential.
-const Header = "Mayu-Machine-Token"
+const Header = host.MachineTokenHeader
 
 // Kind is the kind of machine route a request is on.
 type Kind int

@@ -24,8 +24,8 @@ import (
 	"syscall"
 	"time"
 
+	"mayu/pkg/host"
 	"mayu/pkg/hostinfo"
-	"mayu/pkg/machineauth"
 )
 
 // Set with -ldflags -X at build time.
@@ -175,6 +175,6 @@ type credential struct {
 
 func (c credential) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
-	r.Header.Set(machineauth.Header, c.token)
+	r.Header.Set(host.MachineTokenHeader, c.token)
 	return c.next.RoundTrip(r)
 }
