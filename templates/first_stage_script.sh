@@ -28,7 +28,7 @@ set -Eeuo pipefail
 	INSTALL_IMAGE_URL={{shq .InstallImageURL}}
 	SET_INSTALLED_URL={{shq .SetInstalledURL}}
 	MACHINE_TOKEN={{shq .MachineToken}}
-	MAYU_CA_CERT_B64={{shq (b64 .CACert)}}
+	MAYU_CA_CERT_B64={{shq .CACertBase64}}
 }
 
 # The disk to install to. A whole disk, never a partition; overridable for

@@ -8,6 +8,7 @@ package render
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -134,6 +135,12 @@ type FirstStageData struct {
 	// CACert is the PEM certificate (bundle) the machine trusts mayu's
 	// HTTPS by; empty with --no-tls.
 	CACert string
+}
+
+// CACertBase64 is CACert in base64, one shell word: what the first-stage
+// script carries (shq refuses the newlines of a PEM).
+func (d FirstStageData) CACertBase64() string {
+	return base64.StdEncoding.EncodeToString([]byte(d.CACert))
 }
 
 // FirstStage renders the install script. It must come out as a script (a
