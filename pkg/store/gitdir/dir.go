@@ -78,6 +78,9 @@ type Dir struct {
 	queue   []*writeReq
 	leading bool
 
+	// retired lists the packs merged into another and not deleted yet
+	// (retired.go), under wmu.
+	retired   []retiredPack
 	packing   atomic.Bool // a background pack merge is running
 	packWG    sync.WaitGroup
 	closeOnce sync.Once

@@ -234,8 +234,10 @@ func (d *Dir) adoptRepo(g *gitRepo) {
 		// A reload: the packs written so far still want merging.
 		g.packs = append(d.git.packs, g.packs...)
 	} else {
-		// The small packs an earlier run left unmerged join this run's.
-		g.packs = smallPacks(g.gitDir, g.packs)
+		// The packs an earlier run merged away wait out their grace; the
+		// small packs it left unmerged join this run's.
+		d.retired = readRetired(g.gitDir)
+		g.packs = smallPacks(g.gitDir, g.packs, d.retired)
 	}
 	d.git = g
 	d.maybePack()
