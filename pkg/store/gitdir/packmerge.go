@@ -98,7 +98,7 @@ func (d *Dir) maybePack() {
 	if g == nil {
 		return
 	}
-	d.sweepPacks(g.gitDir, false)
+	d.sweepPacks(g.gitDir)
 	if d.packing.Load() {
 		return
 	}

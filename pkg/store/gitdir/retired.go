@@ -11,8 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"mayu/pkg/durable"
 )
 
 // A pack merged into another is not deleted at once: it is retired, and
@@ -45,19 +43,28 @@ type retiredPack struct {
 	at   time.Time // when it was merged away
 }
 
-// retirePacks retires the packs called names; under wmu.
+// retirePacks retires the packs called names; under wmu. The list is
+// appended to, not rewritten, and not fsynced: it only saves work (a pack
+// it misses after a crash is merged again).
 func (d *Dir) retirePacks(gitDir string, names []string) {
 	now := time.Now()
+	var b strings.Builder
 	for _, n := range names {
 		d.retired = append(d.retired, retiredPack{name: n, at: now})
+		fmt.Fprintf(&b, "%s %d\n", n, now.UnixNano())
 	}
-	d.sweepPacks(gitDir, true)
+	if err := appendFile(filepath.Join(gitDir, retiredName), b.String()); err != nil {
+		d.log.Warn("cannot write the list of merged packs", "err", err)
+	}
+	d.sweepPacks(gitDir)
 }
 
-// sweepPacks deletes the retired packs past their grace and writes the
-// list when it changed (or when changed says it did); under wmu.
-func (d *Dir) sweepPacks(gitDir string, changed bool) {
-	if len(d.retired) == 0 || (!changed && time.Since(d.retired[0].at) < packGrace) {
+// sweepPacks deletes the retired packs past their grace, and rewrites the
+// list without them; under wmu. It runs once the oldest is a quarter of
+// the grace past it, so that a storm's merges rewrite the list at most
+// four times per grace period.
+func (d *Dir) sweepPacks(gitDir string) {
+	if len(d.retired) == 0 || time.Since(d.retired[0].at) < packGrace+packGrace/4 {
 		return
 	}
 	packDir := filepath.Join(gitDir, "objects", "pack")
@@ -67,7 +74,6 @@ func (d *Dir) sweepPacks(gitDir string, changed bool) {
 			keep = append(keep, r)
 			continue
 		}
-		changed = true
 		// The pack first: an index without its pack is ignored by git
 		// and go-git (and removed at the next start), a pack without its
 		// index makes go-git fail.
@@ -78,15 +84,13 @@ func (d *Dir) sweepPacks(gitDir string, changed bool) {
 		}
 	}
 	d.retired = keep
-	if changed {
-		if err := writeRetired(gitDir, keep); err != nil {
-			// The packs not listed are merged again at the next start.
-			d.log.Warn("cannot write the list of merged packs", "err", err)
-		}
+	if err := writeRetired(gitDir, keep); err != nil {
+		d.log.Warn("cannot write the list of merged packs", "err", err)
 	}
 }
 
-// writeRetired writes the list, oldest first: "<pack name> <unix nanoseconds>".
+// writeRetired replaces the list, oldest first, one "<pack name> <unix
+// nanoseconds>" per line.
 func writeRetired(gitDir string, retired []retiredPack) error {
 	p := filepath.Join(gitDir, retiredName)
 	if len(retired) == 0 {
@@ -99,7 +103,10 @@ func writeRetired(gitDir string, retired []retiredPack) error {
 	for _, r := range retired {
 		fmt.Fprintf(&b, "%s %d\n", r.name, r.at.UnixNano())
 	}
-	return durable.WriteFile(p, b.Bytes(), 0o644, tmpPrefix)
+	if err := os.WriteFile(p+".new", b.Bytes(), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(p+".new", p)
 }
 
 // readRetired reads the list an earlier run left, keeping the packs that
