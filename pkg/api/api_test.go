@@ -21,6 +21,7 @@ import (
 	"mayu/pkg/provision"
 	"mayu/pkg/render"
 	"mayu/pkg/store"
+	"mayu/pkg/store/storetest"
 )
 
 const testConfig = `
@@ -432,6 +433,12 @@ type brokenStore struct{ *store.Memory }
 
 func (b brokenStore) Create(string, ...store.Step) (host.Host, error) {
 	return host.Host{}, fmt.Errorf("%w: write cluster/x/conf.json: no space left on device", store.ErrStorage)
+}
+
+// Reserve reserves in the working store; the reservation's Create fails
+// as a write does.
+func (b brokenStore) Reserve(serial string, req store.AllocRequest) (store.Reservation, error) {
+	return (&storetest.Broken{Reads: b.Memory}).Reserve(serial, req)
 }
 
 func (b brokenStore) Update(string, ...store.Step) (host.Host, error) {

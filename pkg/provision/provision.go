@@ -22,8 +22,9 @@ import (
 
 // Errors the API maps to status codes.
 var (
-	// ErrRangeFull: ip_range has no free address left (503).
-	ErrRangeFull = errors.New("provision: no free address left in network.ip_range")
+	// ErrRangeFull: ip_range has no free address left (503). The store
+	// allocates addresses, so it is the store's error.
+	ErrRangeFull = store.ErrRangeFull
 	// ErrInvalid: a value in a request is malformed (400).
 	ErrInvalid = errors.New("provision: invalid value")
 	// ErrConflict: the request contradicts the record (409), for example
@@ -100,20 +101,21 @@ type Provisioner struct {
 	site  Site
 	disc  Discovery
 	log   *slog.Logger
-	rand  io.Reader
-	now   func() time.Time
+	// randMu serialises reads of rand, which need not be safe for
+	// concurrent use.
+	randMu sync.Mutex
+	rand   io.Reader
+	now    func() time.Time
 
-	// regMu guards the choice of address and profile, so that concurrent
-	// first requests never share an address, never overshoot a profile's
-	// quantity and create one record per serial. It is not held while the
-	// record is written: a registration reserves its address and profile
-	// (and its serial) under regMu, writes, then drops the reservation, so
-	// registrations of a boot storm share the store's group commit.
+	// alloc is what a new record asks the store for (store.Reserve): the
+	// store picks its profile and address atomically against every
+	// record, so registrations of a boot storm need no lock here and
+	// share the store's group commit.
+	alloc store.AllocRequest
+	// regMu guards inflight: the registrations under way by serial, so
+	// that concurrent first requests of one machine make one record and
+	// share its outcome.
 	regMu    sync.Mutex
-	ipLo     uint32
-	ipHi     uint32
-	ipNext   uint32 // no address below this one was free at the last allocation
-	resIP    map[uint32]bool
 	inflight map[string]*registration
 
 	// macMu guards macClaims: MAC address -> serial of the write under way
@@ -143,9 +145,8 @@ func New(cfg Config) (*Provisioner, error) {
 		return nil, fmt.Errorf("provision: network.ip_range %s-%s is not a valid range",
 			cfg.Cluster.Network.IPRange.Start, cfg.Cluster.Network.IPRange.End)
 	}
-	p.ipLo, p.ipHi = config.IPToUint32(lo), config.IPToUint32(hi)
-	p.ipNext = p.ipLo
-	p.resIP, p.inflight = map[uint32]bool{}, map[string]*registration{}
+	p.alloc = allocRequest(cfg.Cluster)
+	p.inflight = map[string]*registration{}
 	p.macClaims = map[string]string{}
 	return p, nil
 }
@@ -171,7 +172,7 @@ func (p *Provisioner) update(serial string, steps ...store.Step) (host.Host, err
 	if err != nil {
 		return host.Host{}, err
 	}
-	return p.write(serial, false, host.Host{}, steps, nil)
+	return p.write(host.Host{}, steps, nil, p.updater(serial))
 }
 
 // transition is a step that checks the life cycle under the store's lock, so

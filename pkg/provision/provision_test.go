@@ -3,6 +3,7 @@ package provision
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os/exec"
 	"strings"
 	"sync"
@@ -195,10 +196,19 @@ func concurrentRegistrations(t *testing.T, p *Provisioner, st store.Store, messa
 func TestFailedRegistrationFreesItsAddress(t *testing.T) {
 	cfg, err := config.Parse([]byte(fmt.Sprintf(testConfig, "192.168.2.99")))
 	require.NoError(t, err)
-	p, err := New(Config{Cluster: cfg, Store: storetest.NewBroken(t)})
+	broken := storetest.NewBroken(t)
+	p, err := New(Config{Cluster: cfg, Store: broken})
 	require.NoError(t, err)
 	_, _, err = p.Register("lost")
 	require.ErrorIs(t, err, store.ErrStorage)
+	assert.Empty(t, p.inflight)
+	// No reservation is left behind in the store that failed: its next
+	// one gets the same address and profile slot.
+	res, err := broken.Reserve("probe", p.alloc)
+	require.NoError(t, err)
+	assert.Equal(t, store.Allocation{Profile: "core-services", Addr: net.ParseIP("192.168.2.21").To4()}, res.Allocation(),
+		"no reservation left behind")
+	res.Release()
 
 	// The same provisioner over a working store hands out the same first
 	// address and the first profile again.
@@ -208,7 +218,6 @@ func TestFailedRegistrationFreesItsAddress(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "192.168.2.21", h.InternalAddr.String())
 	assert.Equal(t, "core-services", h.Profile)
-	assert.Empty(t, p.resIP, "no reservation left behind")
 	assert.Empty(t, p.inflight)
 }
 

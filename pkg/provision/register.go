@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 
 	"mayu/pkg/config"
 	"mayu/pkg/host"
@@ -72,24 +71,55 @@ func (p *Provisioner) upsertOnce(serial string, steps []store.Step, check func(h
 		}
 		return host.Host{}, false, errChanged // start over on the record it wrote
 	}
-	res, err := p.reserveLocked(serial)
+	reg := &registration{done: make(chan struct{}), err: errors.New("provision: registration did not finish")}
+	p.inflight[serial] = reg
 	p.regMu.Unlock()
-	if err != nil {
-		if errors.Is(err, ErrRangeFull) {
-			p.log.Error("cannot register machine", "serial", serial, "err", err)
-		}
-		return host.Host{}, false, err
-	}
-	defer p.release(serial, res)
+	defer p.finish(serial, reg)
 
-	all := append(p.newRecordSteps(res), steps...)
-	h, err := p.write(serial, true, host.Host{Serial: serial}, all, check)
-	res.reg.h, res.reg.err = h, err
+	h, err := p.register(serial, steps, check)
+	reg.h, reg.err = h, err
 	if err != nil {
 		return host.Host{}, false, err
 	}
 	p.log.Info("registered new machine", "serial", serial, "profile", h.Profile, "ip", h.InternalAddr.String())
 	return h, true, nil
+}
+
+// register creates the record of serial: the store reserves its profile
+// and address, the new-record steps and steps are written with check as
+// in write, and the reservation is given back if anything fails.
+func (p *Provisioner) register(serial string, steps []store.Step, check func(host.Host) error) (host.Host, error) {
+	machineID, err := p.machineID(0, 0)
+	if err != nil {
+		return host.Host{}, err
+	}
+	res, err := p.store.Reserve(serial, p.alloc)
+	if errors.Is(err, store.ErrExists) {
+		return host.Host{}, errChanged // it landed meanwhile: start over on it
+	}
+	if err != nil {
+		if errors.Is(err, ErrRangeFull) {
+			p.log.Error("cannot register machine", "serial", serial, "err", err)
+		}
+		return host.Host{}, err
+	}
+	defer res.Release()
+	all := append(p.newRecordSteps(res.Allocation(), machineID), steps...)
+	h, err := p.write(host.Host{Serial: serial}, all, check, res.Create)
+	if errors.Is(err, store.ErrReservationLost) || errors.Is(err, store.ErrExists) {
+		// Its address, or the serial itself, got a record meanwhile (a
+		// hand edit, another mayu sharing the store): start over.
+		return host.Host{}, errChanged
+	}
+	return h, err
+}
+
+// finish ends a registration and wakes the requests that waited for it.
+func (p *Provisioner) finish(serial string, reg *registration) {
+	p.regMu.Lock()
+	delete(p.inflight, serial)
+	p.regMu.Unlock()
+	close(reg.done)
 }
 
 // updateStored applies steps (and check) to the stored record h.
@@ -102,7 +132,7 @@ func (p *Provisioner) updateStored(h host.Host, steps []store.Step, check func(h
 		}
 		return h, false, nil
 	}
-	h, err := p.write(h.Serial, false, h, steps, check)
+	h, err := p.write(h, steps, check, p.updater(h.Serial))
 	return h, false, err
 }
 
@@ -117,55 +147,13 @@ func machineSerial(serial string) (string, error) {
 	return Serial(serial)
 }
 
-// reservation is what a registration holds while its record is written:
-// an address no other registration may take, the profile counted against
-// its quantity, and the machine ID.
-type reservation struct {
-	ip        net.IP
-	ipn       uint32
-	profile   config.Profile
-	machineID string
-	reg       *registration
-}
-
-// reserveLocked picks the address, profile and machine ID of a new record
-// of serial and reserves them; regMu must be held.
-func (p *Provisioner) reserveLocked(serial string) (*reservation, error) {
-	ip, err := p.freeIP()
-	if err != nil {
-		return nil, err
-	}
-	prof := p.pickProfile()
-	machineID, err := p.machineID(0, 0)
-	if err != nil {
-		return nil, err
-	}
-	res := &reservation{ip: ip, ipn: config.IPToUint32(ip), profile: prof, machineID: machineID,
-		reg: &registration{profile: prof.Name, done: make(chan struct{}),
-			err: errors.New("provision: registration did not finish")}}
-	p.resIP[res.ipn] = true
-	p.inflight[serial] = res.reg
-	p.ipNext = res.ipn + 1
-	return res, nil
-}
-
-// release drops the reservation once the record is written (or failed to
-// be), and wakes the requests that waited for it.
-func (p *Provisioner) release(serial string, res *reservation) {
-	p.regMu.Lock()
-	delete(p.resIP, res.ipn)
-	delete(p.inflight, serial)
-	if res.reg.err != nil && res.ipn < p.ipNext {
-		p.ipNext = res.ipn // the address is free again
-	}
-	p.regMu.Unlock()
-	close(res.reg.done)
-}
-
 // newRecordSteps are the audited steps that create a record from its
-// reservation, with the messages Mayu users know from git log.
-func (p *Provisioner) newRecordSteps(res *reservation) []store.Step {
-	prof := res.profile
+// allocation, with the messages Mayu users know from git log.
+func (p *Provisioner) newRecordSteps(a store.Allocation, machineID string) []store.Step {
+	prof, ok := p.cfg.Profile(a.Profile)
+	if !ok {
+		prof = config.Profile{Name: a.Profile}
+	}
 	defaultToken := p.defaultToken()
 	// As Mayu 0.11: a configured profile's own coreos_version, empty when
 	// it has none, so that the machine follows default_coreos_version
@@ -183,12 +171,12 @@ func (p *Provisioner) newRecordSteps(res *reservation) []store.Step {
 			return nil
 		}},
 		{Message: MsgPredefined, Apply: func(h *host.Host) error {
-			h.MachineID = res.machineID
-			h.Hostname = res.machineID[:16]
+			h.MachineID = machineID
+			h.Hostname = machineID[:16]
 			return nil
 		}},
 		{Message: MsgInternalAddr, Apply: func(h *host.Host) error {
-			h.InternalAddr = res.ip
+			h.InternalAddr = a.Addr
 			return nil
 		}},
 		{Message: MsgProfile, Apply: func(h *host.Host) error {
@@ -209,96 +197,34 @@ func (p *Provisioner) newRecordSteps(res *reservation) []store.Step {
 // registration is a Register in progress; a second request for the same
 // serial waits for it and shares its outcome.
 type registration struct {
-	profile string
-	done    chan struct{}
-	h       host.Host
-	err     error
+	done chan struct{}
+	h    host.Host
+	err  error
 }
 
-// freeIP returns the lowest free address of ip_range. It scans from the
-// last allocation first (addresses below it were taken then), and the whole
-// range only when that finds nothing, so a registration costs O(1) lookups
-// in a growing fleet. A full range is an error, never a hang.
-func (p *Provisioner) freeIP() (net.IP, error) {
-	scan := func(from, to uint32) net.IP {
-		for n := from; n <= to && n >= from; n++ {
-			ip := config.Uint32ToIP(n)
-			if p.resIP[n] || !p.cfg.Allocatable(ip) {
-				continue
-			}
-			if _, err := p.store.ByIP(ip); errors.Is(err, store.ErrNotFound) {
-				return ip
-			}
-			if n == to {
-				break
-			}
-		}
-		return nil
-	}
-	if p.ipNext <= p.ipHi {
-		if ip := scan(p.ipNext, p.ipHi); ip != nil {
-			return ip, nil
+// allocRequest is what every new record asks the store for: the
+// configured profiles in config order with their quantities, then the
+// default profile; the lowest allocatable address of ip_range.
+func allocRequest(cfg *config.Config) store.AllocRequest {
+	lo, hi := cfg.Network.IPRange.Bounds()
+	req := store.AllocRequest{Default: config.DefaultProfileName, First: lo, Last: hi,
+		Allocatable: cfg.Allocatable, RangeName: "network.ip_range"}
+	for _, prof := range cfg.Profiles {
+		if prof.Name != config.DefaultProfileName {
+			req.Profiles = append(req.Profiles, store.ProfileQuota{Name: prof.Name, Quantity: prof.Quantity})
 		}
 	}
-	if ip := scan(p.ipLo, p.ipHi); ip != nil {
-		return ip, nil
-	}
-	return nil, fmt.Errorf("%w (%s-%s)", ErrRangeFull, p.cfg.Network.IPRange.Start, p.cfg.Network.IPRange.End)
-}
-
-// pickProfile returns the first profile in config order whose quantity is
-// not reached yet, else the default profile.
-func (p *Provisioner) pickProfile() config.Profile {
-	for _, prof := range p.cfg.Profiles {
-		if prof.Name == config.DefaultProfileName {
-			continue
-		}
-		if p.profileCount(prof.Name) < prof.Quantity {
-			return prof
-		}
-	}
-	if prof, ok := p.cfg.Profile(config.DefaultProfileName); ok {
-		return prof
-	}
-	return config.Profile{Name: config.DefaultProfileName}
-}
-
-// profileCount counts the hosts of a profile, the registrations in
-// progress included. A registration's record lands in the store before its
-// reservation is dropped, so each one is counted once: from the store if
-// its record was there when ProfileCount read it, else as pending. If one
-// landed during the read, the count is taken again.
-func (p *Provisioner) profileCount(profile string) int {
-	landed := func(serial string) bool {
-		_, err := p.store.Get(serial)
-		return err == nil
-	}
-	for {
-		var waiting []string
-		for serial, reg := range p.inflight {
-			if reg.profile == profile && !landed(serial) {
-				waiting = append(waiting, serial)
-			}
-		}
-		n := p.store.ProfileCount(profile)
-		stable := true
-		for _, serial := range waiting {
-			if landed(serial) {
-				stable = false
-				break
-			}
-		}
-		if stable {
-			return n + len(waiting)
-		}
-	}
+	return req
 }
 
 // machineID is 16 random bytes in hex; byte 0 is the cabinet and byte 1 the
 // machine on the cabinet.
 func (p *Provisioner) machineID(cabinet, machineOnCabinet uint) (string, error) {
 	b := make([]byte, 16)
-	if _, err := io.ReadFull(p.rand, b); err != nil {
+	p.randMu.Lock()
+	_, err := io.ReadFull(p.rand, b)
+	p.randMu.Unlock()
+	if err != nil {
 		return "", fmt.Errorf("provision: machine id: %w", err)
 	}
 	b[0], b[1] = byte(cabinet), byte(machineOnCabinet)

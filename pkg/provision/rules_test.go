@@ -3,6 +3,7 @@ package provision
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -278,7 +279,12 @@ func TestFailedRenderChangesNothing(t *testing.T) {
 	_, _, err = p.RegisterChecked("newcomer", func(host.Host) error { return errors.New("first stage does not render") })
 	require.Error(t, err)
 	assert.Equal(t, logBefore, gitLog())
-	assert.Empty(t, p.resIP, "the reserved address is free again")
+	assert.Empty(t, p.inflight)
+	res, err := st.Reserve("probe", p.alloc)
+	require.NoError(t, err)
+	assert.Equal(t, store.Allocation{Profile: "core-services", Addr: net.ParseIP("192.168.2.22").To4()}, res.Allocation(),
+		"the reserved address is free again")
+	res.Release()
 
 	// The same request with a working render writes once, and what was
 	// rendered is what is stored.

@@ -56,14 +56,14 @@ func dryRun(base host.Host, steps []store.Step) (host.Host, error) {
 	return h, nil
 }
 
-// write applies steps to the record of serial in one store write (Create
-// when create, else Update), ending with the record cap. With a check, the
-// steps are first run on a copy of base (the record as last read, or the
-// bare new record) and check sees the result; the write then happens only
-// if the record is still what check saw (else errChanged), so what check
-// produced, a rendered config, matches what is stored, and a check that
-// fails leaves everything as it was.
-func (p *Provisioner) write(serial string, create bool, base host.Host, steps []store.Step, check func(host.Host) error) (host.Host, error) {
+// write applies steps to a record in one store write (commit: an Update,
+// or the Create of a reservation), ending with the record cap. With a
+// check, the steps are first run on a copy of base (the record as last
+// read, or the bare new record) and check sees the result; the write then
+// happens only if the record is still what check saw (else errChanged), so
+// what check produced, a rendered config, matches what is stored, and a
+// check that fails leaves everything as it was.
+func (p *Provisioner) write(base host.Host, steps []store.Step, check func(host.Host) error, commit func(...store.Step) (host.Host, error)) (host.Host, error) {
 	steps = append(append([]store.Step(nil), steps...), capStep())
 	if check != nil {
 		want, err := dryRun(base, steps)
@@ -88,10 +88,12 @@ func (p *Provisioner) write(serial string, create bool, base host.Host, steps []
 			return nil
 		}})
 	}
-	if create {
-		return p.store.Create(serial, steps...)
-	}
-	return p.store.Update(serial, steps...)
+	return commit(steps...)
+}
+
+// updater returns the commit of write for the existing record of serial.
+func (p *Provisioner) updater(serial string) func(...store.Step) (host.Host, error) {
+	return func(steps ...store.Step) (host.Host, error) { return p.store.Update(serial, steps...) }
 }
 
 // claimMACs reserves macs for serial while its write is under way, so that

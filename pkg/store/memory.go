@@ -13,6 +13,7 @@ import (
 type Memory struct {
 	mu       sync.RWMutex
 	hosts    *Table
+	leases   *Leases
 	cluster  Cluster
 	messages []string
 	notes    Notifier
@@ -20,7 +21,9 @@ type Memory struct {
 
 // NewMemory returns an empty in-memory store.
 func NewMemory() *Memory {
-	return &Memory{hosts: NewTable()}
+	m := &Memory{hosts: NewTable()}
+	m.leases = NewLeases(&m.mu, m.createLeased)
+	return m
 }
 
 // Get implements Store.
@@ -84,6 +87,27 @@ func (m *Memory) Create(serial string, steps ...Step) (host.Host, error) {
 		return host.Host{}, fmt.Errorf("%w: %s", ErrExists, serial)
 	}
 	return m.apply(host.Host{Serial: serial}, steps)
+}
+
+// Reserve implements Store.
+func (m *Memory) Reserve(serial string, req AllocRequest) (Reservation, error) {
+	return m.leases.Reserve(func() *Table { return m.hosts }, serial, req)
+}
+
+func (m *Memory) createLeased(l *Lease, steps []Step) (host.Host, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.hosts.Get(l.Serial()); ok {
+		return host.Host{}, fmt.Errorf("%w: %s", ErrExists, l.Serial())
+	}
+	if err := l.CheckLocked(m.hosts); err != nil {
+		return host.Host{}, err
+	}
+	h, err := m.apply(host.Host{Serial: l.Serial()}, steps)
+	if err == nil {
+		l.EndLocked(true)
+	}
+	return h, err
 }
 
 // Update implements Store.

@@ -8,9 +8,13 @@
 // If any step fails, nothing is written. Lookups are served from an in-memory
 // table kept in step with the records (Table).
 //
+// A new record gets its profile and address from the store (Reserve, then
+// Reservation.Create), so that the choice is atomic against every record
+// the store holds, whichever process wrote it (alloc.go).
+//
 // This package holds the contract (Store, Step, the errors), the pieces
-// every implementation shares (Table, ApplySteps, Notifier, CheckSerial),
-// and Memory; storetest checks any implementation against the contract.
+// every implementation shares (Table, Leases, ApplySteps, Notifier,
+// CheckSerial), and Memory; storetest checks any implementation against the contract.
 // The git-backed cluster directory is in store/gitdir.
 package store
 
@@ -79,6 +83,13 @@ type Store interface {
 	// applies the steps to it. The first step's message is typically
 	// "host created"; the record passed to it has only Serial set.
 	Create(serial string, steps ...Step) (host.Host, error)
+	// Reserve picks the profile and the address of a new record of serial
+	// (see AllocRequest) atomically against the stored records and the
+	// reservations in flight, and holds them until the reservation is
+	// used (Reservation.Create) or released; the caller must do one or
+	// the other. ErrExists if serial has a record, ErrRangeFull if no
+	// address is free. See alloc.go for how a backend implements it.
+	Reserve(serial string, req AllocRequest) (Reservation, error)
 	// Update applies the steps to the existing record (ErrNotFound if none).
 	// Steps that leave the record unchanged are not committed.
 	Update(serial string, steps ...Step) (host.Host, error)

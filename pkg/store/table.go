@@ -3,6 +3,7 @@ package store
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"sort"
 	"strings"
 	"sync"
@@ -19,6 +20,10 @@ type Table struct {
 	byMAC    map[string]string    // mac -> serial
 	byIP     map[string]string    // ip string -> serial
 	profiles map[string]int
+	// freed is the lowest address a record gave up (removed, or changed
+	// to another) since Leases last looked (takeFreed): the search for a
+	// free address must start there again.
+	freed netip.Addr
 }
 
 // NewTable returns an empty table.
@@ -40,7 +45,10 @@ func (t *Table) Get(serial string) (host.Host, bool) {
 // Put adds or replaces h. The table keeps h itself: the caller hands it
 // over.
 func (t *Table) Put(h host.Host) {
-	t.Remove(h.Serial)
+	old, had := t.remove(h.Serial)
+	if had && old.InternalAddr != nil && !old.InternalAddr.Equal(h.InternalAddr) {
+		t.free(old.InternalAddr)
+	}
 	t.hosts[h.Serial] = h
 	for _, m := range h.MacAddresses {
 		t.byMAC[strings.ToLower(m)] = h.Serial
@@ -53,9 +61,31 @@ func (t *Table) Put(h host.Host) {
 
 // Remove drops the record of serial, if any.
 func (t *Table) Remove(serial string) {
+	if old, ok := t.remove(serial); ok && old.InternalAddr != nil {
+		t.free(old.InternalAddr)
+	}
+}
+
+// free notes that ip may be free again.
+func (t *Table) free(ip net.IP) {
+	a, ok := netip.AddrFromSlice(ip.To4())
+	if ok && (!t.freed.IsValid() || a.Less(t.freed)) {
+		t.freed = a
+	}
+}
+
+// takeFreed returns the lowest address given up since the last call, if
+// any, and forgets it.
+func (t *Table) takeFreed() (netip.Addr, bool) {
+	a := t.freed
+	t.freed = netip.Addr{}
+	return a, a.IsValid()
+}
+
+func (t *Table) remove(serial string) (host.Host, bool) {
 	old, ok := t.hosts[serial]
 	if !ok {
-		return
+		return host.Host{}, false
 	}
 	for _, m := range old.MacAddresses {
 		if t.byMAC[strings.ToLower(m)] == serial {
@@ -70,6 +100,7 @@ func (t *Table) Remove(serial string) {
 		delete(t.profiles, old.Profile)
 	}
 	delete(t.hosts, serial)
+	return old, true
 }
 
 // ByMAC returns the record with this MAC address (any case), not a copy.

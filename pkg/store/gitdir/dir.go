@@ -65,6 +65,9 @@ type Dir struct {
 	mu      sync.RWMutex
 	hosts   *store.Table
 	cluster store.Cluster
+	// leases are the reservations of new records (Reserve), guarded by
+	// mu like the table they are counted against.
+	leases *store.Leases
 
 	notes   store.Notifier
 	watcher *dirWatcher
@@ -75,6 +78,9 @@ type Dir struct {
 	queue   []*writeReq
 	leading bool
 
+	// retired lists the packs merged into another and not deleted yet
+	// (retired.go), under wmu.
+	retired   []retiredPack
 	packing   atomic.Bool // a background pack merge is running
 	packWG    sync.WaitGroup
 	closeOnce sync.Once
@@ -94,6 +100,9 @@ func Open(dir string, opts Options) (*Dir, error) {
 	}
 	log = log.With("component", "store", "dir", dir)
 	d := &Dir{dir: dir, noGit: opts.NoGit, log: log}
+	d.leases = store.NewLeases(&d.mu, func(l *store.Lease, steps []store.Step) (host.Host, error) {
+		return d.mutate(l.Serial(), true, steps, l)
+	})
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("%w: create cluster directory: %w", store.ErrStorage, err)
 	}
@@ -167,12 +176,19 @@ func (d *Dir) Cluster() store.Cluster {
 
 // Create implements store.Store.
 func (d *Dir) Create(serial string, steps ...store.Step) (host.Host, error) {
-	return d.mutate(serial, true, steps)
+	return d.mutate(serial, true, steps, nil)
+}
+
+// Reserve implements store.Store. A reservation's record is written by
+// the group commit like any other; its lease ends when the batch swaps
+// the records into the table.
+func (d *Dir) Reserve(serial string, req store.AllocRequest) (store.Reservation, error) {
+	return d.leases.Reserve(func() *store.Table { return d.hosts }, serial, req)
 }
 
 // Update implements store.Store.
 func (d *Dir) Update(serial string, steps ...store.Step) (host.Host, error) {
-	return d.mutate(serial, false, steps)
+	return d.mutate(serial, false, steps, nil)
 }
 
 // Subscribe implements store.Store.

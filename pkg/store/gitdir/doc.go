@@ -6,6 +6,7 @@
 //
 //	dir.go          Dir, Open, the read side (served from memory)
 //	load.go         reading the directory into memory at open and reload
+//	salvage.go      a record on disk that does not read: taken from git
 //	recover.go      committing what a crash or a --no-git run left uncommitted
 //	rollforward.go  finishing a branch update a crash interrupted
 //	groupcommit.go  Create and Update: the group commit of concurrent writes
@@ -15,6 +16,7 @@
 //	tx.go           staging commits and writing them as one pack and ref update
 //	gitindex.go     writing .git/index (split index) so git status stays clean
 //	packmerge.go    merging the store's packs in the background
+//	retired.go      keeping merged-away packs for concurrent git readers
 //
 // go-git reads the repository (HEAD, trees, packs of `git gc`, config) and
 // encodes the commits (object.Commit) and pack indexes (idxfile). The

@@ -67,3 +67,21 @@ func SetSyncfsMin(n int) (restore func()) {
 // running git fsck does not race with the merge removing the packs it
 // replaced. No write may run meanwhile.
 func (d *Dir) WaitMerges() { d.packWG.Wait() }
+
+// SetPackGrace changes how long a merged pack stays before it is deleted.
+func SetPackGrace(d time.Duration) (restore func()) {
+	old := packGrace
+	packGrace = d
+	return func() { packGrace = old }
+}
+
+// Retired returns the names of the packs merged away and not deleted yet.
+func (d *Dir) Retired() []string {
+	d.wmu.Lock()
+	defer d.wmu.Unlock()
+	var out []string
+	for _, r := range d.retired {
+		out = append(out, r.name)
+	}
+	return out
+}

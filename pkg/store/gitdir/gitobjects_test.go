@@ -19,6 +19,9 @@ import (
 // that stock git and go-git read back.
 func TestDirPacks(t *testing.T) {
 	defer gitdir.SetMergeFanIn(4)()
+	// What a merge leaves is checked here; how long the packs it merged
+	// stay for concurrent git readers, in TestPackMergeConcurrentReaders.
+	defer gitdir.SetPackGrace(0)()
 	dir := t.TempDir()
 	d, err := gitdir.Open(dir, gitdir.Options{})
 	require.NoError(t, err)

@@ -23,6 +23,7 @@ type writeReq struct {
 	serial string
 	create bool
 	steps  []store.Step
+	lease  *store.Lease // the reservation a create uses, if any
 
 	res host.Host
 	err error
@@ -38,11 +39,11 @@ type writeReq struct {
 // queued meanwhile. Nobody sleeps to gather a batch: a batch is whatever
 // queued while the previous one was made durable, so a lone request costs
 // what it did before, and a storm shares its fsync rounds.
-func (d *Dir) mutate(serial string, create bool, steps []store.Step) (host.Host, error) {
+func (d *Dir) mutate(serial string, create bool, steps []store.Step, lease *store.Lease) (host.Host, error) {
 	if err := store.CheckSerial(serial); err != nil {
 		return host.Host{}, err
 	}
-	r := &writeReq{serial: serial, create: create, steps: steps, wake: make(chan bool, 1)}
+	r := &writeReq{serial: serial, create: create, steps: steps, lease: lease, wake: make(chan bool, 1)}
 	d.qmu.Lock()
 	d.queue = append(d.queue, r)
 	lead := !d.leading
@@ -160,6 +161,11 @@ func (d *Dir) tryBatch(batch []*writeReq) error {
 			r.err = fmt.Errorf("%w: %s", store.ErrNotFound, r.serial)
 			continue
 		}
+		if r.lease != nil {
+			if r.err = d.checkLease(r.lease, pend); r.err != nil {
+				continue
+			}
+		}
 		snaps, msgs, datas, err := prepare(h, r.create, r.steps)
 		if err != nil {
 			r.err = err
@@ -201,8 +207,31 @@ func (d *Dir) tryBatch(batch []*writeReq) error {
 	for _, s := range order {
 		d.hosts.Put(pend[s].h)
 	}
+	for _, r := range writers {
+		if r.lease != nil {
+			r.lease.EndLocked(true)
+		}
+	}
 	d.mu.Unlock()
 	d.notes.Notify()
+	return nil
+}
+
+// checkLease fails with store.ErrReservationLost when the lease's address
+// is on another record, stored or written earlier in the batch.
+func (d *Dir) checkLease(l *store.Lease, pend map[string]*pendingHost) error {
+	d.mu.RLock()
+	err := l.CheckLocked(d.hosts)
+	d.mu.RUnlock()
+	if err != nil {
+		return err
+	}
+	addr := l.Allocation().Addr
+	for s, p := range pend {
+		if s != l.Serial() && p.h.InternalAddr.Equal(addr) {
+			return fmt.Errorf("%w: %s is recorded on %s", store.ErrReservationLost, addr, s)
+		}
+	}
 	return nil
 }
 

@@ -3,6 +3,7 @@ package gitdir
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -229,7 +230,11 @@ func (d *Dir) handEditHost(serial string) {
 	}
 	h, err := decodeHost(serial, data)
 	if err != nil {
-		d.log.Warn("ignoring malformed hand edit; keeping the last good record", "serial", serial, "err", err)
+		// Never drop the record: its address, MACs and profile stay
+		// served, as at the next start (salvage).
+		d.log.Warn("ignoring malformed hand edit; keeping the last good record", "serial", serial, "file", p, "err", err,
+			"fix", fmt.Sprintf("fix the file, or take the committed copy back with: git -C %s checkout -- %s/%s "+
+				"(until then the last good record is served, and the next change of this host rewrites the file)", d.dir, serial, confName))
 		return
 	}
 	msg := serial + ": updated by hand"

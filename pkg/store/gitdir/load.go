@@ -16,12 +16,16 @@ import (
 	"mayu/pkg/store"
 )
 
-// diskHost is a conf.json read from disk.
+// diskHost is a conf.json read from disk, or, when the file does not
+// read, the last readable copy of it in git (salvage).
 type diskHost struct {
 	h    host.Host
 	data []byte
 	blob plumbing.Hash
-	st   *unix.Stat_t
+	st   *unix.Stat_t // nil when unknown or not the file's
+	// from is the commit the record was taken from, when the file on
+	// disk does not read.
+	from plumbing.Hash
 }
 
 // load reads the directory and HEAD, commits what differs and rebuilds the
@@ -46,7 +50,17 @@ func (d *Dir) loadOnce() error {
 	if err != nil {
 		return err
 	}
-	hosts, err := d.readHosts()
+	hosts, unreadable, err := d.readHosts()
+	if err != nil {
+		return err
+	}
+	if !d.noGit {
+		err = d.loadGit(&cl, hosts, unreadable)
+	} else if s := firstKey(unreadable); s != "" {
+		err = d.unreadableError(s, unreadable[s], "with --no-git there is no commit to take it from: fix the file, or restore it from a backup")
+	} else {
+		err = d.ensureClusterFile(&cl, nil)
+	}
 	if err != nil {
 		return err
 	}
@@ -55,15 +69,6 @@ func (d *Dir) loadOnce() error {
 	for s, dh := range hosts {
 		table.Put(dh.h)
 		blobs[s] = dh.blob
-	}
-
-	if !d.noGit {
-		err = d.loadGit(&cl, hosts)
-	} else {
-		err = d.ensureClusterFile(&cl, nil)
-	}
-	if err != nil {
-		return err
 	}
 	// Only now, all of it read and committed, does the state change: a
 	// reload that fails leaves the store as it was.
@@ -78,15 +83,17 @@ func (d *Dir) loadOnce() error {
 	return nil
 }
 
-// readHosts reads every <serial>/conf.json. A record that does not decode,
-// or whose Serial differs from its directory, is logged and left out: the
-// daemon still starts, and the file stays for the operator to fix.
-func (d *Dir) readHosts() (map[string]*diskHost, error) {
+// readHosts reads every <serial>/conf.json. A record that cannot be read
+// or decoded, or whose Serial is not its directory's, is returned in
+// unreadable (serial -> why) instead: it is taken from git (salvage) or
+// the store does not open, and its address, serial and profile slot are
+// never handed to another machine.
+func (d *Dir) readHosts() (hosts map[string]*diskHost, unreadable map[string]error, err error) {
 	entries, err := os.ReadDir(d.dir)
 	if err != nil {
-		return nil, fmt.Errorf("%w: read %s: %w", store.ErrStorage, d.dir, err)
+		return nil, nil, fmt.Errorf("%w: read %s: %w", store.ErrStorage, d.dir, err)
 	}
-	hosts := map[string]*diskHost{}
+	hosts, unreadable = map[string]*diskHost{}, map[string]error{}
 	for _, e := range entries {
 		name := e.Name()
 		if !e.IsDir() || strings.HasPrefix(name, ".") {
@@ -106,12 +113,12 @@ func (d *Dir) readHosts() (map[string]*diskHost, error) {
 			continue
 		}
 		if err != nil {
-			d.log.Error("ignoring host record that cannot be read", "serial", name, "err", err)
+			unreadable[name] = err
 			continue
 		}
 		hosts[name] = dh
 	}
-	return hosts, nil
+	return hosts, unreadable, nil
 }
 
 func (d *Dir) readHost(serial string) (*diskHost, error) {
@@ -128,13 +135,22 @@ func (d *Dir) readHost(serial string) (*diskHost, error) {
 }
 
 // decodeHost decodes the conf.json of the host directory serial, which
-// must hold that serial.
+// must hold that serial. Mayu 0.11 found a record by its directory, so a
+// Serial that differs from the directory's name only in case (0.11 kept
+// the case a machine reported) is that record: it is served under the
+// directory's name, and written so at its next change.
 func decodeHost(serial string, data []byte) (host.Host, error) {
 	h, err := host.Unmarshal(data)
-	if err == nil && h.Serial != serial {
-		err = fmt.Errorf("record has Serial %q, its directory is %q", truncateString(h.Serial, 60), serial)
+	if err != nil {
+		return host.Host{}, err
 	}
-	return h, err
+	if h.Serial != serial {
+		if !strings.EqualFold(h.Serial, serial) {
+			return host.Host{}, fmt.Errorf("record has Serial %q, its directory is %q", truncateString(h.Serial, 60), serial)
+		}
+		h.Serial = serial
+	}
+	return h, nil
 }
 
 // statIfSame returns the file's stat data when its content is the blob,

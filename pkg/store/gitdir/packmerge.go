@@ -59,9 +59,13 @@ type packFile struct {
 const smallPackSize = 4 << 20
 
 // smallPacks returns known plus the packs in the repository under
-// smallPackSize that known does not list, as level 0.
-func smallPacks(gitDir string, known []packFile) []packFile {
+// smallPackSize that known does not list and that are not retired, as
+// level 0.
+func smallPacks(gitDir string, known []packFile, retired []retiredPack) []packFile {
 	have := map[string]bool{}
+	for _, r := range retired {
+		have[r.name] = true
+	}
 	for _, p := range known {
 		have[p.name] = true
 	}
@@ -87,12 +91,15 @@ func smallPacks(gitDir string, known []packFile) []packFile {
 }
 
 // maybePack starts a background merge when mergeFanIn packs of a level
-// accumulated. It runs under wmu. The merged packs are deleted only after
-// the new one is durable, and under wmu, so the store's own readers (go-git
-// at a reload) never see a pack vanish.
+// accumulated, and deletes the packs merged away more than packGrace ago
+// (retired.go). It runs under wmu.
 func (d *Dir) maybePack() {
 	g := d.git
-	if g == nil || d.packing.Load() {
+	if g == nil {
+		return
+	}
+	d.sweepPacks(g.gitDir)
+	if d.packing.Load() {
 		return
 	}
 	level := -1
@@ -140,20 +147,10 @@ func (d *Dir) mergeInto(gitDir string, packs []packFile, level int) {
 		d.log.Warn("cannot merge packs; they stay as they are", "packs", len(packs), "err", err)
 		return
 	}
-	packDir := filepath.Join(gitDir, "objects", "pack")
-	for _, old := range names {
-		// The pack first: an index without its pack is ignored by git and
-		// go-git (and removed at the next start), a pack without its index
-		// makes go-git fail.
-		_ = os.Remove(filepath.Join(packDir, old+".pack"))
-		_ = os.Remove(filepath.Join(packDir, old+".idx"))
-		// What git may keep beside a pack it wrote.
-		_ = os.Remove(filepath.Join(packDir, old+".rev"))
-		_ = os.Remove(filepath.Join(packDir, old+".bitmap"))
-	}
 	if d.git != nil {
 		d.git.packs = append(d.git.packs, packFile{name: name, level: level})
 	}
+	d.retirePacks(gitDir, names)
 	d.log.Info("merged packs", "packs", len(packs), "into", name, "objects", n, "bytes", size, "took", time.Since(start))
 }
 

@@ -26,7 +26,7 @@ const recoverBulk = 10
 // crash interrupted, commits what differs between the directory and HEAD,
 // and rebuilds .git/index. It may complete cl (a missing cluster.json is
 // restored) and returns errReread when the directory must be read again.
-func (d *Dir) loadGit(cl *clusterOnDisk, hosts map[string]*diskHost) error {
+func (d *Dir) loadGit(cl *clusterOnDisk, hosts map[string]*diskHost, unreadable map[string]error) error {
 	hs, err := d.openRepo()
 	if err != nil {
 		return err
@@ -45,12 +45,15 @@ func (d *Dir) loadGit(cl *clusterOnDisk, hosts map[string]*diskHost) error {
 		// again, with the branch now at the batch's head.
 		return errReread
 	}
+	if err := d.salvage(hs, hosts, unreadable); err != nil {
+		return err
+	}
 	g.cleanStale()
 	seedIndex(g, hs, d.dir, *cl, hosts)
 	if err := d.ensureClusterFile(cl, hs.cluster); err != nil {
 		return err
 	}
-	diff := diffHead(d.dir, hs, hosts, cl.data)
+	diff := diffHead(hs, hosts, cl.data)
 	if err := d.commitRecovered(g, hs.head.IsZero(), diff, cl.data, hosts); err != nil {
 		return err
 	}
@@ -120,7 +123,7 @@ type headDiff struct {
 	clusterDirty     bool
 }
 
-func diffHead(dir string, hs *headState, hosts map[string]*diskHost, clusterData []byte) headDiff {
+func diffHead(hs *headState, hosts map[string]*diskHost, clusterData []byte) headDiff {
 	var diff headDiff
 	e, ok := hs.files[clusterName]
 	diff.clusterDirty = !ok || e.Hash != blobID(clusterData)
@@ -131,11 +134,6 @@ func diffHead(dir string, hs *headState, hosts map[string]*diskHost, clusterData
 	}
 	for s := range hs.confBlob {
 		if _, ok := hosts[s]; ok {
-			continue
-		}
-		if _, err := os.Lstat(filepath.Join(dir, s, confName)); err == nil {
-			// Present but unreadable: keep HEAD's version (git status
-			// shows the operator the broken file).
 			continue
 		}
 		diff.removed = append(diff.removed, s)
@@ -179,6 +177,10 @@ func (d *Dir) commitRecovered(g *gitRepo, initial bool, diff headDiff, clusterDa
 		}
 		for _, s := range diff.changed {
 			tx.stageHost(s, hosts[s].data)
+			if from := hosts[s].from; !from.IsZero() {
+				tx.commit(fmt.Sprintf("%s: restored from %s (%s on disk does not read)", s, from, confName))
+				continue
+			}
 			tx.commit(s + ": recovered uncommitted change")
 			d.log.Warn("committed uncommitted change", "serial", s)
 		}
@@ -232,8 +234,10 @@ func (d *Dir) adoptRepo(g *gitRepo) {
 		// A reload: the packs written so far still want merging.
 		g.packs = append(d.git.packs, g.packs...)
 	} else {
-		// The small packs an earlier run left unmerged join this run's.
-		g.packs = smallPacks(g.gitDir, g.packs)
+		// The packs an earlier run merged away wait out their grace; the
+		// small packs it left unmerged join this run's.
+		d.retired = readRetired(g.gitDir)
+		g.packs = smallPacks(g.gitDir, g.packs, d.retired)
 	}
 	d.git = g
 	d.maybePack()

@@ -29,6 +29,7 @@ type Broken struct {
 
 	mu       sync.Mutex
 	attempts int
+	empty    store.Store // the reads when Reads is nil
 }
 
 // NewBroken returns a Broken store whose reads see the given hosts.
@@ -66,13 +67,16 @@ func (b *Broken) fail(what string) error {
 }
 
 func (b *Broken) read() store.Store {
-	if b.Reads == nil {
-		return emptyStore
+	if b.Reads != nil {
+		return b.Reads
 	}
-	return b.Reads
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.empty == nil {
+		b.empty = store.NewMemory()
+	}
+	return b.empty
 }
-
-var emptyStore = store.NewMemory()
 
 // Get implements store.Store.
 func (b *Broken) Get(serial string) (host.Host, error) {
@@ -114,6 +118,28 @@ func (b *Broken) Create(serial string, steps ...store.Step) (host.Host, error) {
 		return host.Host{}, err
 	}
 	return host.Host{}, b.fail("create " + serial)
+}
+
+// Reserve implements store.Store: the reservation is made in the reads'
+// store (so it counts against what is there, and Release gives it back);
+// its Create runs the steps on a fresh record, then fails.
+func (b *Broken) Reserve(serial string, req store.AllocRequest) (store.Reservation, error) {
+	r, err := b.read().Reserve(serial, req)
+	if err != nil {
+		return nil, err
+	}
+	return brokenReservation{Reservation: r, b: b, serial: serial}, nil
+}
+
+type brokenReservation struct {
+	store.Reservation
+	b      *Broken
+	serial string
+}
+
+func (r brokenReservation) Create(steps ...store.Step) (host.Host, error) {
+	defer r.Release()
+	return r.b.Create(r.serial, steps...)
 }
 
 // Update implements store.Store: the steps run on the read record, then

@@ -41,6 +41,14 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ConcurrentCreateSameSerial", testConcurrentCreate},
 		{"ConcurrentUpdates", testConcurrentUpdates},
 		{"FullRecord", testFullRecord},
+		{"AllocateInOrder", testAllocateInOrder},
+		{"ReleaseFreesAllocation", testReleaseFrees},
+		{"FailedCreateFreesAllocation", testFailedCreateFrees},
+		{"CreateMustHoldAllocation", testCreateHoldsAllocation},
+		{"ReserveExisting", testReserveExisting},
+		{"FreedAddressIsReused", testFreedAddressReused},
+		{"ConcurrentAllocations", testConcurrentAllocations},
+		{"ConcurrentAllocationsFillRange", testConcurrentAllocationsFull},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })
 	}
