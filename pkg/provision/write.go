@@ -64,7 +64,7 @@ func dryRun(base host.Host, steps []store.Step) (host.Host, error) {
 // produced, a rendered config, matches what is stored, and a check that
 // fails leaves everything as it was.
 func (p *Provisioner) write(serial string, create bool, base host.Host, steps []store.Step, check func(host.Host) error) (host.Host, error) {
-	steps = append(append([]store.Step(nil), steps...), capStep())
+	steps = append(p.attributed(steps), capStep())
 	if check != nil {
 		want, err := dryRun(base, steps)
 		if err != nil {
@@ -92,6 +92,20 @@ func (p *Provisioner) write(serial string, create bool, base host.Host, steps []
 		return p.store.Create(serial, steps...)
 	}
 	return p.store.Update(serial, steps...)
+}
+
+// attributed returns a copy of steps whose audit messages end with the
+// actor's trailer. A step without a message commits nothing and keeps none.
+func (p *Provisioner) attributed(steps []store.Step) []store.Step {
+	out := append([]store.Step(nil), steps...)
+	if t := p.actor.trailer(); t != "" {
+		for i := range out {
+			if out[i].Message != "" {
+				out[i].Message += t
+			}
+		}
+	}
+	return out
 }
 
 // claimMACs reserves macs for serial while its write is under way, so that
