@@ -150,8 +150,7 @@ func (s *Server) authenticate(c echo.Context) (auth.Principal, error) {
 	c.Response().Header().Set("WWW-Authenticate", `Bearer realm="mayu admin"`)
 	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") || a.Tokens == nil {
-		return auth.Principal{}, echo.NewHTTPError(http.StatusUnauthorized,
-			"the admin API needs a credential: Authorization: Bearer <token> (mayuctl --token, $MAYU_TOKEN or --token-file)")
+		return auth.Principal{}, echo.NewHTTPError(http.StatusUnauthorized, "the admin API needs a credential (Authorization: Bearer <token>)")
 	}
 	p, ok := a.Tokens.Authenticate(strings.TrimSpace(token))
 	if !ok {

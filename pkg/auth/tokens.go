@@ -119,6 +119,18 @@ func Load(path string) (*Tokens, error) {
 	return t, nil
 }
 
+// Parse builds credentials from the text of a token file, for a server
+// whose tokens live nowhere on disk (tests, fakes). Reload fails on them.
+func Parse(text []byte) (*Tokens, error) {
+	es, err := parse(text)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrTokenFile, err)
+	}
+	t := &Tokens{}
+	t.entries.Store(&es)
+	return t, nil
+}
+
 // LoadOrCreate is Load, except that a missing file is first created (mode
 // 0600, its directory 0700 if that is missing too) holding one admin token
 // named "admin". created tells whether that happened.
@@ -150,6 +162,9 @@ func (t *Tokens) Path() string { return t.path }
 // Reload reads the token file again. On error the credentials in use stay
 // as they were.
 func (t *Tokens) Reload() error {
+	if t.path == "" {
+		return fmt.Errorf("%w: these credentials were not read from a file", ErrTokenFile)
+	}
 	b, err := readPrivate(t.path)
 	if err != nil {
 		return err
