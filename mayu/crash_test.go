@@ -185,7 +185,7 @@ func TestCrashSafetyKill9DuringStorm(t *testing.T) {
 	go func() {
 		res, err := storm.Run(ctx, storm.Config{
 			BaseURL: p.Base, Machines: machines, Concurrency: 16, SerialPrefix: "crash-",
-			Client: proctest.WithToken(storm.NewClient(16), p.Token), // the storm lists hosts too
+			Client:  proctest.WithToken(storm.NewClient(16), p.Token), // the storm lists hosts too
 			Timeout: 10 * time.Second, Retry: 2 * time.Minute, Gate: gate,
 			Mix: storm.Mix{Hosts: 0.05},
 			OnEvent: func(ev storm.Event) {
