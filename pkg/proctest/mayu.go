@@ -135,6 +135,9 @@ func writeTokenFile(path string) error {
 	if _, err := os.Stat(path); err == nil {
 		return nil
 	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
 	admin, err := auth.NewToken()
 	if err != nil {
 		return err
