@@ -76,7 +76,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			&cli.StringFlag{Name: "client-ca-file", Usage: "PEM CA bundle: a client certificate it signed is an admin credential (read-only with OU=read-only); needs TLS", EnvVars: env("client-ca-file")},
 			&cli.BoolFlag{Name: "no-admin-auth", Usage: "serve the admin API to anyone, as Mayu 0.11 did (insecure; warns at every start)", EnvVars: env("no-admin-auth")},
 			&cli.StringSliceFlag{Name: "trusted-proxies", Usage: "addresses or CIDRs of reverse proxies whose X-Forwarded-For is believed (comma-separated)", EnvVars: env("trusted-proxies")},
-			&cli.StringSliceFlag{Name: "allowed-hosts", Usage: "names a request's Host header may carry besides mayu's addresses, localhost and network.bind_addr (comma-separated)", EnvVars: env("allowed-hosts")},
+			&cli.StringSliceFlag{Name: "allowed-hosts", Usage: "names or addresses a request's Host header may carry besides this machine's addresses, localhost, network.bind_addr and the host of templates_env.mayu_http_endpoint (comma-separated)", EnvVars: env("allowed-hosts")},
 			&cli.DurationFlag{Name: "shutdown-timeout", Value: defaultShutdownTimeout, Usage: "how long in-flight requests get to finish on SIGTERM", EnvVars: env("shutdown-timeout")},
 			&cli.BoolFlag{Name: "debug", Aliases: []string{"d"}, Usage: "debug logging", EnvVars: env("debug")},
 			&cli.IntFlag{Name: "v", Usage: "log verbosity (glog style; 1 and above log every request)", EnvVars: env("verbosity")},
