@@ -1,6 +1,8 @@
 package auth
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -168,4 +170,21 @@ func TestClientToken(t *testing.T) {
 
 	_, err = ClientToken(write(t, "a b\n", 0o600))
 	assert.ErrorIs(t, err, ErrTokenFile)
+}
+
+func TestWithToken(t *testing.T) {
+	var got []string
+	srv := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		got = append(got, r.Header.Get("Authorization"))
+	}))
+	defer srv.Close()
+	for _, tok := range []string{tokA, ""} {
+		req, err := http.NewRequest("GET", srv.URL, nil)
+		require.NoError(t, err)
+		resp, err := (&http.Client{Transport: WithToken(nil, tok)}).Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Empty(t, req.Header.Get("Authorization"), "the caller's request is left as it was")
+	}
+	assert.Equal(t, []string{"Bearer " + tokA, ""}, got)
 }

@@ -390,31 +390,6 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte) ([]by
 	return raw, nil
 }
 
-// WithToken returns a RoundTripper that sends "Authorization: Bearer
-// <token>" with every request it passes to rt (http.DefaultTransport if
-// nil), for code that takes an *http.Client rather than a Client (load
-// tools, tests).
-func WithToken(rt http.RoundTripper, token string) http.RoundTripper {
-	if rt == nil {
-		rt = http.DefaultTransport
-	}
-	return tokenTransport{rt: rt, token: token}
-}
-
-type tokenTransport struct {
-	rt    http.RoundTripper
-	token string
-}
-
-func (t tokenTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	if t.token == "" {
-		return t.rt.RoundTrip(r)
-	}
-	r = r.Clone(r.Context()) // a RoundTripper must not change the caller's request
-	r.Header.Set("Authorization", "Bearer "+t.token)
-	return t.rt.RoundTrip(r)
-}
-
 // unreachable wraps a transport failure; a timeout names the limit, since
 // "context deadline exceeded" alone does not tell an operator much.
 func (c *Client) unreachable(ctx context.Context, err error) error {

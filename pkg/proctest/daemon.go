@@ -24,7 +24,6 @@ import (
 	"time"
 
 	"mayu/pkg/auth"
-	"mayu/pkg/client"
 	"mayu/pkg/host"
 )
 
@@ -157,7 +156,7 @@ func WithToken(c *http.Client, token string) *http.Client {
 		c = &http.Client{Timeout: 30 * time.Second}
 	}
 	cp := *c
-	cp.Transport = client.WithToken(c.Transport, token)
+	cp.Transport = auth.WithToken(c.Transport, token)
 	return &cp
 }
 

@@ -32,7 +32,7 @@ import (
 	"syscall"
 	"time"
 
-	mayuclient "mayu/pkg/client"
+	"mayu/pkg/auth"
 	"mayu/pkg/config"
 	"mayu/tools/storm"
 )
@@ -142,7 +142,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	rep := &report{}
 	client := storm.NewClient(max(o.concurrency, o.preloadConc, o.imageClients))
-	client.Transport = mayuclient.WithToken(client.Transport, o.token)
+	client.Transport = auth.WithToken(client.Transport, o.token)
 	if o.preload > 0 {
 		d, err := storm.Preload(ctx, o.url, o.prefix+"pre-", o.preload, o.preloadConc, client)
 		rep.Preload, rep.PreloadSeconds = o.preload, d.Seconds()
