@@ -99,7 +99,7 @@ func TestAttackAdminWithoutCredential(t *testing.T) {
 	assert.Equal(t, before, d.Hosts()[s], "the machine does not reinstall")
 	assert.Equal(t, host.Running, d.Hosts()[s].State)
 	assert.Equal(t, head, proctest.Git(t, d.Cluster, "rev-parse", "HEAD"), "nothing committed")
-	assert.Contains(t, d.Out.String(), `msg="request refused" component=api method=PUT path=/admin/host/`+s+`/mark_fresh status=401 remote=127.0.0.1`)
+	waitOutput(t, d, `msg="request refused" component=api method=PUT path=/admin/host/`+s+`/mark_fresh status=401 remote=127.0.0.1`)
 	assert.NotContains(t, d.Out.String(), d.Token, "a token is never logged")
 }
 
@@ -163,7 +163,7 @@ func TestAttackLeavesATrace(t *testing.T) {
 				append(xff, "Authorization", "Bearer "+d.Token)...)
 			require.Equal(t, http.StatusAccepted, code, body)
 
-			assert.Contains(t, d.Out.String(), `path=/admin/host/`+s+`/mark_fresh status=401 remote=`+tt.remote+` `)
+			waitOutput(t, d, `path=/admin/host/`+s+`/mark_fresh status=401 remote=`+tt.remote+` `)
 			msg := proctest.Git(t, d.Cluster, "log", "-1", "--format=%an%n%s%n%b")
 			assert.Equal(t, "mayu commiter\n"+s+": updated host overrides: docker_version\n"+
 				"Principal: admin:"+proctest.AdminName+"\nRemote-Address: "+tt.remote+"\n\n", msg)
@@ -185,7 +185,7 @@ func TestNoAdminAuthRestores011(t *testing.T) {
 		d := proctest.StartDaemon(t, exec.Command(mayuBinary(t), args...), "http://127.0.0.1:"+strconv.Itoa(f.Port))
 		d.Cluster = f.Cluster
 		d.WaitReady()
-		require.Eventually(t, func() bool { return strings.Contains(d.Out.String(), "mayu started") }, 10*time.Second, 10*time.Millisecond)
+		waitOutput(t, d, "mayu started")
 		assert.Contains(t, d.Out.String(), `level=WARN msg="the admin API is open to anyone who reaches this port (--no-admin-auth)`,
 			"start %d warns", i+1)
 		if i == 0 {
@@ -217,6 +217,7 @@ func TestFirstStartCreatesTheTokenFile(t *testing.T) {
 	for i := range 2 {
 		d := proctest.StartDaemon(t, exec.Command(mayuBinary(t), args...), "http://127.0.0.1:"+strconv.Itoa(f.Port))
 		d.WaitReady()
+		waitOutput(t, d, "mayu started") // the start-up lines before it are in too
 		fi, err := os.Stat(path)
 		require.NoError(t, err)
 		assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
@@ -284,6 +285,16 @@ func TestClientCertificates(t *testing.T) {
 	code, out = runOnce(t, append(baseArgs(t, t.TempDir(), proctest.FreePort(t)), "--no-tls", "--trusted-proxies=10.0.0.0/33")...)
 	assert.Equal(t, 2, code)
 	assert.Contains(t, out, `--trusted-proxies: "10.0.0.0/33" is neither an IP address nor a CIDR`)
+}
+
+// waitOutput waits (10s at most) until d's output holds want: the child
+// writes its log before it answers, but the test reads it through a pipe
+// that a busy machine drains a little later.
+func waitOutput(t *testing.T, d *proctest.Daemon, want string) {
+	t.Helper()
+	if !assert.Eventually(t, func() bool { return strings.Contains(d.Out.String(), want) }, 10*time.Second, 10*time.Millisecond) {
+		t.Logf("output lacks %q", want)
+	}
 }
 
 // lastPrincipal is the Principal trailer of the last commit in cluster,
