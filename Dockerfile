@@ -1,24 +1,75 @@
-# syntax=docker/dockerfile:1
-#
 # Mayu's container image: mayu, mayuctl and dnsmasq, with the default
-# templates, snippets, iPXE boot files and static files under /usr/lib/mayu,
-# run as in the coreos-pxe-sandbox walkthrough:
+# templates, snippets, iPXE boot files and static files under /usr/lib/mayu.
+# Run it as the README's "The container image" says:
 #
-#   docker run --rm -it --cap-add=NET_ADMIN --net=host \
+#   docker run -d --name mayu --cap-add=NET_ADMIN --net=host \
 #     -v $(pwd)/cluster:/var/lib/mayu \
 #     -v $(pwd)/images:/usr/lib/mayu/images \
 #     -v $(pwd)/yochu:/usr/lib/mayu/yochu \
-#     mayu -v=12 --no-git --no-tls
+#     -v $(pwd)/config.yaml:/etc/mayu/config.yaml:ro \
+#     mayu -v=12 --no-tls
 #
-# The same file builds from two contexts (BuildKit skips the stage it does
-# not need):
-#   the source tree:    docker build -t mayu .
-#   a release tarball:  docker build --build-arg MAYU_BINARIES=release -t mayu .
-ARG MAYU_BINARIES=source
+# The same file builds from two contexts:
+#   the source tree (BuildKit):             docker build -t mayu .
+#   an unpacked release (any builder):      docker build --target release -t mayu .
+# `make image` does the second from `make dist`'s release tree, with the
+# binaries the machine's Go built: no Go image to pull. The stages are in an
+# order that lets the classic builder, which builds every stage up to the
+# target, build `--target release` without the Go image.
 ARG GO_VERSION=1.26
 
+# --- CA certificates, without the openssl that installs them ---------------
+# mayu is a static Go binary: it needs the bundle (for an external etcd
+# discovery over HTTPS), not openssl and libssl (about 9 MB).
+FROM debian:bookworm-slim AS certs
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+
+# --- runtime: everything but the binaries ----------------------------------
+FROM debian:bookworm-slim AS runtime
+# dnsmasq-base: the DHCP/TFTP/DNS server mayu supervises. ipxe only lends its
+# undionly.kpxe and ipxe.efi to tftproot and is purged again. No git: mayu
+# commits to the cluster directory itself. No config: mayu refuses to start
+# without the one mounted at /etc/mayu/config.yaml, rather than provision
+# from an example. mayuctl lives once, in static_html (served to machines),
+# and is linked into PATH.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends dnsmasq-base ipxe \
+ && mkdir -p /usr/lib/mayu/tftproot /usr/lib/mayu/images /usr/lib/mayu/yochu /usr/lib/mayu/static_html /var/lib/mayu /etc/mayu \
+ && cp /usr/lib/ipxe/undionly.kpxe /usr/lib/ipxe/ipxe.efi /usr/lib/mayu/tftproot/ \
+ && apt-get purge -y --auto-remove ipxe \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log \
+ && ln -s /usr/lib/mayu/static_html/mayuctl /usr/bin/mayuctl
+COPY --from=certs /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/
+COPY static_html/index.html /usr/lib/mayu/static_html/
+COPY templates/ /usr/lib/mayu/templates/
+COPY template_snippets/ /usr/lib/mayu/template_snippets/
+COPY config.yaml.example /usr/share/doc/mayu/config.yaml.example
+COPY contrib/docker/healthcheck /usr/lib/mayu/healthcheck
+WORKDIR /usr/lib/mayu
+# mayu creates the admin API's token file in the cluster volume at its first
+# start; `docker exec <container> mayuctl ...` reads it from there.
+ENV MAYU_TOKEN_FILE=/var/lib/mayu/.admin-tokens
+VOLUME ["/var/lib/mayu", "/usr/lib/mayu/images", "/usr/lib/mayu/yochu"]
+# HTTP(S), DHCP, TFTP, DNS
+EXPOSE 4080 67/udp 69/udp 53/udp 53/tcp
+# mayu answers over HTTP(S) and its dnsmasq runs (see the script).
+HEALTHCHECK --interval=30s --timeout=10s --start-period=20s --retries=3 CMD ["/usr/lib/mayu/healthcheck"]
+# mayu is PID 1: SIGTERM reaches it, it stops dnsmasq and finishes the
+# requests under way within --shutdown-timeout (docker stop's -t must be
+# longer).
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["mayu", "--cluster-directory=/var/lib/mayu"]
+CMD ["-v=12", "--no-git", "--no-tls"]
+
+# --- binaries from an unpacked release (and `make image`) ------------------
+FROM runtime AS release
+COPY mayu /usr/bin/
+COPY static_html/mayuctl static_html/infopusher /usr/lib/mayu/static_html/
+
 # --- binaries built from the source tree (go.work workspace) ---------------
-FROM golang:${GO_VERSION}-bookworm AS source
+FROM golang:${GO_VERSION}-bookworm AS builder
 WORKDIR /src
 COPY go.work* VERSION ./
 COPY pkg/ pkg/
@@ -36,33 +87,7 @@ RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache
       CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$v" -o "/out/${t%%:*}" "${t#*:}"; \
     done
 
-# --- binaries taken from an unpacked release tarball ------------------------
-FROM scratch AS release
-COPY mayu mayuctl /out/
-COPY static_html/infopusher /out/
-
-FROM ${MAYU_BINARIES} AS binaries
-
-# --- runtime -----------------------------------------------------------------
-FROM debian:bookworm-slim
-# dnsmasq-base: the DHCP/TFTP/DNS server mayu supervises; ipxe: undionly.kpxe
-# and ipxe.efi for tftproot, taken from Debian rather than kept in our tree.
-# No git: mayu commits to the cluster directory itself.
-RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates dnsmasq-base ipxe \
- && rm -rf /var/lib/apt/lists/* \
- && mkdir -p /usr/lib/mayu/tftproot /usr/lib/mayu/images /usr/lib/mayu/yochu /var/lib/mayu /etc/mayu \
- && cp /usr/lib/ipxe/undionly.kpxe /usr/lib/ipxe/ipxe.efi /usr/lib/mayu/tftproot/
-COPY --from=binaries /out/mayu /out/mayuctl /usr/bin/
-COPY --from=binaries /out/mayuctl /out/infopusher /usr/lib/mayu/static_html/
-COPY static_html/index.html /usr/lib/mayu/static_html/
-COPY templates/ /usr/lib/mayu/templates/
-COPY template_snippets/ /usr/lib/mayu/template_snippets/
-# Used unless a config is mounted over it.
-COPY config.yaml.example /etc/mayu/config.yaml
-WORKDIR /usr/lib/mayu
-VOLUME ["/var/lib/mayu", "/usr/lib/mayu/images", "/usr/lib/mayu/yochu"]
-# HTTP(S), DHCP, TFTP, DNS
-EXPOSE 4080 67/udp 69/udp 53/udp 53/tcp
-ENTRYPOINT ["mayu", "--cluster-directory=/var/lib/mayu"]
-CMD ["-v=12", "--no-git", "--no-tls"]
+# --- the source build: the last stage, what a plain docker build makes -----
+FROM runtime AS source
+COPY --from=builder /out/mayu /usr/bin/
+COPY --from=builder /out/mayuctl /out/infopusher /usr/lib/mayu/static_html/

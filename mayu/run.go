@@ -48,9 +48,10 @@ func prepare(o options, log *slog.Logger) (*prepared, error) {
 	var problems []string
 	cfg, err := config.Load(o.configPath)
 	if err != nil {
-		problems = append(problems, err.Error())
+		problems = append(problems, explainConfigError(o.configPath, err))
 	}
 	p.cfg = cfg
+	problems = append(problems, setupProblems(o, cfg, log)...)
 	p.site = provision.Site{Cluster: cfg, HTTPPort: o.httpPort, NoTLS: o.noTLS}
 	rc := render.Config{
 		FirstStageScript:     o.firstStageScript,

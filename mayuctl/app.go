@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -40,7 +41,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if i := strings.IndexByte(msg, '\n'); i >= 0 {
 		msg = msg[:i] // one line, whatever a library put into its message
 	}
-	fmt.Fprintln(stderr, "mayuctl: "+msg)
+	// The reason may quote a value mayu got from a machine.
+	fmt.Fprintln(stderr, "mayuctl: "+printable(msg))
 	var ec cli.ExitCoder
 	if errors.As(err, &ec) && ec.ExitCode() != 0 {
 		return ec.ExitCode()
@@ -215,9 +217,10 @@ func newClient(cCtx *cli.Context) (*client.Client, error) {
 var defaultTokenFile = filepath.Join("cluster", auth.DefaultFileName)
 
 // adminToken is the token to send: --token ($MAYU_TOKEN), else the one in
-// --token-file ($MAYU_TOKEN_FILE). The default file is skipped when it is
-// missing (mayu --no-admin-auth, or boot-complete on a machine); a file
-// given explicitly must be readable.
+// --token-file ($MAYU_TOKEN_FILE). A missing file is skipped (mayu
+// --no-admin-auth, boot-complete on a machine, an image whose environment
+// names the file) unless --token-file named it on the command line, where
+// it is a mistake to report.
 func adminToken(cCtx *cli.Context) (string, error) {
 	if t := strings.TrimSpace(cCtx.String("token")); t != "" {
 		return t, nil
@@ -230,7 +233,9 @@ func adminToken(cCtx *cli.Context) (string, error) {
 	switch {
 	case err == nil:
 		return t, nil
-	case errors.Is(err, fs.ErrNotExist) && !cCtx.IsSet("token-file"):
+	case errors.Is(err, fs.ErrNotExist) && (!cCtx.IsSet("token-file") || os.Getenv("MAYU_TOKEN_FILE") == path):
+		// The default, or the environment's (urfave's IsSet cannot tell
+		// it from the command line's).
 		return "", nil
 	default:
 		return "", cli.Exit(fmt.Sprintf("--token-file: %v", strings.TrimPrefix(err.Error(), "auth: ")), exitUsage)

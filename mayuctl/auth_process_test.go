@@ -94,5 +94,10 @@ func TestProcessTokenSources(t *testing.T) {
 	r = run(nil, "--token-file="+filepath.Join(dir, "nonexistent"), "list")
 	assert.Equal(t, 2, r.code)
 	assert.Contains(t, r.stderr, "mayuctl: --token-file: open "+filepath.Join(dir, "nonexistent"))
+	// The same path from the environment (an image's ENV, for a mayu that
+	// may run --no-admin-auth) is skipped: the answer says what is missing.
+	r = run([]string{"MAYU_TOKEN_FILE=" + filepath.Join(dir, "nonexistent")}, "list")
+	assert.Equal(t, 1, r.code)
+	assert.Contains(t, r.stderr, "401 Unauthorized")
 	assert.NotContains(t, r.stderr+r.stdout, admin, "a token is never printed")
 }

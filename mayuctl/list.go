@@ -158,12 +158,14 @@ func parseFields(s string) ([]string, []func(host.Host) string, error) {
 
 // writeList prints the table the way Mayu's mayuctl did (columnize with two
 // spaces of glue), minus its trailing blanks when the last cell is empty.
+// Every cell goes through printable: one line per host, whatever it
+// reported.
 func writeList(w io.Writer, hosts []host.Host, fields []string, cells []func(host.Host) string, legend bool) error {
 	rows := make([][]string, 0, len(hosts)+1)
 	for _, h := range hosts {
 		row := make([]string, len(cells))
 		for i, cell := range cells {
-			row[i] = strings.TrimSpace(cell(h))
+			row[i] = printable(strings.TrimSpace(cell(h)))
 		}
 		rows = append(rows, row)
 	}
@@ -252,7 +254,8 @@ func statusCommand() *cli.Command {
 	}
 }
 
-// writeStatus prints one "Key:  value" line per field, in Mayu's order.
+// writeStatus prints one "Key:  value" line per field, in Mayu's order,
+// every value through printable.
 func writeStatus(w io.Writer, h host.Host) error {
 	lines := []struct{ key, value string }{
 		{"Serial", h.Serial},
@@ -283,7 +286,7 @@ func writeStatus(w io.Writer, h host.Host) error {
 	}
 	var b strings.Builder
 	for _, l := range lines {
-		fmt.Fprintf(&b, "%-*s%s\n", statusKeyWidth, l.key+":", l.value)
+		fmt.Fprintf(&b, "%-*s%s\n", statusKeyWidth, l.key+":", printable(l.value))
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

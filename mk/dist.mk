@@ -12,7 +12,7 @@ DIST_MTIME ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 BATS ?= bats
 
 DIST_EXEC_SCRIPTS := fetch-coreos-image fetch-coreos-qemu-image fetch-flatcar-image fetch-yochu-assets
-DIST_SHELL_SCRIPTS := $(addprefix scripts/,$(DIST_EXEC_SCRIPTS) fetch-lib.bash mayu.init) \
+DIST_SHELL_SCRIPTS := $(addprefix scripts/,$(DIST_EXEC_SCRIPTS) fetch-lib.bash mayu.init) contrib/docker/healthcheck \
   $(wildcard scripts/vagrant/*.sh) scripts/tests/helpers.bash $(wildcard scripts/tests/*.bats) \
   $(wildcard scripts/vagrant/*.bats)
 # Bats files that need no release tree; dist.bats and dockerfile.bats do.
@@ -29,7 +29,7 @@ dist: build ## release tree dist/mayu.<version>-linux-amd64/ and its .tar.gz
 	  [ -e "$$f" ] || { echo "make dist: $$f is missing from the tree" >&2; exit 1; }; \
 	done
 	rm -rf $(DIST_DIR) $(DIST_TAR)
-	mkdir -p $(DIST_DIR)/tftproot $(DIST_DIR)/static_html $(DIST_DIR)/contrib/systemd
+	mkdir -p $(DIST_DIR)/tftproot $(DIST_DIR)/static_html $(DIST_DIR)/contrib/systemd $(DIST_DIR)/contrib/docker
 	install -m 0755 bin/mayu bin/mayuctl $(DIST_DIR)/
 	install -m 0755 bin/mayuctl bin/infopusher $(DIST_DIR)/static_html/
 	install -m 0644 static_html/index.html $(DIST_DIR)/static_html/
@@ -40,6 +40,7 @@ dist: build ## release tree dist/mayu.<version>-linux-amd64/ and its .tar.gz
 	install -m 0644 scripts/fetch-lib.bash $(DIST_DIR)/
 	install -m 0644 contrib/systemd/mayu.service contrib/systemd/mayu-native.service $(DIST_DIR)/contrib/systemd/
 	install -m 0755 scripts/mayu.init $(DIST_DIR)/contrib/
+	install -m 0755 contrib/docker/healthcheck $(DIST_DIR)/contrib/docker/
 	@# No top-level directory, like Mayu's own tarballs: unpack into a
 	@# directory of your choosing (the sandbox walkthrough does).
 	cd $(DIST_DIR) && LC_ALL=C tar --sort=name --owner=0 --group=0 --numeric-owner \

@@ -10,14 +10,18 @@
 # reboots into it. Every step is announced; a failure names the step.
 set -Eeuo pipefail
 
-MAYU_URL="{{.MayuURL}}"
-MAYU_VERSION="{{.MayuVersion}}"
-MACHINE_ID="{{.MachineID}}"
-HOST_INFO_HELPER_URL="{{.HostInfoHelperURL}}"
-CLOUD_CONFIG_URL="{{.CloudConfigURL}}"
-IGNITION_CONFIG_URL="{{.IgnitionConfigURL}}"
-INSTALL_IMAGE_URL="{{.InstallImageURL}}"
-SET_INSTALLED_URL="{{.SetInstalledURL}}"
+# mayu's values, each quoted as one shell word by the template's shq.
+# shellcheck disable=SC1083,SC2288 # these are template actions, not shell
+{
+	MAYU_URL={{shq .MayuURL}}
+	MAYU_VERSION={{shq .MayuVersion}}
+	MACHINE_ID={{shq .MachineID}}
+	HOST_INFO_HELPER_URL={{shq .HostInfoHelperURL}}
+	CLOUD_CONFIG_URL={{shq .CloudConfigURL}}
+	IGNITION_CONFIG_URL={{shq .IgnitionConfigURL}}
+	INSTALL_IMAGE_URL={{shq .InstallImageURL}}
+	SET_INSTALLED_URL={{shq .SetInstalledURL}}
+}
 
 # The disk to install to. A whole disk, never a partition; overridable for
 # machines whose first disk is not sda (and for tests).

@@ -25,7 +25,8 @@ func statusOf(err error) int {
 	case errors.As(err, &he):
 		return he.Code
 	case errors.Is(err, errBadRequest), errors.Is(err, provision.ErrInvalid),
-		errors.Is(err, host.ErrInvalidSerial), errors.Is(err, host.ErrInvalidState), errors.Is(err, host.ErrInvalidMAC):
+		errors.Is(err, host.ErrInvalidSerial), errors.Is(err, host.ErrInvalidState), errors.Is(err, host.ErrInvalidMAC),
+		errors.Is(err, host.ErrInvalidText):
 		return http.StatusBadRequest
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, errNotServed):
 		return http.StatusNotFound

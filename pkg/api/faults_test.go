@@ -162,9 +162,9 @@ func TestFailedRequestsChangeNothing(t *testing.T) {
 		code               int
 		reason             string
 	}{
-		{"path in CoreOSVersion", "override", `{"Overrides":{"CoreOSVersion":"../../../etc"}}`, 400, `override CoreOSVersion "../../../etc" cannot name a directory`},
+		{"path in CoreOSVersion", "override", `{"Overrides":{"CoreOSVersion":"../../../etc"}}`, 400, `override "CoreOSVersion" "../../../etc" cannot name a directory`},
 		{"path in yochu_version", "override", `{"Overrides":{"yochu_version":"0.19/../../x"}}`, 400, "has character '/'"},
-		{"RLO in provider id", "set_provider_id", `{"ProviderId":"rack\u202e7"}`, 400, "format character U+202E"},
+		{"RLO in provider id", "set_provider_id", `{"ProviderId":"rack\u202e7"}`, 400, "provider id has U+202E"},
 		{"LS in metadata", "set_metadata", `{"FleetMetadata":["a=b\u2028c"]}`, 400, "U+2028"},
 		{"NEL in override", "override", `{"Overrides":{"k":"a\u0085b"}}`, 400, "U+0085"},
 		{"path in reported version", "boot_complete", `{"CoreOSVersion":"../../etc"}`, 400, "CoreOSVersion"},

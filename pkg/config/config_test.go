@@ -8,6 +8,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"mayu/pkg/host"
 )
 
 const valid = `
@@ -130,7 +132,7 @@ func FuzzParse(f *testing.F) {
 		}
 		values = append(values, envStrings(c.TemplatesEnv)...)
 		for _, v := range values {
-			if r, bad := badRune(v); bad {
+			if r, bad := host.BadRune(v); bad {
 				t.Fatalf("accepted %q with %U", v, r)
 			}
 		}

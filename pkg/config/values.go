@@ -14,7 +14,8 @@ import (
 	"regexp"
 	"strings"
 	"unicode"
-	"unicode/utf8"
+
+	"mayu/pkg/host"
 )
 
 // versionRe: an OS or component version. It names a directory
@@ -36,26 +37,11 @@ var subnetSizeRe = regexp.MustCompile(`^([0-9]|[12][0-9]|3[0-2])$`)
 
 func validIfName(s string) bool { return ifNameRe.MatchString(s) && s != "." && s != ".." }
 
-// badRune returns the first rune of s that would end or hide a line in a
-// rendered file: invalid UTF-8, control characters (Cc: newline, carriage
-// return, NEL U+0085, ...), format characters (Cf: zero-width and
-// bidirectional marks) and the line and paragraph separators U+2028 and
-// U+2029 (Zl, Zp), which YAML and JavaScript treat as line breaks.
-func badRune(s string) (rune, bool) {
-	if !utf8.ValidString(s) {
-		return utf8.RuneError, true
-	}
-	for _, r := range s {
-		if unicode.In(r, unicode.Cc, unicode.Cf, unicode.Zl, unicode.Zp) {
-			return r, true
-		}
-	}
-	return 0, false
-}
-
-// text refuses a value with a character badRune finds.
+// text refuses a value with a character that no stored string may hold
+// (host.BadRune: invalid UTF-8, Cc, Cf, Zl, Zp), as it would end or hide a
+// line in a rendered file.
 func (k *checker) text(path, what, s string) bool {
-	if r, bad := badRune(s); bad {
+	if r, bad := host.BadRune(s); bad {
 		k.add(path, "%s %q has the control or format character %U: it would break the line it is rendered into", what, s, r)
 		return false
 	}

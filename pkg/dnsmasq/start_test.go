@@ -23,19 +23,25 @@ import (
 // (after its "started" line, as the real one does with a TFTP directory it
 // cannot read); late-hup installs the SIGHUP handler only after half a
 // second; no-hup never does.
-var startFake = strings.Replace(fakeDnsmasq, "echo \"dnsmasq: started, version fake\"\n", `d=$(sed -n 's/^die-at-start=//p' "$conf")
+var startFake = strings.Replace(fakeDnsmasq, hupTrap, `d=$(sed -n 's/^die-at-start=//p' "$conf")
 if [ -n "$d" ]; then
   echo "dnsmasq: started, version fake"
   echo "dnsmasq: unknown interface $d" >&2; echo "dnsmasq: FAILED to start up" >&2; exit 2
 fi
-if grep -q no-hup "$conf"; then trap '' HUP; fi
-if grep -q late-hup "$conf"; then
+if grep -q no-hup "$conf"; then
+  trap '' HUP
+elif grep -q late-hup "$conf"; then
   trap '' HUP; sleep 0.5
-  trap 'echo "dnsmasq-dhcp: read $hosts - $(grep -vc "^#" "$hosts") addresses"' HUP
-  echo "dnsmasq: handler installed"
-fi
-echo "dnsmasq: started, version fake"
+  `+hupTrap+`  echo "dnsmasq: handler installed"
+else
+  `+hupTrap+`fi
 `, 1)
+
+// hupTrap is the fake's SIGHUP handler line. startFake replaces it rather
+// than overriding it later, so that no-hup and late-hup never have a
+// moment, however short on a loaded machine, in which the handler is
+// already installed.
+const hupTrap = "trap 'echo \"dnsmasq-dhcp: read $hosts - $(grep -vc \"^#\" \"$hosts\") addresses\"' HUP\n"
 
 func newStartEnv(t *testing.T, template string) (*fakeEnv, *Supervisor) {
 	t.Helper()

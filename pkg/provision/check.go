@@ -3,8 +3,8 @@ package provision
 import (
 	"fmt"
 	"strings"
-	"unicode"
-	"unicode/utf8"
+
+	"mayu/pkg/host"
 )
 
 func contains(list []string, s string) bool {
@@ -32,26 +32,12 @@ func checkIfName(name string) error {
 	return nil
 }
 
-// hiddenRune reports the characters no stored text may hold: control
-// characters (Unicode Cc, NEL U+0085 included), format characters (Cf:
-// bidi overrides, zero-width joiners, BOM) and the line and paragraph
-// separators (Zl U+2028, Zp U+2029). Each either breaks the YAML or shell
-// a value is rendered into, or makes a value look other than it is in
-// `mayuctl list` and `git log`.
-func hiddenRune(c rune) bool {
-	return unicode.IsControl(c) || unicode.In(c, unicode.Cf, unicode.Zl, unicode.Zp)
-}
-
-// checkText refuses invalid UTF-8 and hidden characters (hiddenRune) in
-// values that are stored and rendered into configs.
+// checkText refuses what no stored string may hold (host.BadRune: invalid
+// UTF-8, control and format characters, line and paragraph separators) in
+// values that are rendered into configs; the error wraps ErrInvalid (400).
 func checkText(what, s string) error {
-	if !utf8.ValidString(s) {
-		return fmt.Errorf("%w: %s is not valid UTF-8", ErrInvalid, what)
-	}
-	for _, c := range s {
-		if hiddenRune(c) {
-			return fmt.Errorf("%w: %s has control or format character %U", ErrInvalid, what, c)
-		}
+	if err := host.CheckText(what, s); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	return nil
 }
@@ -89,27 +75,10 @@ func isVersionKey(k string) bool {
 	return strings.HasSuffix(strings.ToLower(k), "version")
 }
 
-// checkValue applies checkText to every string inside a JSON value, keys
-// included.
+// checkValue applies checkText to every key and string inside a JSON value.
 func checkValue(what string, v interface{}) error {
-	switch t := v.(type) {
-	case string:
-		return checkText(what, t)
-	case []interface{}:
-		for _, x := range t {
-			if err := checkValue(what, x); err != nil {
-				return err
-			}
-		}
-	case map[string]interface{}:
-		for k, x := range t {
-			if err := checkText(what, k); err != nil {
-				return err
-			}
-			if err := checkValue(what, x); err != nil {
-				return err
-			}
-		}
+	if err := host.CheckValue(what, v); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	return nil
 }
@@ -119,11 +88,13 @@ func checkValue(what string, v interface{}) error {
 // can name a directory, as it will once the templates or the images route
 // use it.
 func checkOverride(k string, v interface{}) error {
-	what := "override " + k
+	// %q: the key is the caller's text and the error is shown to the
+	// operator; it must not carry the very characters it refuses.
+	what := fmt.Sprintf("override %q", k)
 	if strings.TrimSpace(k) == "" {
 		return fmt.Errorf("%w: empty override key", ErrInvalid)
 	}
-	if err := checkText("override key", k); err != nil {
+	if err := checkText(fmt.Sprintf("override key %q", k), k); err != nil {
 		return err
 	}
 	if err := checkValue(what, v); err != nil {

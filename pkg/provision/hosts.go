@@ -21,30 +21,32 @@ func (p *Provisioner) Hosts() []host.Host {
 // record: config.yaml's default_coreos_version.
 func (p *Provisioner) DefaultImageVersion() string { return p.cfg.DefaultCoreOSVersion }
 
-// ImageVersion is the OS version whose images serial boots and installs:
-// its Overrides["CoreOSVersion"], else the version its record names (from
-// its profile, or as it last reported), else the default. A serial without
-// a record gets the default, as from Mayu 0.11: the images are the same
-// public ones /images/vmlinuz serves. The error wraps ErrInvalid for a
-// malformed serial.
+// ImageVersion is the OS version whose images serial boots and installs,
+// chosen only from what an operator set: its Overrides["CoreOSVersion"],
+// else the coreos_version of its profile in config.yaml, else the default.
+// A serial without a record gets the default, as from Mayu 0.11: the
+// images are the same public ones /images/vmlinuz serves.
+//
+// The record's CoreOSVersion is not used. boot_complete writes there the
+// version the machine says it runs (Mayu 0.11 did the same, and conf.json
+// keeps its fields), so a machine, or anyone posting as one, could
+// otherwise pick the image of its own next reinstall. The error wraps
+// ErrInvalid for a malformed serial.
 func (p *Provisioner) ImageVersion(serial string) (string, error) {
 	serial, err := Serial(serial)
 	if err != nil {
 		return "", err
 	}
-	version := p.DefaultImageVersion()
 	h, err := p.store.Get(serial)
 	if errors.Is(err, store.ErrNotFound) {
-		return version, nil
+		return p.DefaultImageVersion(), nil
 	}
 	if err != nil {
 		return "", err
 	}
-	if h.CoreOSVersion != "" {
-		version = h.CoreOSVersion
-	}
 	if v, ok := h.OverrideString("CoreOSVersion"); ok {
-		version = v
+		return v, nil
 	}
-	return version, nil
+	prof, _ := p.cfg.Profile(h.Profile) // a profile gone from config.yaml: the default
+	return p.cfg.CoreOSVersion(prof), nil
 }

@@ -159,18 +159,22 @@ type Versions struct {
 }
 
 // BootComplete marks the machine running, sets LastBoot and copies the
-// versions it reported (empty ones leave the record's value alone). The
-// CoreOS version must be able to name an images directory (it selects the
-// machine's images at its next install); the others must be text without
-// hidden characters.
+// versions it reported (empty ones leave the record's value alone). A
+// version holding a character no stored string may (host.BadRune: line
+// breaks, terminal escapes, ...) is refused with ErrInvalid and nothing
+// changes; the CoreOS version must also have a version's shape. The
+// reported CoreOSVersion is shown, never used to pick images (see
+// ImageVersion).
 func (p *Provisioner) BootComplete(serial string, v Versions) (host.Host, error) {
 	if err := checkVersion("CoreOSVersion", strings.TrimSpace(v.CoreOSVersion)); err != nil {
 		return host.Host{}, err
 	}
-	for name, s := range map[string]string{"MayuVersion": v.MayuVersion, "DockerVersion": v.DockerVersion,
-		"FleetVersion": v.FleetVersion, "EtcdVersion": v.EtcdVersion, "RktVersion": v.RktVersion,
-		"K8sVersion": v.K8sVersion, "YochuVersion": v.YochuVersion} {
-		if err := checkText(name, s); err != nil {
+	for _, f := range []struct{ what, v string }{
+		{"CoreOSVersion", v.CoreOSVersion}, {"MayuVersion", v.MayuVersion}, {"DockerVersion", v.DockerVersion},
+		{"FleetVersion", v.FleetVersion}, {"EtcdVersion", v.EtcdVersion}, {"RktVersion", v.RktVersion},
+		{"K8sVersion", v.K8sVersion}, {"YochuVersion", v.YochuVersion},
+	} {
+		if err := checkText(f.what, f.v); err != nil {
 			return host.Host{}, err
 		}
 	}

@@ -73,17 +73,42 @@ func TestHostsAndImageVersion(t *testing.T) {
 	assert.Equal(t, "1068.6.0", v, "no version in the record: the default")
 	assert.Equal(t, "1068.6.0", p.DefaultImageVersion())
 
-	_, err = st.Update("m1", store.Step{Message: "test", Apply: func(h *host.Host) error { h.CoreOSVersion = "1010.5.0"; return nil }})
+	// The record's CoreOSVersion is what the machine reported at
+	// boot_complete (as in Mayu 0.11): shown, never used to pick images,
+	// so a machine cannot choose the image of its next reinstall.
+	_, err = st.Update("m1", store.Step{Message: "test", Apply: func(h *host.Host) error { h.State = host.Installed; return nil }})
 	require.NoError(t, err)
+	_, err = p.BootComplete("m1", Versions{CoreOSVersion: "1010.5.0"})
+	require.NoError(t, err)
+	h, err := st.Get("m1")
+	require.NoError(t, err)
+	assert.Equal(t, "1010.5.0", h.CoreOSVersion, "the reported version is recorded")
 	v, err = p.ImageVersion("M1")
 	require.NoError(t, err)
-	assert.Equal(t, "1010.5.0", v, "the record's version beats the default")
-
-	_, err = p.Override("m1", map[string]interface{}{"CoreOSVersion": "1122.2.0"})
+	assert.Equal(t, "1068.6.0", v, "the reported version does not pick the image: the profile's (here the default)")
+	_, err = st.Update("m1", store.Step{Message: "test", Apply: func(h *host.Host) error { h.CoreOSVersion = "../../x"; return nil }})
 	require.NoError(t, err)
 	v, err = p.ImageVersion("m1")
 	require.NoError(t, err)
-	assert.Equal(t, "1122.2.0", v, "the override beats the record")
+	assert.Equal(t, "1068.6.0", v, "nor does a record version written by anything else")
+
+	// A profile's coreos_version (config.yaml, the operator's) picks it.
+	_, err = st.Update("m1", store.Step{Message: "test", Apply: func(h *host.Host) error { h.Profile = "storage"; return nil }})
+	require.NoError(t, err)
+	v, err = p.ImageVersion("m1")
+	require.NoError(t, err)
+	assert.Equal(t, "1122.2.0", v, "the profile's version beats the default")
+	_, err = st.Update("m1", store.Step{Message: "test", Apply: func(h *host.Host) error { h.Profile = "gone-from-config"; return nil }})
+	require.NoError(t, err)
+	v, err = p.ImageVersion("m1")
+	require.NoError(t, err)
+	assert.Equal(t, "1068.6.0", v, "a profile config.yaml no longer has: the default")
+
+	_, err = p.Override("m1", map[string]interface{}{"CoreOSVersion": "1010.5.0"})
+	require.NoError(t, err)
+	v, err = p.ImageVersion("m1")
+	require.NoError(t, err)
+	assert.Equal(t, "1010.5.0", v, "the override beats the profile and the default")
 
 	v, err = p.ImageVersion("nobody")
 	require.NoError(t, err)

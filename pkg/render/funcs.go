@@ -3,7 +3,6 @@ package render
 import (
 	"bytes"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -25,7 +24,16 @@ func baseFuncs() template.FuncMap {
 		"fail":    fail,
 		"indent":  indent,
 		"join":    join,
-		"quote":   quote,
+		// Quoting for the context a value lands in (quote.go). quote is
+		// the older name of yamlq and stays for operators' templates.
+		"quote":      quote,
+		"yamlq":      quote,
+		"yaml":       yamlValue,
+		"json":       yamlValue,
+		"shq":        shq,
+		"systemd":    systemdValue,
+		"systemdq":   systemdq,
+		"systemdenv": systemdEnv,
 	}
 }
 
@@ -157,16 +165,6 @@ func join(sep string, list interface{}) (string, error) {
 		parts[i] = fmt.Sprint(rv.Index(i).Interface())
 	}
 	return strings.Join(parts, sep), nil
-}
-
-// quote renders v as a double-quoted string that is valid in both YAML and
-// JSON, so keys and free text from templates_env cannot break the document.
-func quote(v interface{}) string {
-	var b strings.Builder
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false) // "<&>" stays readable; both formats take it as is
-	_ = enc.Encode(str(v))   // a string always encodes; Builder never fails
-	return strings.TrimSuffix(b.String(), "\n")
 }
 
 // cidr joins an address and a network size to "addr/prefix". size may be a

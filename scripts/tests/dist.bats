@@ -42,14 +42,14 @@ teardown() {
     template_snippets/cloudconfig template_snippets/ignition \
     tftproot/undionly.kpxe tftproot/ipxe.efi \
     static_html/index.html static_html/mayuctl static_html/infopusher \
-    contrib/systemd/mayu.service contrib/systemd/mayu-native.service contrib/mayu.init; do
+    contrib/systemd/mayu.service contrib/systemd/mayu-native.service contrib/mayu.init contrib/docker/healthcheck; do
     [ -e "$REL/$f" ] || {
       echo "missing from the release: $f" >&2
       return 1
     }
   done
   for f in mayu mayuctl static_html/mayuctl static_html/infopusher fetch-coreos-image \
-    fetch-coreos-qemu-image fetch-flatcar-image fetch-yochu-assets contrib/mayu.init; do
+    fetch-coreos-qemu-image fetch-flatcar-image fetch-yochu-assets contrib/mayu.init contrib/docker/healthcheck; do
     [ -x "$REL/$f" ] || {
       echo "not executable: $f" >&2
       return 1

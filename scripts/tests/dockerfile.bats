@@ -1,11 +1,12 @@
 #!/usr/bin/env bats
 #
-# No Docker engine runs where the tests run, so this checks the Dockerfile
-# without one: every path it copies exists in both build contexts (the
-# source tree and an unpacked release) and survives .dockerignore, the
+# The Dockerfile read without an engine: every path it copies exists in both
+# build contexts (the source tree and an unpacked release) and survives
+# .dockerignore, the stages are in the order the classic builder needs, the
 # entrypoint's flags parse, and mayu runs from the layout the Dockerfile's
-# COPY lines produce. Run through `make test-dist` (MAYU_DIST_DIR names the
-# release tree).
+# COPY lines produce. The image itself is built by `make image` and run by
+# `make e2e-docker` (tests/e2e/sandbox-e2e docker). Run through
+# `make test-dist` (MAYU_DIST_DIR names the release tree).
 
 bats_require_minimum_version 1.5.0
 
@@ -23,8 +24,8 @@ teardown() {
 }
 
 # instructions prints the Dockerfile one instruction per line, continuation
-# lines joined and comments dropped, each prefixed with its stage name (the
-# last, unnamed stage is "final").
+# lines joined and comments dropped, each prefixed with its stage name (an
+# unnamed stage is "final").
 instructions() {
   sed -e '/^[[:space:]]*#/d' -e :a -e '/\\$/N; s/\\\n//; ta' "$DOCKERFILE" |
     awk 'BEGIN { stage = "" }
@@ -96,12 +97,17 @@ check_context() {
   [ "$n" -gt 0 ]
 }
 
+# stages prints the stage names in the Dockerfile's order.
+stages() {
+  instructions | awk -F'\t' '$2 ~ /^FROM / && !seen[$1]++ { print $1 }'
+}
+
 @test "every COPY source of the source build exists in the tree and passes .dockerignore" {
-  check_context "$REPO_DIR" source final
+  check_context "$REPO_DIR" certs runtime builder source
   # Each module of the workspace reaches the builder.
   local m
   while read -r m; do
-    copies source | grep -q "^-	$m/	" || {
+    copies builder | grep -q "^-	$m/	" || {
       echo "go.work uses ./$m but the Dockerfile does not copy $m/" >&2
       return 1
     }
@@ -109,36 +115,59 @@ check_context() {
 }
 
 @test "every COPY source of the release build exists in the release tree and passes .dockerignore" {
-  check_context "$MAYU_DIST_DIR" release final
+  check_context "$MAYU_DIST_DIR" certs runtime release
   cmp "$MAYU_DIST_DIR/Dockerfile" "$DOCKERFILE"
   cmp "$MAYU_DIST_DIR/.dockerignore" "$REPO_DIR/.dockerignore"
 }
 
-@test "both binary stages produce every file the runtime stage takes from them" {
+@test "the source and the release build put the same binaries in the same places" {
   local from src dest built released
   built=$(instructions | grep -o 'for t in [^;]*;' | sed 's/for t in //; s/;//' | tr ' ' '\n' | cut -d: -f1 | sort | tr '\n' ' ')
-  released=$(copies release | cut -f2 | xargs -n1 basename | sort | tr '\n' ' ')
   [ "$built" = "infopusher mayu mayuctl " ]
-  [ "$released" = "infopusher mayu mayuctl " ]
   while IFS=$'\t' read -r from src dest; do
-    [ "$from" = binaries ] || continue
-    [[ " $built " == *" ${src#/out/} "* ]] || {
-      echo "runtime copies $src, which no binaries stage makes" >&2
+    [ "$from" = builder ] || {
+      echo "the source stage copies $src from $from, not from the builder" >&2
       return 1
     }
-  done < <(copies final)
-  grep -qF "FROM \${MAYU_BINARIES} AS binaries" "$DOCKERFILE"
+    [[ " $built " == *" ${src#/out/} "* ]] || {
+      echo "the source stage copies $src, which the builder does not make" >&2
+      return 1
+    }
+  done < <(copies source)
+  released=$(copies release | awk -F'\t' '{ n = split($2, p, "/"); print $3 p[n] }' | sort | tr '\n' ' ')
+  [ "$released" = "$(copies source | awk -F'\t' '{ n = split($2, p, "/"); print $3 p[n] }' | sort | tr '\n' ' ')" ]
+  [ "$released" = "/usr/bin/mayu /usr/lib/mayu/static_html/infopusher /usr/lib/mayu/static_html/mayuctl " ]
 }
 
-@test "the runtime image: dnsmasq-base, ca-certificates and ipxe, no git; volumes and ports declared" {
+@test "the stages are in the order the classic builder and a plain docker build need" {
+  # The classic builder (no BuildKit, as on an engine without buildx) builds
+  # every stage up to --target: release must come before the builder, whose
+  # Go image may not be pullable. A plain docker build makes the last stage:
+  # the source build.
+  [ "$(stages | tr '\n' ' ')" = "certs runtime release builder source " ]
+  instructions | grep -qP '^release\tFROM runtime AS release$'
+  instructions | grep -qP '^source\tFROM runtime AS source$'
+  # No BuildKit-only syntax before the builder stage.
+  run ! bash -c "sed -e '/^[[:space:]]*#/d' -e '/ AS builder\$/,\$d' '$DOCKERFILE' | grep -e '--mount' -e '<<'"
+}
+
+@test "the runtime image: dnsmasq-base, the CA bundle, iPXE's boot files, no git, no config; volumes, ports, health check" {
   local install
-  install=$(instructions | grep -P '^final\tRUN ' | grep -o 'apt-get install [^&]*')
-  [[ $install == *dnsmasq-base* && $install == *ca-certificates* && $install == *" ipxe"* ]]
+  install=$(instructions | grep -P '^runtime\tRUN ' | grep -o 'apt-get install [^&]*')
+  [[ $install == *dnsmasq-base* && $install == *" ipxe"* ]]
   [[ $install != *" git"* ]]
+  instructions | grep -P '^runtime\tRUN ' | grep -qF 'apt-get purge -y --auto-remove ipxe'
+  instructions | grep -P '^certs\tRUN ' | grep -qF 'apt-get install -y --no-install-recommends ca-certificates'
+  copies runtime | grep -qxP 'certs\t/etc/ssl/certs/ca-certificates.crt\t/etc/ssl/certs/'
   instructions | grep -qF 'cp /usr/lib/ipxe/undionly.kpxe /usr/lib/ipxe/ipxe.efi /usr/lib/mayu/tftproot/'
+  # A config at the wrong path must not be hidden by one in the image.
+  run ! grep -E '^COPY .*[[:space:]]/etc/mayu/' "$DOCKERFILE"
   [ "$(json_instruction VOLUME | tr '\n' ' ')" = "/var/lib/mayu /usr/lib/mayu/images /usr/lib/mayu/yochu " ]
-  [ "$(instructions | awk -F'\t' '$1 == "final" && $2 ~ /^EXPOSE / { sub("^EXPOSE ", "", $2); print $2 }')" = "4080 67/udp 69/udp 53/udp 53/tcp" ]
-  [ "$(instructions | awk -F'\t' '$1 == "final" && $2 ~ /^WORKDIR / { print $2 }')" = "WORKDIR /usr/lib/mayu" ]
+  [ "$(instructions | awk -F'\t' '$1 == "runtime" && $2 ~ /^EXPOSE / { sub("^EXPOSE ", "", $2); print $2 }')" = "4080 67/udp 69/udp 53/udp 53/tcp" ]
+  [ "$(instructions | awk -F'\t' '$1 == "runtime" && $2 ~ /^WORKDIR / { print $2 }')" = "WORKDIR /usr/lib/mayu" ]
+  [ "$(instructions | awk -F'\t' '$1 == "runtime" && $2 ~ /^HEALTHCHECK / { print $2 }' | grep -o 'CMD .*')" = 'CMD ["/usr/lib/mayu/healthcheck"]' ]
+  copies runtime | grep -qxP -- '-\tcontrib/docker/healthcheck\t/usr/lib/mayu/healthcheck'
+  [ -x "$REPO_DIR/contrib/docker/healthcheck" ]
   [ "$(json_instruction ENTRYPOINT | tr '\n' ' ')" = "mayu --cluster-directory=/var/lib/mayu " ]
   for p in images yochu cluster .git dist bin; do
     ignored "$p" || {
@@ -162,21 +191,23 @@ check_context() {
   [ "$status" -ne 0 ]
 }
 
-# image_root ROOT lays out what the runtime stage's COPY lines (and its
-# tftproot RUN line) produce, from the release tree, under ROOT.
+# image_root ROOT lays out what the release image's COPY lines (and its
+# tftproot and mayuctl RUN lines) produce, from the release tree, under ROOT.
 image_root() {
   local root=$1 from src dest
-  mkdir -p "$root/usr/lib/mayu/tftproot" "$root/var/lib/mayu" "$root/etc/mayu"
+  mkdir -p "$root/usr/lib/mayu/tftproot" "$root/usr/bin" "$root/var/lib/mayu" "$root/etc/mayu"
   cp /usr/lib/ipxe/undionly.kpxe /usr/lib/ipxe/ipxe.efi "$root/usr/lib/mayu/tftproot/"
+  instructions | grep -P '^runtime\tRUN ' | grep -qF 'ln -s /usr/lib/mayu/static_html/mayuctl /usr/bin/mayuctl'
+  ln -s "$root/usr/lib/mayu/static_html/mayuctl" "$root/usr/bin/mayuctl"
   while IFS=$'\t' read -r from src dest; do
-    if [ "$from" = binaries ]; then
-      case ${src#/out/} in
-        infopusher) src=$MAYU_DIST_DIR/static_html/infopusher ;;
-        *) src=$MAYU_DIST_DIR/${src#/out/} ;;
-      esac
-    else
-      src=$MAYU_DIST_DIR/${src%/}
-    fi
+    case $from in
+      certs) continue ;; # the CA bundle: not needed to run here
+      -) src=$MAYU_DIST_DIR/${src%/} ;;
+      *)
+        echo "unexpected COPY --from=$from" >&2
+        return 1
+        ;;
+    esac
     if [[ $dest == */ ]]; then
       mkdir -p "$root$dest"
       if [ -d "$src" ]; then
@@ -188,7 +219,7 @@ image_root() {
       mkdir -p "$(dirname "$root$dest")"
       cp -R "$src" "$root$dest"
     fi
-  done < <(copies final)
+  done < <(copies runtime release)
 }
 
 @test "mayu runs from the image's /usr/lib/mayu layout: --show-templates and a short start" {
@@ -197,13 +228,14 @@ image_root() {
   image_root "$root"
   for f in usr/bin/mayu usr/bin/mayuctl usr/lib/mayu/static_html/mayuctl usr/lib/mayu/static_html/infopusher \
     usr/lib/mayu/static_html/index.html usr/lib/mayu/templates/dnsmasq_template.conf \
-    usr/lib/mayu/template_snippets/cloudconfig usr/lib/mayu/tftproot/undionly.kpxe etc/mayu/config.yaml; do
+    usr/lib/mayu/template_snippets/cloudconfig usr/lib/mayu/tftproot/undionly.kpxe usr/lib/mayu/healthcheck \
+    usr/share/doc/mayu/config.yaml.example; do
     [ -e "$root/$f" ] || {
       echo "the image would lack /$f" >&2
       return 1
     }
   done
-  workdir=$root$(instructions | awk -F'\t' '$1 == "final" && $2 ~ /^WORKDIR / { print $2 }' | cut -d' ' -f2)
+  workdir=$root$(instructions | awk -F'\t' '$1 == "runtime" && $2 ~ /^WORKDIR / { print $2 }' | cut -d' ' -f2)
   mapfile -t entry < <(json_instruction ENTRYPOINT)
   mapfile -t cmd < <(json_instruction CMD)
   # No chroot: absolute paths the container would see move under ROOT, and
@@ -211,6 +243,12 @@ image_root() {
   entry=("${entry[@]//=\//=$root/}")
   entry[0]=$root/usr/bin/${entry[0]}
   cd "$workdir" || return 1
+  # Without a mounted config mayu refuses to start, naming the path.
+  run "${entry[@]}" "${cmd[@]}" --config="$root/etc/mayu/config.yaml"
+  [ "$status" -ne 0 ]
+  [[ $output == *"config $root/etc/mayu/config.yaml does not exist"* ]]
+  # The config the user mounts: here the example the image carries.
+  cp "$root/usr/share/doc/mayu/config.yaml.example" "$root/etc/mayu/config.yaml"
   run "${entry[@]}" --config="$root/etc/mayu/config.yaml" --show-templates
   echo "$output" | head -n 20
   [ "$status" -eq 0 ]
@@ -241,10 +279,10 @@ image_root() {
         cp -R "$REPO_DIR/$s" "$t/src/$dest"
       fi
     done
-  done < <(copies source)
-  instructions | awk -F'\t' '$1 == "source" && $2 ~ /^WORKDIR / { print $2 }' | grep -qx 'WORKDIR /src'
+  done < <(copies builder)
+  instructions | awk -F'\t' '$1 == "builder" && $2 ~ /^WORKDIR / { print $2 }' | grep -qx 'WORKDIR /src'
   while IFS=$'\t' read -r stage line; do
-    [ "$stage" = source ] && [[ $line == RUN\ * ]] || continue
+    [ "$stage" = builder ] && [[ $line == RUN\ * ]] || continue
     cmd=${line#RUN }
     # BuildKit's cache mounts have no meaning outside a build.
     while [[ $cmd == --mount=* ]]; do cmd=${cmd#--mount=* }; done

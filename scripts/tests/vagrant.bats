@@ -255,7 +255,7 @@ STUB
   echo "$output"
   [ "$status" -eq 0 ]
   local d=$MAYU_RELEASE_DIR
-  grep -qx "docker build --build-arg MAYU_BINARIES=release -t mayu:9.8.7 $d" "$CALLS"
+  grep -qx "docker build --target release -t mayu:9.8.7 $d" "$CALLS"
   grep -qx "docker rm --force mayu" "$CALLS"
   grep -qx "docker run --detach --name=mayu --restart=unless-stopped --cap-add=NET_ADMIN --net=host -v $d/cluster:/var/lib/mayu -v $d/images:/usr/lib/mayu/images -v $d/yochu:/usr/lib/mayu/yochu -v $d/config.yaml:/etc/mayu/config.yaml:ro mayu:9.8.7 -v=12 --no-tls" "$CALLS"
   [ -d "$d/cluster" ] && [ -d "$d/images" ] && [ -d "$d/yochu" ]

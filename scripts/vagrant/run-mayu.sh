@@ -31,7 +31,7 @@ done
 
 if ! "$DOCKER" image inspect "$MAYU_IMAGE" >/dev/null 2>&1; then
   say "building $MAYU_IMAGE from $MAYU_RELEASE_DIR"
-  "$DOCKER" build --build-arg MAYU_BINARIES=release -t "$MAYU_IMAGE" "$MAYU_RELEASE_DIR" ||
+  "$DOCKER" build --target release -t "$MAYU_IMAGE" "$MAYU_RELEASE_DIR" ||
     die "cannot build $MAYU_IMAGE"
 fi
 
