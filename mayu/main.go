@@ -10,6 +10,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"mayu/pkg/auth"
 	"mayu/pkg/discovery"
 )
 
@@ -71,6 +72,11 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			&cli.StringFlag{Name: "etcd-endpoint", Value: "127.0.0.1:2379", Usage: "when given explicitly: keep discovery tokens in this etcd's v2 keys API and proxy /etcd to it", EnvVars: env("etcd-endpoint")},
 			// Where Mayu 0.11 kept its registries by default: imported once on a first start (tests point it elsewhere; "" skips it).
 			&cli.StringFlag{Name: "legacy-etcd-endpoint", Value: discovery.LegacyEtcdEndpoint, Hidden: true, EnvVars: env("legacy-etcd-endpoint")},
+			&cli.StringFlag{Name: "admin-token-file", Usage: "bearer tokens of the admin API, one \"<name> <admin|read-only> <token>\" per line, mode 0600; created with one admin token if missing (default <cluster-directory>/" + auth.DefaultFileName + ")", EnvVars: env("admin-token-file")},
+			&cli.StringFlag{Name: "client-ca-file", Usage: "PEM CA bundle: a client certificate it signed is an admin credential (read-only with OU=read-only); needs TLS", EnvVars: env("client-ca-file")},
+			&cli.BoolFlag{Name: "no-admin-auth", Usage: "serve the admin API to anyone, as Mayu 0.11 did (insecure; warns at every start)", EnvVars: env("no-admin-auth")},
+			&cli.StringSliceFlag{Name: "trusted-proxies", Usage: "addresses or CIDRs of reverse proxies whose X-Forwarded-For is believed (comma-separated)", EnvVars: env("trusted-proxies")},
+			&cli.StringSliceFlag{Name: "allowed-hosts", Usage: "names or addresses a request's Host header may carry besides this machine's addresses, localhost, network.bind_addr and the host of templates_env.mayu_http_endpoint (comma-separated)", EnvVars: env("allowed-hosts")},
 			&cli.DurationFlag{Name: "shutdown-timeout", Value: defaultShutdownTimeout, Usage: "how long in-flight requests get to finish on SIGTERM", EnvVars: env("shutdown-timeout")},
 			&cli.BoolFlag{Name: "debug", Aliases: []string{"d"}, Usage: "debug logging", EnvVars: env("debug")},
 			&cli.IntFlag{Name: "v", Usage: "log verbosity (glog style; 1 and above log every request)", EnvVars: env("verbosity")},

@@ -41,7 +41,8 @@ func (s *Server) ipxeBootScript(c echo.Context) error {
 // install script. A script that fails to render registers nothing.
 func (s *Server) firstStageScript(c echo.Context) error {
 	var out []byte
-	_, _, err := s.prov.RegisterChecked(c.Param("serial"), func(h host.Host) (err error) {
+	serial := c.Param("serial")
+	_, _, err := s.provAs(c, serial).RegisterChecked(serial, func(h host.Host) (err error) {
 		out, err = s.cfg.Renderer.FirstStage(s.firstStageData(h))
 		return err
 	})
@@ -107,7 +108,7 @@ func (s *Server) finalConfig(ignition bool) echo.HandlerFunc {
 		for _, d := range req.NetDevs {
 			f.MACs = append(f.MACs, d.MacAddress)
 		}
-		out, _, err := s.prov.FinalConfig(req.Serial, f, s.cfg.Renderer.Final)
+		out, _, err := s.provAs(c, req.Serial).FinalConfig(req.Serial, f, s.cfg.Renderer.Final)
 		if err != nil {
 			return err
 		}

@@ -52,6 +52,9 @@ type Config struct {
 	UseIgnition bool
 	Version     string
 
+	// Access is who may use the admin routes (auth.go).
+	Access Access
+
 	Logger *slog.Logger
 }
 
@@ -62,6 +65,7 @@ type Server struct {
 	e          *echo.Echo
 	log        *slog.Logger
 	base       string
+	hosts      *hostSet
 	onShutdown []func()
 }
 
@@ -96,7 +100,11 @@ func New(cfg Config) (*Server, error) {
 	}))
 	e.Use(middleware.BodyLimit(strconv.Itoa(MaxBodyBytes/1024) + "K"))
 	s.e = e
+	if err := s.setupAccess(); err != nil {
+		return nil, err
+	}
 	s.routes()
+	s.logAccess()
 	return s, nil
 }
 
@@ -134,10 +142,16 @@ func (s *Server) routes() {
 	file("/images/:serial/qemu/:file", s.qemuImage)
 	file("/yochu/*", s.dirFile(func() string { return s.cfg.YochuDir }))
 
+	// The admin routes need a credential (auth.go), but for the two that
+	// installing machines call, with no credential in Mayu 0.11's
+	// templates: those are machine routes about the serial they name.
 	admin := e.Group("/admin")
-	admin.GET("/hosts", s.listHosts)
-	for _, r := range s.adminRoutes() {
+	admin.GET("/hosts", s.listHosts, s.adminRead)
+	for _, r := range s.machineHostRoutes() {
 		admin.PUT("/host/:serial/"+r.name, r.handler)
+	}
+	for _, r := range s.adminRoutes() {
+		admin.PUT("/host/:serial/"+r.name, r.handler, s.adminWrite)
 	}
 
 	if s.cfg.Discovery != nil {
@@ -157,6 +171,7 @@ func (s *Server) routes() {
 func (s *Server) Serve(ctx context.Context, ln net.Listener, certFile, keyFile string, grace time.Duration) error {
 	srv := &http.Server{
 		Handler:           s.e,
+		TLSConfig:         s.tlsConfig(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       60 * time.Second,
 		IdleTimeout:       120 * time.Second,
@@ -208,8 +223,8 @@ func (s *Server) logRequests(next echo.HandlerFunc) echo.HandlerFunc {
 			c.Error(err)
 		}
 		if s.log.Enabled(c.Request().Context(), slog.LevelDebug) {
-			s.log.Debug("request", "method", c.Request().Method, "path", c.Request().URL.Path,
-				"status", c.Response().Status, "remote", c.RealIP(), "duration", time.Since(start))
+			s.log.Debug("request", append([]any{"method", c.Request().Method, "path", c.Request().URL.Path,
+				"status", c.Response().Status, "duration", time.Since(start)}, requestAttrs(c)...)...)
 		}
 		return nil
 	}

@@ -132,10 +132,14 @@ func initGitDir(workDir string) error {
 	return durable.SyncDir(workDir)
 }
 
-// excludeText keeps the discovery registry and the store's temp files out
-// of `git status`.
-const excludeText = "# git ls-files --others --exclude-from=.git/info/exclude\n" +
-	"/.discovery/\n" + tmpPrefix + "*\n"
+// excludePatterns keep the discovery registry, the admin API's token file
+// (a secret: `git add -A` must not commit it) and the store's temp files
+// out of `git status`.
+var excludePatterns = []string{"/.discovery/", "/.admin-tokens*", tmpPrefix + "*"}
+
+// excludeText is the exclude file of a new repository.
+var excludeText = "# git ls-files --others --exclude-from=.git/info/exclude\n" +
+	strings.Join(excludePatterns, "\n") + "\n"
 
 // ensureExclude adds the store's patterns to .git/info/exclude of an
 // existing repository (Mayu 0.11 did not have them).
@@ -150,7 +154,7 @@ func ensureExclude(gitDir string) error {
 		lines[strings.TrimSpace(l)] = true
 	}
 	var add []string
-	for _, pat := range []string{"/.discovery/", tmpPrefix + "*"} {
+	for _, pat := range excludePatterns {
 		if !lines[pat] {
 			add = append(add, pat)
 		}
