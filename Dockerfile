@@ -48,6 +48,9 @@ COPY template_snippets/ /usr/lib/mayu/template_snippets/
 COPY config.yaml.example /usr/share/doc/mayu/config.yaml.example
 COPY contrib/docker/healthcheck /usr/lib/mayu/healthcheck
 WORKDIR /usr/lib/mayu
+# mayu creates the admin API's token file in the cluster volume at its first
+# start; `docker exec <container> mayuctl ...` reads it from there.
+ENV MAYU_TOKEN_FILE=/var/lib/mayu/.admin-tokens
 VOLUME ["/var/lib/mayu", "/usr/lib/mayu/images", "/usr/lib/mayu/yochu"]
 # HTTP(S), DHCP, TFTP, DNS
 EXPOSE 4080 67/udp 69/udp 53/udp 53/tcp

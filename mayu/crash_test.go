@@ -116,11 +116,11 @@ var stateOrder = map[string]int{"unknown": 0, "configured": 1, "installing": 2, 
 
 // checkAcked checks that every step a machine got a 2xx for is in its
 // record and in git log, and that no address is held twice.
-func checkAcked(t *testing.T, base, cluster string, acked map[string]int, reported map[string]bool) {
+func checkAcked(t *testing.T, p *proctest.Daemon, cluster string, acked map[string]int, reported map[string]bool) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	hosts, err := storm.FetchHosts(ctx, nil, base)
+	hosts, err := storm.FetchHosts(ctx, p.AdminClient(), p.Base)
 	require.NoError(t, err)
 	by := map[string]storm.HostView{}
 	addrs := map[string]string{}
@@ -185,6 +185,7 @@ func TestCrashSafetyKill9DuringStorm(t *testing.T) {
 	go func() {
 		res, err := storm.Run(ctx, storm.Config{
 			BaseURL: p.Base, Machines: machines, Concurrency: 16, SerialPrefix: "crash-",
+			Client:  proctest.WithToken(storm.NewClient(16), p.Token), // the storm lists hosts too
 			Timeout: 10 * time.Second, Retry: 2 * time.Minute, Gate: gate,
 			Mix: storm.Mix{Hosts: 0.05},
 			OnEvent: func(ev storm.Event) {
@@ -250,7 +251,7 @@ func TestCrashSafetyKill9DuringStorm(t *testing.T) {
 		records := parseAllRecords(t, cluster)
 		p = startProc(t, port, args)
 		gitClean(t, cluster)
-		checkAcked(t, p.Base, cluster, snapshot, reported)
+		checkAcked(t, p, cluster, snapshot, reported)
 		t.Logf("kill %d: %d acknowledged steps, %d records on disk", done, acks(), records)
 		gate.Open()
 	}
@@ -269,7 +270,7 @@ func TestCrashSafetyKill9DuringStorm(t *testing.T) {
 
 	cfg, err := config.Parse([]byte(crashConfig))
 	require.NoError(t, err)
-	chk, err := storm.CheckEndState(ctx, storm.CheckConfig{BaseURL: p.Base, Serials: res.Serials, Cluster: cfg, ClusterDir: cluster})
+	chk, err := storm.CheckEndState(ctx, storm.CheckConfig{BaseURL: p.Base, Client: p.AdminClient(), Serials: res.Serials, Cluster: cfg, ClusterDir: cluster})
 	require.NoError(t, err)
 	assert.Empty(t, chk.Problems)
 	assert.Equal(t, machines, chk.Hosts, "one record per serial")
@@ -347,7 +348,7 @@ func TestDiskFullGives500AndRecovers(t *testing.T) {
 			require.Equal(t, 200, code, body)
 		}
 	}
-	before, err := storm.FetchHosts(context.Background(), nil, p.Base)
+	before, err := storm.FetchHosts(context.Background(), p.AdminClient(), p.Base)
 	require.NoError(t, err)
 	headBefore := strings.TrimSpace(proctest.Git(t, cluster, "rev-parse", "HEAD"))
 
@@ -371,7 +372,7 @@ func TestDiskFullGives500AndRecovers(t *testing.T) {
 		assert.Contains(t, body, "no space left on device", "%s %s: the reason is given", r[0], r[1])
 		assert.Equal(t, 1, strings.Count(body, "\n"), "one-line reason: %q", body)
 	}
-	after, err := storm.FetchHosts(context.Background(), nil, p.Base)
+	after, err := storm.FetchHosts(context.Background(), p.AdminClient(), p.Base)
 	require.NoError(t, err)
 	assert.Equal(t, before, after, "failed writes change no record")
 	assert.Equal(t, headBefore, strings.TrimSpace(proctest.Git(t, cluster, "rev-parse", "HEAD")), "no commit")
@@ -386,7 +387,7 @@ func TestDiskFullGives500AndRecovers(t *testing.T) {
 		// its configs and images once mayu is back.
 		q := startProc(t, port, args)
 		defer q.Kill()
-		listed, err := storm.FetchHosts(context.Background(), nil, q.Base)
+		listed, err := storm.FetchHosts(context.Background(), q.AdminClient(), q.Base)
 		require.NoError(t, err)
 		assert.Equal(t, before, listed)
 		m, u, b := lifeCycleStep(q.Base, prefix, 2, 1)

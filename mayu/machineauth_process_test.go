@@ -198,8 +198,8 @@ func TestProcessNoClaimOfAnotherMachinesMAC(t *testing.T) {
 // Draining ip_range: with mayu's leases a machine gets one serial, an
 // address without a lease none; with DHCP elsewhere (no lease table) the
 // per-address limit answers 429. Filling the disk with PUT /etcd/new is
-// limited the same way, and registering etcd members needs a provisioned
-// address.
+// limited the same way, registering etcd members needs a provisioned
+// address, and changing a cluster's size an admin credential.
 func TestProcessBoundedAnonymousWork(t *testing.T) {
 	d := startGuarded(t, t.TempDir(), "--no-tls", "--anonymous-limit=4")
 	d.WaitReady()
@@ -234,6 +234,18 @@ func TestProcessBoundedAnonymousWork(t *testing.T) {
 	code, body = thief.do("PUT", "/etcd/"+clusterToken(t, d)+"/abcdef?prevExist=false", "value=m1=http://127.0.0.3:2380")
 	assert.Equal(t, 403, code, body)
 	assert.Contains(t, body, "address of a provisioned machine")
+	// A cluster's size takes an admin credential, from any address.
+	form := "application/x-www-form-urlencoded"
+	sizePath := "/etcd/" + clusterToken(t, d) + "/_config/size"
+	code, body = local.do("PUT", sizePath, "value=1", "Content-Type", form)
+	assert.Equal(t, 401, code, "not even from mayu's own host without a credential: %s", body)
+	code, body = thief.do("DELETE", "/etcd/"+clusterToken(t, d)+"?recursive=true", "")
+	assert.Equal(t, 401, code, body)
+	code, body = thief.do("PUT", sizePath, "value=5", "Content-Type", form, "Authorization", "Bearer "+d.Token)
+	assert.Equal(t, 200, code, body)
+	code, body = thief.do("GET", sizePath, "")
+	assert.Equal(t, 200, code, body)
+	assert.Contains(t, body, `"value":"5"`)
 
 	// DHCP elsewhere: the first requester of a serial binds it, and the
 	// limit bounds how many serials one address registers.
@@ -353,7 +365,7 @@ func TestProcessTrustFlagProblems(t *testing.T) {
 	assert.Equal(t, 2, code, out)
 	for _, want := range []string{
 		`--machine-auth: machine auth mode "on": want lease, credential or off`,
-		`--etcd-member-sources: "not-a-net" is not an address or a CIDR network`,
+		`--etcd-member-sources: "not-a-net" is neither an IP address nor a CIDR`,
 		"--anonymous-limit=-1: a count a minute, 0 for no limit",
 		"--boot-http-port serves the boot files over plain HTTP beside HTTPS: with --no-tls everything is plain HTTP",
 		"--tls-ca-file names what machines trust mayu's HTTPS by: it makes no sense with --no-tls",

@@ -10,6 +10,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"mayu/pkg/auth"
 	"mayu/pkg/discovery"
 	"mayu/pkg/machineauth"
 )
@@ -84,6 +85,11 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Usage: "also serve the iPXE boot script, PXE kernel and initrd over plain HTTP on this port (for an iPXE that cannot check mayu's certificate); 0: off"},
 			&cli.StringFlag{Name: "tls-ca-file", EnvVars: env("tls-ca-file"),
 				Usage: "PEM bundle machines trust mayu's certificate by (default: the certificate of --tls-cert-file itself)"},
+			&cli.StringFlag{Name: "admin-token-file", Usage: "bearer tokens of the admin API, one \"<name> <admin|read-only> <token>\" per line, mode 0600; created with one admin token if missing (default <cluster-directory>/" + auth.DefaultFileName + ")", EnvVars: env("admin-token-file")},
+			&cli.StringFlag{Name: "client-ca-file", Usage: "PEM CA bundle: a client certificate it signed is an admin credential (read-only with OU=read-only); needs TLS", EnvVars: env("client-ca-file")},
+			&cli.BoolFlag{Name: "no-admin-auth", Usage: "serve the admin API to anyone, as Mayu 0.11 did (insecure; warns at every start)", EnvVars: env("no-admin-auth")},
+			&cli.StringSliceFlag{Name: "trusted-proxies", Usage: "addresses or CIDRs of reverse proxies whose X-Forwarded-For is believed (comma-separated)", EnvVars: env("trusted-proxies")},
+			&cli.StringSliceFlag{Name: "allowed-hosts", Usage: "names or addresses a request's Host header may carry besides this machine's addresses, localhost, network.bind_addr and the host of templates_env.mayu_http_endpoint (comma-separated)", EnvVars: env("allowed-hosts")},
 			&cli.DurationFlag{Name: "shutdown-timeout", Value: defaultShutdownTimeout, Usage: "how long in-flight requests get to finish on SIGTERM", EnvVars: env("shutdown-timeout")},
 			&cli.BoolFlag{Name: "debug", Aliases: []string{"d"}, Usage: "debug logging", EnvVars: env("debug")},
 			&cli.IntFlag{Name: "v", Usage: "log verbosity (glog style; 1 and above log every request)", EnvVars: env("verbosity")},

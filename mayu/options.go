@@ -13,6 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"mayu/pkg/auth"
 	"mayu/pkg/config"
 	"mayu/pkg/machineauth"
 )
@@ -49,6 +50,13 @@ type options struct {
 	externalDiscovery string
 	etcdEndpoint      string // set only when given explicitly: proxy mode
 	legacyEtcd        string // Mayu 0.11's default etcd, imported from once by the internal mode
+
+	adminTokenFile string // "" until check: <cluster-directory>/.admin-tokens
+	clientCAFile   string
+	noAdminAuth    bool
+	trustedProxies []*net.IPNet
+	allowedHosts   []string
+	proxyFlags     []string // --trusted-proxies as given, parsed by check
 
 	shutdownTimeout time.Duration
 	debug           bool
@@ -103,6 +111,11 @@ func readOptions(c *cli.Context) options {
 		quorumSize:        c.Int("etcd-quorum-size"),
 		externalDiscovery: c.String("etcd-discovery"),
 		legacyEtcd:        c.String("legacy-etcd-endpoint"),
+		adminTokenFile:    c.String("admin-token-file"),
+		clientCAFile:      c.String("client-ca-file"),
+		noAdminAuth:       c.Bool("no-admin-auth"),
+		proxyFlags:        splitList(c.StringSlice("trusted-proxies")),
+		allowedHosts:      splitList(c.StringSlice("allowed-hosts")),
 		shutdownTimeout:   c.Duration("shutdown-timeout"),
 		debug:             c.Bool("debug") || c.Int("v") > 0,
 		leasesFile:        c.String("dhcp-leases-file"),
@@ -148,6 +161,7 @@ func (o *options) check() []string {
 			}
 		}
 	}
+	problems = append(problems, o.checkAccess()...)
 	if o.httpPort < 1 || o.httpPort > 65535 {
 		problems = append(problems, fmt.Sprintf("--http-port=%d: not a port", o.httpPort))
 	}
@@ -174,24 +188,13 @@ func (o *options) readTrustOptions(c *cli.Context) []string {
 		problems = append(problems, "--machine-auth: "+err.Error())
 	}
 	o.machineAuth = mode
-	for _, s := range c.StringSlice("etcd-member-sources") {
-		for _, f := range strings.Split(s, ",") {
-			if f = strings.TrimSpace(f); f == "" {
-				continue
-			}
-			cidr := f
-			if ip := net.ParseIP(f); ip != nil && ip.To4() != nil {
-				cidr += "/32"
-			} else if ip != nil {
-				cidr += "/128"
-			}
-			_, n, err := net.ParseCIDR(cidr)
-			if err != nil {
-				problems = append(problems, fmt.Sprintf("--etcd-member-sources: %q is not an address or a CIDR network", f))
-				continue
-			}
-			o.etcdMemberSources = append(o.etcdMemberSources, n)
+	for _, f := range splitList(c.StringSlice("etcd-member-sources")) {
+		n, err := parseNet(f)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("--etcd-member-sources: %v", err))
+			continue
 		}
+		o.etcdMemberSources = append(o.etcdMemberSources, n)
 	}
 	if o.anonymousLimit < 0 {
 		problems = append(problems, fmt.Sprintf("--anonymous-limit=%d: a count a minute, 0 for no limit", o.anonymousLimit))
@@ -214,6 +217,68 @@ func (o *options) readTrustOptions(c *cli.Context) []string {
 		}
 	}
 	return problems
+}
+
+// checkAccess checks the admin API's flags and defaults the token file.
+func (o *options) checkAccess() []string {
+	var problems []string
+	if o.noAdminAuth && (o.adminTokenFile != "" || o.clientCAFile != "") {
+		problems = append(problems, "--no-admin-auth opens the admin API: it cannot be given with --admin-token-file or --client-ca-file")
+	}
+	if o.clientCAFile != "" {
+		if o.noTLS {
+			problems = append(problems, "--client-ca-file needs TLS: client certificates cannot be sent over plain HTTP (drop --no-tls)")
+		} else if err := readable(o.clientCAFile); err != nil {
+			problems = append(problems, fmt.Sprintf("--client-ca-file: %v", err))
+		}
+	}
+	if o.adminTokenFile == "" && !o.noAdminAuth {
+		o.adminTokenFile = filepath.Join(o.clusterDir, auth.DefaultFileName)
+	}
+	for _, p := range o.proxyFlags {
+		n, err := parseNet(p)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("--trusted-proxies: %v", err))
+			continue
+		}
+		o.trustedProxies = append(o.trustedProxies, n)
+	}
+	for _, h := range o.allowedHosts {
+		if strings.ContainsAny(h, "/:@ ") && net.ParseIP(h) == nil {
+			problems = append(problems, fmt.Sprintf("--allowed-hosts: %q is not a host name or address (no scheme or port)", h))
+		}
+	}
+	return problems
+}
+
+// parseNet reads an address (a /32 or /128) or a CIDR.
+func parseNet(s string) (*net.IPNet, error) {
+	if ip := net.ParseIP(s); ip != nil {
+		bits := 128
+		if ip.To4() != nil {
+			ip, bits = ip.To4(), 32
+		}
+		return &net.IPNet{IP: ip, Mask: net.CIDRMask(bits, bits)}, nil
+	}
+	_, n, err := net.ParseCIDR(s)
+	if err != nil {
+		return nil, fmt.Errorf("%q is neither an IP address nor a CIDR", s)
+	}
+	return n, nil
+}
+
+// splitList splits comma-separated flag values (a list flag given once
+// with commas, or several times) and drops empty items.
+func splitList(values []string) []string {
+	var out []string
+	for _, v := range values {
+		for _, item := range strings.Split(v, ",") {
+			if item = strings.TrimSpace(item); item != "" {
+				out = append(out, item)
+			}
+		}
+	}
+	return out
 }
 
 // problemsError joins start-up problems, one per line. A problem that is a

@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -18,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"mayu/pkg/api"
+	"mayu/pkg/auth"
 	"mayu/pkg/config"
 	"mayu/pkg/discovery"
 	"mayu/pkg/dnsmasq"
@@ -35,6 +38,7 @@ type prepared struct {
 	renderer *render.Renderer
 	dnsmasq  *dnsmasq.Supervisor // nil with --no-dnsmasq
 	tlsPin   string              // the pin of mayu's key; "" without TLS
+	tokens   *auth.Tokens        // nil with --no-admin-auth
 	runDir   string
 	cleanup  func()
 }
@@ -134,8 +138,9 @@ func run(parent context.Context, o options, log *slog.Logger) error {
 	guard := discovery.WriteGuard{
 		New:    func(r *http.Request) error { return srv.LimitNewTokens(r) },
 		Member: func(r *http.Request) error { return srv.AuthorizeMemberWrite(r) },
-		// AuthorizeConfigWrite nil: a token's size is changed (and a token
-		// deleted) from the host mayu runs on only.
+		// A token's size is changed (and a token deleted) by an admin
+		// credential only, as the admin API's changes.
+		AuthorizeConfigWrite: func(r *http.Request) error { return srv.AuthorizeAdminWrite(r) },
 	}
 	prov, disc, err := newProvisioner(ctx, o, p, st, guard, log)
 	if err != nil {
@@ -145,7 +150,11 @@ func run(parent context.Context, o options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	srv, err = newServer(o, p, prov, disc, machines, log)
+	access, err := adminAccess(o, p, log)
+	if err != nil {
+		return err
+	}
+	srv, err = newServer(o, p, prov, disc, machines, access, log)
 	if err != nil {
 		return err
 	}
@@ -236,12 +245,13 @@ func newProvisioner(ctx context.Context, o options, p *prepared, st store.Store,
 
 // newServer builds the HTTP server; an internal discovery service's waits
 // end when its graceful shutdown starts.
-func newServer(o options, p *prepared, prov *provision.Provisioner, disc discovery.Service, machines *machineauth.Guard, log *slog.Logger) (*api.Server, error) {
+func newServer(o options, p *prepared, prov *provision.Provisioner, disc discovery.Service, machines *machineauth.Guard, access api.Access, log *slog.Logger) (*api.Server, error) {
 	bootBase := ""
 	if o.bootHTTPPort != 0 {
 		bootBase = p.cfg.Network.BaseURL(o.bootHTTPPort, true)
 	}
 	srv, err := api.New(api.Config{
+		Access:            access,
 		Machines:          machines,
 		AnonymousLimit:    o.anonymousLimit,
 		EtcdMemberSources: o.etcdMemberSources,
@@ -297,6 +307,51 @@ func newMachineGuard(o options, p *prepared, prov *provision.Provisioner, log *s
 	return g, nil
 }
 
+// adminAccess loads (or creates) the admin API's token file and the client
+// CA, and gathers the names a request's Host may carry.
+func adminAccess(o options, p *prepared, log *slog.Logger) (api.Access, error) {
+	a := api.Access{NoAdminAuth: o.noAdminAuth, TrustedProxies: o.trustedProxies, Hosts: hostNames(o, p.cfg)}
+	if o.noAdminAuth {
+		return a, nil
+	}
+	toks, created, err := auth.LoadOrCreate(o.adminTokenFile)
+	if err != nil {
+		return a, err
+	}
+	if created {
+		log.Warn("created the admin API's token file with one admin credential; mayuctl reads it with --token-file "+
+			"(or pass its token as --token or $MAYU_TOKEN); add a line per operator", "token_file", o.adminTokenFile)
+	}
+	p.tokens, a.Tokens = toks, toks
+	if o.clientCAFile != "" {
+		pem, err := os.ReadFile(o.clientCAFile)
+		if err != nil {
+			return a, fmt.Errorf("--client-ca-file: %w", err)
+		}
+		a.ClientCAs = x509.NewCertPool()
+		if !a.ClientCAs.AppendCertsFromPEM(pem) {
+			return a, fmt.Errorf("--client-ca-file %s: no PEM certificate in it", o.clientCAFile)
+		}
+	}
+	return a, nil
+}
+
+// hostNames are the names of this mayu besides its addresses: the flag's,
+// the host of templates_env.mayu_http_endpoint (what the final configs
+// call) and the machine's host name.
+func hostNames(o options, cfg *config.Config) []string {
+	names := append([]string(nil), o.allowedHosts...)
+	if ep, ok := cfg.TemplatesEnv["mayu_http_endpoint"].(string); ok {
+		if u, err := url.Parse(ep); err == nil && u.Hostname() != "" {
+			names = append(names, u.Hostname())
+		}
+	}
+	if h, err := os.Hostname(); err == nil && h != "" {
+		names = append(names, h)
+	}
+	return names
+}
+
 // reloadOnHangup re-reads the templates and the dnsmasq template on SIGHUP.
 // dnsmasq restarts only if its rendered main configuration changed; a
 // template that does not parse, that dnsmasq rejects or that names what this
@@ -317,6 +372,13 @@ func reloadOnHangup(ctx context.Context, p *prepared, log *slog.Logger) error {
 		log.Info("SIGHUP: reloading templates")
 		if err := p.renderer.Reload(); err != nil {
 			log.Error("templates not reloaded", "err", err)
+		}
+		if p.tokens != nil {
+			if err := p.tokens.Reload(); err != nil {
+				log.Error("admin token file not reloaded; the credentials in use stay", "err", err)
+			} else {
+				log.Info("admin token file reloaded", "token_file", p.tokens.Path(), "credentials", p.tokens.Len())
+			}
 		}
 		if p.dnsmasq != nil {
 			if err := p.dnsmasq.Reload(p.cfg.Network); err != nil {

@@ -220,7 +220,7 @@ func TestOversizedBodiesAre413(t *testing.T) {
 		code, body := proctest.Do(t, nil, m, u, b)
 		require.Equal(t, 200, code, body)
 	}
-	before, err := storm.FetchHosts(context.Background(), nil, p.Base)
+	before, err := storm.FetchHosts(context.Background(), p.AdminClient(), p.Base)
 	require.NoError(t, err)
 	huge := `{"Serial":"big-000000","ConnectedNIC":"` + strings.Repeat("x", 2<<20) + `"}`
 	for _, r := range []struct{ method, path string }{
@@ -238,12 +238,13 @@ func TestOversizedBodiesAre413(t *testing.T) {
 	req, err := http.NewRequest(http.MethodPut, p.Base+"/admin/host/big-000000/override", io.MultiReader(
 		strings.NewReader(`{"Overrides":{"k":"`), strings.NewReader(strings.Repeat("y", 3<<20)), strings.NewReader(`"}}`)))
 	require.NoError(t, err)
-	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := p.AdminClient().Do(req) // past the credential check, to the body limit
 	if err == nil {
 		assert.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode)
 		resp.Body.Close()
 	}
-	after, err := storm.FetchHosts(context.Background(), nil, p.Base)
+	after, err := storm.FetchHosts(context.Background(), p.AdminClient(), p.Base)
 	require.NoError(t, err)
 	assert.Equal(t, before, after, "no record changed")
 

@@ -7,11 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/urfave/cli/v2"
 
+	"mayu/pkg/auth"
 	"mayu/pkg/client"
 )
 
@@ -64,6 +68,7 @@ Examples:
    mayuctl --host=192.168.2.2 status 0800278e158a-0
    mayuctl boot-complete --host=192.168.2.2 --port=4080 --no-tls --update-versions
    mayuctl set 0800278e158a-0 state configured
+   mayuctl --token-file=/var/lib/mayu/.admin-tokens list
    MAYU_HOST=192.168.2.2 MAYU_NO_TLS=true mayuctl list --fields=ip,serial,state`,
 		// No --version flag: -v is --verbose, as in Mayu's mayuctl; the
 		// version command prints it.
@@ -98,6 +103,10 @@ func globalFlags() []cli.Flag {
 			Usage: "PEM file of a CA to trust besides the system's, for mayu's certificate"},
 		&cli.BoolFlag{Name: "insecure", EnvVars: []string{"MAYU_INSECURE"},
 			Usage: "do not verify mayu's TLS certificate (self-signed test setups only)"},
+		&cli.StringFlag{Name: "token", EnvVars: []string{"MAYU_TOKEN"},
+			Usage: "bearer token of mayu's admin API (beats --token-file)"},
+		&cli.StringFlag{Name: "token-file", Value: defaultTokenFile, EnvVars: []string{"MAYU_TOKEN_FILE"},
+			Usage: "file holding the token, or mayu's token file (its first admin credential is used); the default is where mayu --cluster-directory=cluster writes it, and is skipped if missing"},
 		&cli.DurationFlag{Name: "timeout", Value: client.DefaultTimeout, EnvVars: []string{"MAYU_TIMEOUT"},
 			Usage: "give up on a request after this long"},
 		&cli.BoolFlag{Name: "debug", Aliases: []string{"d"}, EnvVars: []string{"MAYU_DEBUG"},
@@ -176,8 +185,9 @@ func usagef(format string, a ...any) error {
 func newClient(cCtx *cli.Context) (*client.Client, error) { return newMachineClient(cCtx, "") }
 
 // newMachineClient is newClient for a machine reporting about itself: it
-// sends token, the machine's credential, with every request.
-func newMachineClient(cCtx *cli.Context, token string) (*client.Client, error) {
+// sends machineToken, the machine's credential, with every request (and
+// the admin token, if one is given: the machine routes ignore it).
+func newMachineClient(cCtx *cli.Context, machineToken string) (*client.Client, error) {
 	level := slog.LevelWarn
 	if cCtx.Bool("verbose") {
 		level = slog.LevelInfo
@@ -186,13 +196,18 @@ func newMachineClient(cCtx *cli.Context, token string) (*client.Client, error) {
 		level = slog.LevelDebug
 	}
 	logger := slog.New(slog.NewTextHandler(cCtx.App.ErrWriter, &slog.HandlerOptions{Level: level}))
+	token, err := adminToken(cCtx)
+	if err != nil {
+		return nil, err
+	}
 	c, err := client.New(client.Config{
+		Token:        token,
+		MachineToken: machineToken,
 		Host:         cCtx.String("host"),
 		Port:         cCtx.Int("port"),
 		NoTLS:        cCtx.Bool("no-tls"),
 		CAFile:       cCtx.String("ca-file"),
 		Insecure:     cCtx.Bool("insecure"),
-		MachineToken: token,
 		Timeout:      cCtx.Duration("timeout"),
 		Logger:       logger,
 		UserAgent:    "mayuctl/" + version,
@@ -201,6 +216,36 @@ func newMachineClient(cCtx *cli.Context, token string) (*client.Client, error) {
 		return nil, failure("", err)
 	}
 	return c, nil
+}
+
+// defaultTokenFile is where mayu writes its token file when it runs with
+// its default --cluster-directory=cluster from the same directory.
+var defaultTokenFile = filepath.Join("cluster", auth.DefaultFileName)
+
+// adminToken is the token to send: --token ($MAYU_TOKEN), else the one in
+// --token-file ($MAYU_TOKEN_FILE). A missing file is skipped (mayu
+// --no-admin-auth, boot-complete on a machine, an image whose environment
+// names the file) unless --token-file named it on the command line, where
+// it is a mistake to report.
+func adminToken(cCtx *cli.Context) (string, error) {
+	if t := strings.TrimSpace(cCtx.String("token")); t != "" {
+		return t, nil
+	}
+	path := cCtx.String("token-file")
+	if path == "" {
+		return "", nil
+	}
+	t, err := auth.ClientToken(path)
+	switch {
+	case err == nil:
+		return t, nil
+	case errors.Is(err, fs.ErrNotExist) && (!cCtx.IsSet("token-file") || os.Getenv("MAYU_TOKEN_FILE") == path):
+		// The default, or the environment's (urfave's IsSet cannot tell
+		// it from the command line's).
+		return "", nil
+	default:
+		return "", cli.Exit(fmt.Sprintf("--token-file: %v", strings.TrimPrefix(err.Error(), "auth: ")), exitUsage)
+	}
 }
 
 // failure turns a client error into the one line an operator reads, with a
@@ -217,6 +262,11 @@ func failure(what string, err error) error {
 		msg += " (mayu runs without TLS: add --no-tls)"
 	case errors.As(err, &unknownCA) || errors.As(err, &verify):
 		msg += " (trust its CA with --ca-file, or use --insecure for a self-signed test setup)"
+	case errors.Is(err, client.ErrUnauthorized):
+		msg += " (give mayuctl an admin token: --token, $MAYU_TOKEN or --token-file; mayu writes one to " +
+			"<cluster-directory>/" + auth.DefaultFileName + " on its first start)"
+	case errors.Is(err, client.ErrForbidden):
+		msg += " (this credential may not do that: use an admin token)"
 	case errors.Is(err, client.ErrUnreachable) && errors.Is(err, context.DeadlineExceeded):
 		msg += " (raise --timeout if mayu is just slow)"
 	}

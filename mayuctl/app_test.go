@@ -71,7 +71,7 @@ func startFake(t *testing.T, hosts ...host.Host) fakeMayu {
 	u, err := url.Parse(srv.URL)
 	require.NoError(t, err)
 	return fakeMayu{store: mem, fake: fake,
-		flags: []string{"--no-tls", "--host=" + u.Hostname(), "--port=" + u.Port()}}
+		flags: []string{"--no-tls", "--host=" + u.Hostname(), "--port=" + u.Port(), "--token=" + clienttest.AdminToken}}
 }
 
 var bootTime = time.Date(2016, 8, 9, 15, 49, 2, 344687863, time.UTC)
@@ -382,7 +382,8 @@ func TestSetCommands(t *testing.T) {
 			require.Len(t, reqs, 1)
 			assert.JSONEq(t, tc.body, reqs[0].Body)
 			msgs := f.store.Messages()
-			assert.Equal(t, s+": "+tc.message, msgs[len(msgs)-1])
+			assert.Equal(t, s+": "+tc.message+"\n\nPrincipal: admin:operator\nRemote-Address: 127.0.0.1", msgs[len(msgs)-1],
+				"0.11's subject, and who asked")
 			h, err := f.store.Get(s)
 			require.NoError(t, err)
 			tc.check(t, h)
@@ -474,6 +475,7 @@ func TestEnvironmentVariables(t *testing.T) {
 	t.Setenv("MAYU_HOST", u)
 	t.Setenv("MAYU_PORT", port)
 	t.Setenv("MAYU_NO_TLS", "true")
+	t.Setenv("MAYU_TOKEN", clienttest.AdminToken)
 	r := mayuctl(t, "list")
 	require.Equal(t, 0, r.code, r.stderr)
 	assert.Equal(t, seedList, r.stdout)

@@ -59,10 +59,11 @@ func startMayu(t *testing.T, bin proctest.Binaries, dir string, pool *x509.CertP
 	return &mayuDaemon{d}
 }
 
-// ctl runs the real mayuctl against d.
+// ctl runs the real mayuctl against d, with d's token file.
 func (d *mayuDaemon) ctl(t *testing.T, bin proctest.Binaries, args ...string) result {
 	t.Helper()
-	all := append([]string{"--no-tls", "--host=127.0.0.1", "--port=" + strconv.Itoa(d.Flags.Port), "--timeout=20s"}, args...)
+	all := append([]string{"--no-tls", "--host=127.0.0.1", "--port=" + strconv.Itoa(d.Flags.Port), "--timeout=20s",
+		"--token-file=" + d.Flags.TokenFile}, args...)
 	return runBinary(t, bin.Mayuctl, nil, all...)
 }
 
@@ -310,7 +311,7 @@ func TestProcessTLS(t *testing.T) {
 	dir := t.TempDir()
 	cert, key, pool := proctest.SelfSignedCert(t, dir)
 	d := startMayu(t, bin, dir, pool, "--tls-cert-file="+cert, "--tls-key-file="+key)
-	hostFlags := []string{"--host=127.0.0.1", "--port=" + strconv.Itoa(d.Flags.Port)}
+	hostFlags := []string{"--host=127.0.0.1", "--port=" + strconv.Itoa(d.Flags.Port), "--token-file=" + d.Flags.TokenFile}
 
 	r := runBinary(t, bin.Mayuctl, nil, append(hostFlags, "list")...)
 	assert.Equal(t, 1, r.code)

@@ -113,11 +113,11 @@ func TestGlobalOptionsAfterTheCommand(t *testing.T) {
 			if tc.name != "version" {
 				require.NotEmpty(t, want.reqs, "the command talks to mayu")
 			}
-			for order := range orders([]string{"--no-tls=true", "--host=x", "--port=x"}, tc.name, tc.args) {
+			for order := range orders([]string{"--no-tls=true", "--host=x", "--port=x", "--token=x"}, tc.name, tc.args) {
 				t.Run(order, func(t *testing.T) {
 					got := runCase(t, tc, func(f fakeMayu) []string {
 						host, port := strings.TrimPrefix(f.flags[1], "--host="), f.port()
-						gf := []string{"--no-tls=true", "--host=" + host, "--port=" + port}
+						gf := []string{"--no-tls=true", "--host=" + host, "--port=" + port, "--token=" + clienttest.AdminToken}
 						return orders(gf, tc.name, tc.args)[order]
 					})
 					assert.Equal(t, want.r, got.r)
@@ -230,7 +230,7 @@ func TestHoistLeavesTheRestAlone(t *testing.T) {
 func TestArgumentsAfterDashes(t *testing.T) {
 	f := startFake(t, fixtureHosts()...)
 	const s = "0800278e158a-0"
-	r := mayuctl(t, "set", s, "providerid", "--no-tls", "--host=127.0.0.1", "--port="+f.port(), "--", "-rack-7")
+	r := mayuctl(t, "set", s, "providerid", "--no-tls", "--host=127.0.0.1", "--port="+f.port(), "--token", clienttest.AdminToken, "--", "-rack-7")
 	require.Equal(t, 0, r.code, r.stderr)
 	h, err := f.store.Get(s)
 	require.NoError(t, err)
@@ -273,6 +273,7 @@ func TestNoFlagNameClash(t *testing.T) {
 func TestGlobalOptionPrecedence(t *testing.T) {
 	f := startFake(t, seedHosts()...)
 	port := f.port()
+	t.Setenv("MAYU_TOKEN", clienttest.AdminToken)
 	// The later option wins: after the command beats before it.
 	r := mayuctl(t, "--no-tls", "--host=127.0.0.1", "--port=1", "list", "--port="+port)
 	require.Equal(t, 0, r.code, r.stderr)
@@ -302,7 +303,7 @@ func TestHelpNamesGlobalOptions(t *testing.T) {
 			require.Equal(t, 0, r.code, "%v: %s", args, r.stderr)
 			assert.Contains(t, r.stdout, "USAGE:\n   mayuctl "+cmd, args)
 			assert.Contains(t, r.stdout, "GLOBAL OPTIONS (before or after the command, see 'mayuctl --help'):\n"+
-				"   --host, --port, --no-tls, --ca-file, --insecure, --timeout, --debug/-d, --verbose/-v\n", args)
+				"   --host, --port, --no-tls, --ca-file, --insecure, --token, --token-file, --timeout, --debug/-d, --verbose/-v\n", args)
 		}
 	}
 	// --help among a command's arguments explains the command.
@@ -348,8 +349,9 @@ func TestProcessUpgradeFrom011(t *testing.T) {
 	assert.False(t, h.LastBoot.IsZero())
 
 	// An operator's scripts: the address from the environment, --no-tls
-	// after the command.
-	opEnv := []string{"MAYU_HOST=127.0.0.1", "MAYU_PORT=" + port}
+	// after the command. The admin API wants a credential now: one more
+	// variable (see README, "What is different").
+	opEnv := []string{"MAYU_HOST=127.0.0.1", "MAYU_PORT=" + port, "MAYU_TOKEN=" + d.Token}
 	r = runBinary(t, bin.Mayuctl, opEnv, "list", "--no-tls")
 	require.Equal(t, 0, r.code, r.stderr)
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")

@@ -109,6 +109,10 @@ func TestAccessLogStatusIsTheSentStatus(t *testing.T) {
 			}
 			req, err := http.NewRequest(tt.method, srv.URL+tt.path, body)
 			require.NoError(t, err)
+			req.Header.Set("Authorization", "Bearer "+e.tokens.admin)
+			if tt.body != "" {
+				req.Header.Set("Content-Type", "application/json")
+			}
 			if tt.path == "/images/m1/install_image.bin.bz2" {
 				req.Header.Set("Range", "bytes=10-14")
 			}

@@ -28,21 +28,17 @@ type adminRoute struct {
 	handler echo.HandlerFunc
 }
 
-// machineActions are the admin routes a machine calls about itself: they
-// are checked as machine routes (Config.Machines), not as admin requests.
-var machineActions = map[string]bool{"set_installed": true, "boot_complete": true}
-
-// adminRoutes are the PUT /admin/host/:serial/<name> routes. Each decodes
-// its small request type and calls one provision method; they share the
-// serial handling and the 202 answer.
-func (s *Server) adminRoutes() []adminRoute {
-	p := s.prov
+// machineHostRoutes are the PUT /admin/host/:serial/<name> routes that
+// installing machines call (the first-stage script, mayuctl boot-complete):
+// no admin credential; the machine proves it is the serial it names
+// (machineRoute, Config.Machines), and their commits name machine:<serial>.
+func (s *Server) machineHostRoutes() []adminRoute {
 	return []adminRoute{
-		{"set_installed", s.hostAction(func(serial string, _ echo.Context) error {
+		{"set_installed", s.hostAction(func(p *provision.Provisioner, serial string, _ echo.Context) error {
 			_, err := p.SetInstalled(serial)
 			return err
 		})},
-		{"boot_complete", s.hostAction(func(serial string, c echo.Context) error {
+		{"boot_complete", s.hostAction(func(p *provision.Provisioner, serial string, c echo.Context) error {
 			var req struct {
 				CoreOSVersion, MayuVersion, DockerVersion, FleetVersion,
 				EtcdVersion, RktVersion, K8sVersion, YochuVersion string
@@ -53,9 +49,19 @@ func (s *Server) adminRoutes() []adminRoute {
 			_, err := p.BootComplete(serial, provision.Versions(req))
 			return err
 		})},
-		{"set_metadata", setField(s, "FleetMetadata", p.SetMetadata)},
-		{"set_provider_id", setField(s, "ProviderId", p.SetProviderID)},
-		{"set_ipmi_addr", s.hostAction(func(serial string, c echo.Context) error {
+	}
+}
+
+// adminRoutes are the operator's PUT /admin/host/:serial/<name> routes
+// (mayuctl set, override, mark-fresh), behind adminWrite. Each decodes its
+// small request type and calls one provision method; they share the serial
+// handling and the 202 answer.
+func (s *Server) adminRoutes() []adminRoute {
+	type P = provision.Provisioner
+	return []adminRoute{
+		{"set_metadata", setField(s, "FleetMetadata", (*P).SetMetadata)},
+		{"set_provider_id", setField(s, "ProviderId", (*P).SetProviderID)},
+		{"set_ipmi_addr", s.hostAction(func(p *P, serial string, c echo.Context) error {
 			// Absent, null and "" clear the address: Mayu 0.11's mayuctl
 			// sends a record without IPMIAddr for an empty address.
 			addr, err := decodeOptionalField[string](c, "IPMIAddr")
@@ -65,7 +71,7 @@ func (s *Server) adminRoutes() []adminRoute {
 			_, err = p.SetIPMIAddr(serial, addr)
 			return err
 		})},
-		{"set_mac_addresses", s.hostAction(func(serial string, c echo.Context) error {
+		{"set_mac_addresses", s.hostAction(func(p *P, serial string, c echo.Context) error {
 			// null and [] unbind the serial from its MACs (re-bind at the
 			// next facts report).
 			macs, err := decodeOptionalField[[]string](c, "MacAddresses")
@@ -75,7 +81,7 @@ func (s *Server) adminRoutes() []adminRoute {
 			_, err = p.SetMACs(serial, macs)
 			return err
 		})},
-		{"set_cabinet", s.hostAction(func(serial string, c echo.Context) error {
+		{"set_cabinet", s.hostAction(func(p *P, serial string, c echo.Context) error {
 			var req struct {
 				Cabinet          *uint
 				MachineOnCabinet *uint
@@ -89,10 +95,10 @@ func (s *Server) adminRoutes() []adminRoute {
 			_, err := p.SetCabinet(serial, *req.Cabinet, req.MachineOnCabinet)
 			return err
 		})},
-		{"set_state", setField(s, "State", p.SetState)},
-		{"set_etcd_cluster_token", setField(s, "EtcdClusterToken", p.SetEtcdClusterToken)},
-		{"override", setField(s, "Overrides", p.Override)},
-		{"mark_fresh", s.hostAction(func(serial string, _ echo.Context) error {
+		{"set_state", setField(s, "State", (*P).SetState)},
+		{"set_etcd_cluster_token", setField(s, "EtcdClusterToken", (*P).SetEtcdClusterToken)},
+		{"override", setField(s, "Overrides", (*P).Override)},
+		{"mark_fresh", s.hostAction(func(p *P, serial string, _ echo.Context) error {
 			_, err := p.MarkFresh(serial)
 			return err
 		})},
@@ -101,25 +107,26 @@ func (s *Server) adminRoutes() []adminRoute {
 
 // setField is the route of a setter that takes one field of the body
 // (decodeField) and passes it to set.
-func setField[T any](s *Server, field string, set func(serial string, v T) (host.Host, error)) echo.HandlerFunc {
-	return s.hostAction(func(serial string, c echo.Context) error {
+func setField[T any](s *Server, field string, set func(p *provision.Provisioner, serial string, v T) (host.Host, error)) echo.HandlerFunc {
+	return s.hostAction(func(p *provision.Provisioner, serial string, c echo.Context) error {
 		v, err := decodeField[T](c, field)
 		if err != nil {
 			return err
 		}
-		_, err = set(serial, v)
+		_, err = set(p, serial, v)
 		return err
 	})
 }
 
-// hostAction validates the serial, runs fn and answers 202 Accepted.
-func (s *Server) hostAction(fn func(serial string, c echo.Context) error) echo.HandlerFunc {
+// hostAction validates the serial, runs fn with the provisioner acting for
+// the request's principal, and answers 202 Accepted.
+func (s *Server) hostAction(fn func(p *provision.Provisioner, serial string, c echo.Context) error) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		serial, err := provision.Serial(c.Param("serial"))
 		if err != nil {
 			return err
 		}
-		if err := fn(serial, c); err != nil {
+		if err := fn(s.provAs(c, serial), serial, c); err != nil {
 			return err
 		}
 		return c.NoContent(http.StatusAccepted)

@@ -65,6 +65,7 @@ func (f *fakeRenderer) Final(d render.FinalData) ([]byte, error) {
 
 type env struct {
 	t      *testing.T
+	tokens testTokens
 	srv    *Server
 	store  store.Store
 	mem    *store.Memory
@@ -107,9 +108,11 @@ func newEnvWithRange(t *testing.T, rangeEnd string, opts ...func(*envConfig)) *e
 		require.NoError(t, os.WriteFile(p, []byte(f.content), 0o644))
 	}
 	fr := &fakeRenderer{}
+	toks := newTestTokens(t)
 	c := envConfig{
 		prov: provision.Config{Cluster: cfg, Store: mem, HTTPPort: 4080, NoTLS: true},
 		api: Config{
+			Access:    Access{Tokens: toks.set},
 			Renderer:  fr,
 			ImagesDir: filepath.Join(dir, "images"), YochuDir: filepath.Join(dir, "yochu"), StaticHTMLDir: filepath.Join(dir, "static"),
 			Version: "1.2.3",
@@ -124,9 +127,12 @@ func newEnvWithRange(t *testing.T, rangeEnd string, opts ...func(*envConfig)) *e
 	c.api.Provisioner = prov
 	srv, err := New(c.api)
 	require.NoError(t, err)
-	return &env{t: t, srv: srv, store: c.prov.Store, mem: mem, render: fr, dir: dir}
+	return &env{t: t, tokens: toks, srv: srv, store: c.prov.Store, mem: mem, render: fr, dir: dir}
 }
 
+// do serves one request as mayuctl sends it to mayu's bind address, with
+// the admin token (and a JSON content type on a PUT or POST); headers (name, value pairs) replace those, and a value
+// of "" removes the header.
 func (e *env) do(method, path, body string, headers ...string) *httptest.ResponseRecorder {
 	e.t.Helper()
 	var r io.Reader
@@ -134,8 +140,20 @@ func (e *env) do(method, path, body string, headers ...string) *httptest.Respons
 		r = strings.NewReader(body)
 	}
 	req := httptest.NewRequest(method, path, r)
+	req.Host = "192.168.2.2:4080"
+	req.Header.Set("Authorization", "Bearer "+e.tokens.admin)
+	if method == "PUT" || method == "POST" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Set(headers[i], headers[i+1])
+		switch {
+		case strings.EqualFold(headers[i], "Host"):
+			req.Host = headers[i+1]
+		case headers[i+1] == "":
+			req.Header.Del(headers[i])
+		default:
+			req.Header.Set(headers[i], headers[i+1])
+		}
 	}
 	rec := httptest.NewRecorder()
 	e.srv.Handler().ServeHTTP(rec, req)
@@ -372,7 +390,7 @@ func TestAdminLifeCycleAndSetters(t *testing.T) {
 		tt.check(e.host(s))
 	}
 
-	msgs := e.mem.Messages()
+	msgs := subjects(e.mem.Messages())
 	for _, m := range []string{"updated state to installed", "updated state to running", "updated host metadata",
 		"updated host provider id", "updated host ipmi address", "updated host cabinet", "updated host etcd cluster token",
 		"updated host overrides: docker_version", "updated host state", "host flagged as fresh"} {

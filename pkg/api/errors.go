@@ -65,10 +65,11 @@ func (s *Server) handleError(err error, c echo.Context) {
 		}
 	}
 	reason = oneLine(reason)
+	attrs := append([]any{"method", c.Request().Method, "path", c.Request().URL.Path, "status", code}, requestAttrs(c)...)
 	if code >= 500 {
-		s.log.Error("request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "status", code, "err", reason)
+		s.log.Error("request failed", append(attrs, "err", reason)...)
 	} else {
-		s.log.Info("request refused", "method", c.Request().Method, "path", c.Request().URL.Path, "status", code, "reason", reason)
+		s.log.Info("request refused", append(attrs, "reason", reason)...)
 	}
 	if c.Request().Method == http.MethodHead {
 		_ = c.NoContent(code)

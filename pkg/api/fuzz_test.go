@@ -95,6 +95,7 @@ type fzEnv struct {
 	watch    *panicWatch
 	snapshot map[string]int64
 	baseKeys map[string]bool // top-level keys of a benign final config
+	token    string          // the admin token every request carries
 }
 
 func repoDir(parts ...string) string {
@@ -158,7 +159,9 @@ func newFzEnv(t testing.TB) *fzEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	toks := newTestTokens(t)
 	srv, err := New(Config{
+		Access:      Access{Tokens: toks.set},
 		Provisioner: prov, Renderer: rend, Discovery: disc,
 		ImagesDir: filepath.Join(served, "images"), YochuDir: filepath.Join(served, "yochu"),
 		StaticHTMLDir: filepath.Join(served, "static"),
@@ -167,7 +170,7 @@ func newFzEnv(t testing.TB) *fzEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &fzEnv{root: root, discDir: discDir, srv: srv, mem: mem, watch: watch}
+	e := &fzEnv{root: root, discDir: discDir, srv: srv, mem: mem, watch: watch, token: toks.admin}
 	if _, _, err := prov.Register(fzKnown); err != nil {
 		t.Fatal(err)
 	}
@@ -190,10 +193,12 @@ func (e *fzEnv) do(method, path, rawPath, body string, hdr http.Header) *httptes
 	if rawPath != "" {
 		req.RequestURI = rawPath
 	}
+	req.Host = "192.168.2.2:4080"
+	req.Header.Set("Authorization", "Bearer "+e.token)
 	for k, v := range hdr {
 		req.Header[k] = v
 	}
-	if body != "" {
+	if body != "" || method == http.MethodPut {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	rec := httptest.NewRecorder()
@@ -542,6 +547,7 @@ func FuzzEtcdDiscovery(f *testing.F) {
 			req.URL.RawQuery = q[1:]
 		}
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Host = "192.168.2.2:4080"
 		rec := httptest.NewRecorder()
 		e.srv.Handler().ServeHTTP(rec, req)
 		e.check(t, m+" "+path, rec, 200, 201, 400, 403, 404, 405, 409, 412, 413)

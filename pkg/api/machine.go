@@ -69,7 +69,7 @@ func (s *Server) firstStageScript(c echo.Context) error {
 		}
 	}
 	var out []byte
-	_, _, err = s.prov.RegisterChecked(serial, func(h host.Host) (err error) {
+	_, _, err = s.provAs(c, serial).RegisterChecked(serial, func(h host.Host) (err error) {
 		d := s.firstStageData(h)
 		d.MachineToken = token
 		out, err = s.cfg.Renderer.FirstStage(d)
@@ -141,7 +141,7 @@ func (s *Server) finalConfig(ignition bool) echo.HandlerFunc {
 		if err := s.authorizeFacts(c, req.Serial, f.MACs); err != nil {
 			return err
 		}
-		out, _, err := s.prov.FinalConfig(req.Serial, f, s.cfg.Renderer.Final)
+		out, _, err := s.provAs(c, req.Serial).FinalConfig(req.Serial, f, s.cfg.Renderer.Final)
 		if err != nil {
 			return err
 		}

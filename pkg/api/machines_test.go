@@ -41,10 +41,12 @@ func (e *env) withMachines(mode machineauth.Mode) {
 	e.srv.cfg.Machines = g
 }
 
-// from sends a request from source address src.
+// from sends a request from source address src, as a machine sends it:
+// to mayu's bind address, with no admin credential.
 func (e *env) from(src, method, path, body string, headers ...string) *httptest.ResponseRecorder {
 	e.t.Helper()
 	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	req.Host = "192.168.2.2:4080"
 	req.RemoteAddr = net.JoinHostPort(src, "40000")
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])

@@ -76,6 +76,9 @@ type Config struct {
 	// line as mayu-pin=; "" without TLS.
 	TLSPin string
 
+	// Access is who may use the admin routes (auth.go).
+	Access Access
+
 	Logger *slog.Logger
 }
 
@@ -89,6 +92,7 @@ type Server struct {
 	boot       *echo.Echo                         // the routes ServeBoot answers
 	limiter    *middleware.RateLimiterMemoryStore // registrations of unknown serials
 	newTokens  *middleware.RateLimiterMemoryStore // PUT /etcd/new
+	hosts      *hostSet
 	onShutdown []func()
 }
 
@@ -108,11 +112,16 @@ func New(cfg Config) (*Server, error) {
 		limiter:   newLimiter(cfg.AnonymousLimit),
 		newTokens: newLimiter(cfg.AnonymousLimit),
 	}
-	e := s.newEcho()
-	s.e = e
+	s.e = s.newEcho()
+	if err := s.setupAccess(); err != nil {
+		return nil, err
+	}
 	s.routes()
 	s.boot = s.newEcho()
+	// The boot routes name clients in the log as the main routes do.
+	s.boot.IPExtractor = s.e.IPExtractor
 	s.bootRoutes(s.boot)
+	s.logAccess()
 	return s, nil
 }
 
@@ -173,16 +182,18 @@ func (s *Server) routes() {
 	file("/images/:serial/qemu/:file", s.qemuImage, image)
 	file("/yochu/*", s.dirFile(func() string { return s.cfg.YochuDir }))
 
+	// The admin routes need a credential (auth.go), but for the two that
+	// installing machines call, with no credential in Mayu 0.11's
+	// templates: those are machine routes about the serial they name.
 	admin := e.Group("/admin")
-	admin.GET("/hosts", s.listHosts)
+	admin.GET("/hosts", s.listHosts, s.adminRead)
+	// A machine's own reports: the machine proves who it is
+	// (machineRoute); they are not admin requests.
+	for _, r := range s.machineHostRoutes() {
+		admin.PUT("/host/:serial/"+r.name, r.handler, s.machineRoute(machineauth.Machine))
+	}
 	for _, r := range s.adminRoutes() {
-		if machineActions[r.name] {
-			// A machine's own reports: the machine proves who it is
-			// (machineRoute); they are not admin requests.
-			e.PUT("/admin/host/:serial/"+r.name, r.handler, s.machineRoute(machineauth.Machine))
-			continue
-		}
-		admin.PUT("/host/:serial/"+r.name, r.handler)
+		admin.PUT("/host/:serial/"+r.name, r.handler, s.adminWrite)
 	}
 
 	if s.cfg.Discovery != nil {
@@ -217,7 +228,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, certFile, keyFile s
 		if err != nil {
 			return fmt.Errorf("api: TLS certificate: %w", err)
 		}
-		conf := TLSConfig()
+		conf := s.tlsConfig()
 		conf.Certificates = []tls.Certificate{cert}
 		ln = tls.NewListener(ln, conf)
 	}
@@ -294,8 +305,8 @@ func (s *Server) logRequests(next echo.HandlerFunc) echo.HandlerFunc {
 			c.Error(err)
 		}
 		if s.log.Enabled(c.Request().Context(), slog.LevelDebug) {
-			s.log.Debug("request", "method", c.Request().Method, "path", c.Request().URL.Path,
-				"status", c.Response().Status, "remote", c.RealIP(), "duration", time.Since(start))
+			s.log.Debug("request", append([]any{"method", c.Request().Method, "path", c.Request().URL.Path,
+				"status", c.Response().Status, "duration", time.Since(start)}, requestAttrs(c)...)...)
 		}
 		return nil
 	}

@@ -56,6 +56,12 @@ var (
 	ErrInvalidArgument = errors.New("client: invalid argument")
 	// ErrBadResponse: a 2xx answer whose body could not be understood.
 	ErrBadResponse = errors.New("client: bad response")
+	// ErrUnauthorized: mayu wants a credential (401: none sent, or one
+	// it does not know). Matched by an *Error with status 401.
+	ErrUnauthorized = errors.New("client: no valid credential")
+	// ErrForbidden: the credential may not do this (403: a read-only
+	// one asked for a change). Matched by an *Error with status 403.
+	ErrForbidden = errors.New("client: credential not allowed")
 )
 
 // Error is a non-2xx answer of the server.
@@ -78,9 +84,18 @@ func (e *Error) Error() string {
 	return s
 }
 
-// Is makes errors.Is(err, ErrNotFound) true for a 404.
+// Is makes errors.Is(err, ErrNotFound) true for a 404, ErrUnauthorized
+// for a 401 and ErrForbidden for a 403.
 func (e *Error) Is(target error) bool {
-	return target == ErrNotFound && e.Status == http.StatusNotFound
+	switch target {
+	case ErrNotFound:
+		return e.Status == http.StatusNotFound
+	case ErrUnauthorized:
+		return e.Status == http.StatusUnauthorized
+	case ErrForbidden:
+		return e.Status == http.StatusForbidden
+	}
+	return false
 }
 
 // Config configures a Client. The zero value talks HTTPS to localhost:4080.
@@ -113,6 +128,10 @@ type Config struct {
 	Logger *slog.Logger
 	// UserAgent is sent with each request; empty means "mayu-client".
 	UserAgent string
+	// Token is the admin API's bearer token, sent with every request;
+	// empty sends none (a mayu with --no-admin-auth, or a machine route).
+	// It must be printable ASCII without spaces.
+	Token string
 }
 
 // Client talks to one mayu. It is safe for concurrent use.
@@ -122,7 +141,8 @@ type Client struct {
 	timeout time.Duration
 	log     *slog.Logger
 	agent   string
-	token   string
+	token   string // admin bearer token
+	machine string // the machine's credential
 }
 
 // New checks the settings and builds a Client. It reads CAFile now, so a
@@ -138,7 +158,15 @@ func New(cfg Config) (*Client, error) {
 		timeout: cfg.Timeout,
 		log:     cfg.Logger,
 		agent:   cfg.UserAgent,
-		token:   cfg.MachineToken,
+		token:   cfg.Token,
+		machine: cfg.MachineToken,
+	}
+	for _, t := range []struct{ name, v string }{{"token", c.token}, {"machine token", c.machine}} {
+		for i := 0; i < len(t.v); i++ {
+			if b := t.v[i]; b <= ' ' || b >= 0x7f {
+				return nil, fmt.Errorf("%w: the %s holds a space or a character that is not printable ASCII", ErrInvalidArgument, t.name)
+			}
+		}
 	}
 	if c.timeout <= 0 {
 		c.timeout = DefaultTimeout
@@ -338,10 +366,13 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte) ([]by
 		return nil, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
 	}
 	req.Header.Set("User-Agent", c.agent)
-	if c.token != "" {
-		req.Header.Set(host.MachineTokenHeader, c.token)
+	if c.machine != "" {
+		req.Header.Set(host.MachineTokenHeader, c.machine)
 	}
 	req.Header.Set("Accept", "application/json, text/plain")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

@@ -53,7 +53,7 @@ func newFake(t *testing.T, st host.State) (*store.Memory, *clienttest.Server, *h
 
 func newClient(t *testing.T, baseURL string) *client.Client {
 	t.Helper()
-	c, err := client.New(client.Config{BaseURL: baseURL, Timeout: 10 * time.Second})
+	c, err := client.New(client.Config{BaseURL: baseURL, Timeout: 10 * time.Second, Token: clienttest.AdminToken})
 	require.NoError(t, err)
 	return c
 }
@@ -202,8 +202,14 @@ func TestSetters(t *testing.T) {
 			assert.Equal(t, "application/json", reqs[0].ContentType)
 			assert.JSONEq(t, tc.body, reqs[0].Body)
 
+			// The subject is Mayu 0.11's; the trailer names who asked: the
+			// token's owner, or the machine on its own routes.
+			principal := "admin:operator"
+			if strings.HasSuffix(tc.path, "/set_installed") || strings.HasSuffix(tc.path, "/boot_complete") {
+				principal = "machine:" + serial
+			}
 			msgs := mem.Messages()
-			assert.Equal(t, serial+": "+tc.message, msgs[len(msgs)-1])
+			assert.Equal(t, serial+": "+tc.message+"\n\nPrincipal: "+principal+"\nRemote-Address: 127.0.0.1", msgs[len(msgs)-1])
 			h, err := mem.Get(serial)
 			require.NoError(t, err)
 			tc.check(t, h)
@@ -422,7 +428,7 @@ func TestTLS(t *testing.T) {
 
 	list := func(cfg client.Config) error {
 		// httptest's certificate is for 127.0.0.1 and example.com.
-		cfg.Host, cfg.Port = "127.0.0.1", port
+		cfg.Host, cfg.Port, cfg.Token = "127.0.0.1", port, clienttest.AdminToken
 		c, err := client.New(cfg)
 		if err != nil {
 			return err
@@ -456,6 +462,8 @@ func TestOldMayuctlBodies(t *testing.T) {
 	req, err := http.NewRequest(http.MethodPut, srv.URL+"/admin/host/"+serial+"/set_cabinet",
 		strings.NewReader(`{"Cabinet":3,"ConnectedNIC":"","LastBoot":"0001-01-01T00:00:00Z","State":"unknown"}`))
 	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json") // what 0.11's mayuctl sends
+	req.Header.Set("Authorization", "Bearer "+clienttest.AdminToken)
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	resp.Body.Close()

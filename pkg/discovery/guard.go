@@ -92,6 +92,10 @@ func refuse(c echo.Context, err error, log *slog.Logger) error {
 			err = errors.New(msg)
 		}
 	}
+	if code == http.StatusUnauthorized {
+		// A 401 names the credential it wants (an admin bearer token).
+		c.Response().Header().Set("WWW-Authenticate", "Bearer")
+	}
 	reason := strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
 	log.Warn("etcd discovery write refused", "method", c.Request().Method, "path", c.Request().URL.Path,
 		"source", echo.ExtractIPDirect()(c.Request()), "status", code, "reason", reason)

@@ -70,6 +70,12 @@ func TestWriteGuard(t *testing.T) {
 	}
 	size := do(t, srv, "GET", p+"/_config/size", nil).body
 	assert.Contains(t, size, `"value":"3"`, "the size is unchanged")
+	del, err := http.NewRequestWithContext(context.Background(), "DELETE", srv.URL+p+"/_config", nil)
+	require.NoError(t, err)
+	resp, err := srv.Client().Do(del)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, "Bearer", resp.Header.Get("WWW-Authenticate"), "a 401 names the credential it wants")
 
 	admin, member, newOK = true, true, true
 	assert.Equal(t, 200, do(t, srv, "PUT", p+"/_config/size", url.Values{"value": {"5"}}).status)

@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"mayu/pkg/auth"
 	"mayu/pkg/host"
 )
 
@@ -36,6 +37,10 @@ type Daemon struct {
 	Base    string       // URL of its HTTP server, without a trailing slash
 	Cluster string       // its cluster directory
 	Client  *http.Client // used by WaitReady, Do and Hosts; 10s timeout, no TLS trust
+	// Token is the admin token Do, Hosts and AdminClient send: the first
+	// admin credential of the --admin-token-file it was started with
+	// (empty with --no-admin-auth).
+	Token string
 }
 
 // StopGrace is how long Stop and the end of a test wait after SIGTERM
@@ -49,7 +54,7 @@ func StartDaemon(t testing.TB, cmd *exec.Cmd, base string) *Daemon {
 	if err != nil {
 		t.Fatalf("start %s: %v", cmd.Path, err)
 	}
-	d := &Daemon{Proc: p, T: t, Base: base, Client: &http.Client{Timeout: 10 * time.Second}}
+	d := &Daemon{Proc: p, T: t, Base: base, Client: &http.Client{Timeout: 10 * time.Second}, Token: tokenOf(t, cmd.Args)}
 	t.Cleanup(func() {
 		_ = d.Proc.Stop(StopGrace)
 		if t.Failed() {
@@ -107,11 +112,52 @@ func (d *Daemon) Kill() {
 	}
 }
 
-// Do sends one request to the daemon (path is below Base) and returns
-// the status and body.
+// tokenOf reads the admin token of the --admin-token-file among args
+// (written by Flags.Args before the daemon starts); "" if there is none.
+func tokenOf(t testing.TB, args []string) string {
+	t.Helper()
+	for _, a := range args {
+		if p, ok := strings.CutPrefix(a, "--admin-token-file="); ok {
+			tok, err := auth.ClientToken(p)
+			if err != nil {
+				t.Fatalf("proctest: %v", err)
+			}
+			return tok
+		}
+	}
+	return ""
+}
+
+// Do sends one request to the daemon (path is below Base) as mayuctl
+// does: with the admin token and, on a PUT or POST, a JSON content type.
+// It returns the status and body.
 func (d *Daemon) Do(method, path, body string) (int, string) {
 	d.T.Helper()
-	return Do(d.T, d.Client, method, d.Base+path, body)
+	h := http.Header{}
+	if d.Token != "" {
+		h.Set("Authorization", "Bearer "+d.Token)
+	}
+	if method == http.MethodPut || method == http.MethodPost {
+		h.Set("Content-Type", "application/json")
+	}
+	return DoWith(d.T, d.Client, h, method, d.Base+path, body)
+}
+
+// AdminClient is d.Client sending the admin token with every request, for
+// code that takes an *http.Client (the storm tools).
+func (d *Daemon) AdminClient() *http.Client {
+	return WithToken(d.Client, d.Token)
+}
+
+// WithToken returns a copy of c (a 30s-timeout client if nil) whose
+// requests carry "Authorization: Bearer <token>".
+func WithToken(c *http.Client, token string) *http.Client {
+	if c == nil {
+		c = &http.Client{Timeout: 30 * time.Second}
+	}
+	cp := *c
+	cp.Transport = auth.WithToken(c.Transport, token)
+	return &cp
 }
 
 // Hosts lists the daemon's hosts (GET /admin/hosts) by serial.
@@ -133,9 +179,16 @@ func (d *Daemon) Hosts() map[string]host.Host {
 }
 
 // Do sends one request with client (a 30s-timeout client if nil) and
-// returns the status and body; a non-empty body is sent as JSON. A
-// transport error fails the test.
+// returns the status and body; a non-empty body is sent as JSON. It sends
+// no credential. A transport error fails the test.
 func Do(t testing.TB, client *http.Client, method, url, body string) (int, string) {
+	t.Helper()
+	return DoWith(t, client, nil, method, url, body)
+}
+
+// DoWith is Do with extra request headers (which win over Do's content
+// type).
+func DoWith(t testing.TB, client *http.Client, header http.Header, method, url, body string) (int, string) {
 	t.Helper()
 	if client == nil {
 		client = &http.Client{Timeout: 30 * time.Second}
@@ -150,6 +203,9 @@ func Do(t testing.TB, client *http.Client, method, url, body string) (int, strin
 	}
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range header {
+		req.Header[k] = v
 	}
 	resp, err := client.Do(req)
 	if err != nil {

@@ -10,8 +10,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
+	"testing"
 	"time"
+
+	"mayu/pkg/auth"
 )
 
 // Flags describes the command line of a mayu run for a test or a tool:
@@ -31,7 +35,21 @@ type Flags struct {
 	Host       string // --http-bind-address; 127.0.0.1 if empty
 	Port       int    // --http-port; a PickPort port if 0
 	Dnsmasq    string // --dnsmasq; --no-dnsmasq if empty
+	// TokenFile is --admin-token-file; Dir/admin-tokens if empty. Args
+	// writes it (mode 0600) unless it exists: an admin credential "test"
+	// and a read-only one "viewer", with fresh random tokens, so a
+	// restarted daemon keeps its tokens.
+	TokenFile string
+	// NoAdminAuth passes --no-admin-auth instead of a token file: for the
+	// tests of Mayu 0.11's open admin API only.
+	NoAdminAuth bool
 }
+
+// Credential names of the token file Args writes.
+const (
+	AdminName    = "test"
+	ReadOnlyName = "viewer"
+)
 
 // resolve fills the defaults of f.
 func (f Flags) resolve() (Flags, error) {
@@ -50,6 +68,7 @@ func (f Flags) resolve() (Flags, error) {
 	setDefault(&f.Static, filepath.Join(f.Dir, "static_html"))
 	setDefault(&f.TFTPRoot, filepath.Join(f.Repo, "tftproot"))
 	setDefault(&f.Host, "127.0.0.1")
+	setDefault(&f.TokenFile, filepath.Join(f.Dir, "admin-tokens"))
 	if f.Port == 0 {
 		if f.Port, err = PickPort(); err != nil {
 			return f, err
@@ -98,12 +117,64 @@ func (f Flags) Args() (Flags, []string, error) {
 		// own --anonymous-limit (the last one given counts).
 		"--anonymous-limit=0",
 	}
+	if f.NoAdminAuth {
+		args = append(args, "--no-admin-auth")
+	} else {
+		if err := writeTokenFile(f.TokenFile); err != nil {
+			return f, nil, err
+		}
+		args = append(args, "--admin-token-file="+f.TokenFile)
+	}
 	if f.Dnsmasq == "" {
 		args = append(args, "--no-dnsmasq")
 	} else {
 		args = append(args, "--dnsmasq="+f.Dnsmasq)
 	}
 	return f, args, nil
+}
+
+// writeTokenFile writes a token file with an admin and a read-only
+// credential at path, unless there is one.
+func writeTokenFile(path string) error {
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	admin, err := auth.NewToken()
+	if err != nil {
+		return err
+	}
+	viewer, err := auth.NewToken()
+	if err != nil {
+		return err
+	}
+	content := AdminName + " admin " + admin + "\n" + ReadOnlyName + " read-only " + viewer + "\n"
+	return os.WriteFile(path, []byte(content), 0o600)
+}
+
+// Tokens returns the admin and the read-only token of a token file that
+// Args wrote.
+func Tokens(t testing.TB, path string) (admin, readOnly string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("proctest: %v", err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		switch {
+		case len(f) == 3 && f[0] == AdminName:
+			admin = f[2]
+		case len(f) == 3 && f[0] == ReadOnlyName:
+			readOnly = f[2]
+		}
+	}
+	if admin == "" || readOnly == "" {
+		t.Fatalf("proctest: %s has no %s and %s credentials", path, AdminName, ReadOnlyName)
+	}
+	return admin, readOnly
 }
 
 // Proc is a started child process.

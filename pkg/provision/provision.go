@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -94,8 +95,15 @@ type Discovery interface {
 	Check(ctx context.Context) error
 }
 
-// Provisioner applies the life-cycle rules to the store.
+// Provisioner applies the life-cycle rules to the store. As returns views
+// of it that share everything but the actor their writes name.
 type Provisioner struct {
+	*rules
+	actor Actor
+}
+
+// rules is the state every view of a Provisioner shares.
+type rules struct {
 	cfg   *config.Config
 	store store.Store
 	site  Site
@@ -129,8 +137,8 @@ func New(cfg Config) (*Provisioner, error) {
 	if cfg.Cluster == nil || cfg.Store == nil {
 		return nil, errors.New("provision: config and store are required")
 	}
-	p := &Provisioner{cfg: cfg.Cluster, store: cfg.Store, disc: cfg.Discovery, log: cfg.Logger, rand: cfg.Rand, now: cfg.Now,
-		site: Site{Cluster: cfg.Cluster, HTTPPort: cfg.HTTPPort, NoTLS: cfg.NoTLS, CACert: cfg.CACert}}
+	p := &Provisioner{rules: &rules{cfg: cfg.Cluster, store: cfg.Store, disc: cfg.Discovery, log: cfg.Logger, rand: cfg.Rand, now: cfg.Now,
+		site: Site{Cluster: cfg.Cluster, HTTPPort: cfg.HTTPPort, NoTLS: cfg.NoTLS, CACert: cfg.CACert}}}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
@@ -149,6 +157,48 @@ func New(cfg Config) (*Provisioner, error) {
 	p.inflight = map[string]*registration{}
 	p.macClaims = map[string]string{}
 	return p, nil
+}
+
+// Actor is who asks for a change, as the audit trail names it.
+type Actor struct {
+	// Principal is "admin:<name>", "machine:<serial>", "anonymous", ...
+	// (auth.Principal's String). Empty: a change of mayu's own (start-up,
+	// a test), which names nobody.
+	Principal string
+	// Addr is the address the request came from (the client's, behind a
+	// trusted proxy); may be empty.
+	Addr string
+}
+
+// trailer is the commit-message body naming a: git trailers under the
+// subject line, so `git log` shows who asked and `git log --format=%s`
+// stays Mayu 0.11's subject.
+func (a Actor) trailer() string {
+	if a.Principal == "" {
+		return ""
+	}
+	t := "\n\nPrincipal: " + oneLine(a.Principal)
+	if a.Addr != "" {
+		t += "\nRemote-Address: " + oneLine(a.Addr)
+	}
+	return t
+}
+
+// oneLine keeps a trailer value on its line whatever it holds.
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r == 0x85 || r == 0x2028 || r == 0x2029 {
+			return ' '
+		}
+		return r
+	}, s)
+}
+
+// As returns a view of p whose writes name a in their audit trail (a
+// trailer under each commit's subject). The view shares p's store, locks
+// and reservations; it is cheap, so make one per request.
+func (p *Provisioner) As(a Actor) *Provisioner {
+	return &Provisioner{rules: p.rules, actor: a}
 }
 
 // Serial normalizes a serial from a request; the error wraps ErrInvalid.

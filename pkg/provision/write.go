@@ -64,7 +64,7 @@ func dryRun(base host.Host, steps []store.Step) (host.Host, error) {
 // what check produced, a rendered config, matches what is stored, and a
 // check that fails leaves everything as it was.
 func (p *Provisioner) write(base host.Host, steps []store.Step, check func(host.Host) error, commit func(...store.Step) (host.Host, error)) (host.Host, error) {
-	steps = append(append([]store.Step(nil), steps...), capStep())
+	steps = append(p.attributed(steps), capStep())
 	if check != nil {
 		want, err := dryRun(base, steps)
 		if err != nil {
@@ -94,6 +94,20 @@ func (p *Provisioner) write(base host.Host, steps []store.Step, check func(host.
 // updater returns the commit of write for the existing record of serial.
 func (p *Provisioner) updater(serial string) func(...store.Step) (host.Host, error) {
 	return func(steps ...store.Step) (host.Host, error) { return p.store.Update(serial, steps...) }
+}
+
+// attributed returns a copy of steps whose audit messages end with the
+// actor's trailer. A step without a message commits nothing and keeps none.
+func (p *Provisioner) attributed(steps []store.Step) []store.Step {
+	out := append([]store.Step(nil), steps...)
+	if t := p.actor.trailer(); t != "" {
+		for i := range out {
+			if out[i].Message != "" {
+				out[i].Message += t
+			}
+		}
+	}
+	return out
 }
 
 // claimMACs reserves macs for serial while its write is under way, so that

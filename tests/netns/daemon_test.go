@@ -47,11 +47,12 @@ func startMayu(t *testing.T, l *netlab.Lab, extra ...string) *mayuProc {
 	bin := proctest.Build(t)
 	dir := t.TempDir()
 	run := filepath.Join(dir, "run")
-	_, args := proctest.MayuArgs(t, proctest.Flags{Dir: dir, ConfigText: netConfig, Host: netlab.ProvAddr, Port: 4080,
+	f, args := proctest.MayuArgs(t, proctest.Flags{Dir: dir, ConfigText: netConfig, Host: netlab.ProvAddr, Port: 4080,
 		TFTPRoot: l.TFTPRoot, Dnsmasq: dnsmasq.DefaultBinary}, append([]string{"--no-tls", "--runtime-dir", run}, extra...)...)
 	cmd := exec.Command("ip", append([]string{"netns", "exec", l.Prov, bin.Mayu}, args...)...)
 	d := proctest.StartDaemon(t, cmd, "http://"+netlab.ProvAddr+":4080")
 	d.Client = netlab.HTTPClient(l.Prov)
+	d.Flags = f
 	return &mayuProc{Daemon: d, l: l, run: run}
 }
 

@@ -27,7 +27,7 @@ import (
 // route; A walks the whole life cycle without its credential (as Mayu
 // 0.11's templates do) and reports running from its static address. Etcd
 // discovery takes members from provisioned addresses only, and a token's
-// size from nobody on the network.
+// size from an admin credential only.
 func TestNetMachineAuth(t *testing.T) {
 	proctest.RequireFile(t, dnsmasq.DefaultBinary, "dnsmasq-base")
 	l := netlab.New(t)
@@ -118,23 +118,37 @@ func TestNetMachineAuth(t *testing.T) {
 	// the cluster's size and existence are nobody's on the network.
 	tok := regexp.MustCompile(`/etcd/([0-9a-f]{32})`).FindStringSubmatch(final)
 	require.NotNil(t, tok, "no discovery URL in the final config")
-	form := func(mc *netlab.Machine, method, path, value string) int {
+	formAs := func(token string, mc *netlab.Machine, method, path, value string) int {
 		t.Helper()
 		req, err := http.NewRequest(method, m.Base+path, strings.NewReader("value="+value))
 		require.NoError(t, err)
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
 		resp, err := mc.HTTPClient().Do(req)
 		require.NoError(t, err)
 		resp.Body.Close()
 		return resp.StatusCode
 	}
+	form := func(mc *netlab.Machine, method, path, value string) int {
+		t.Helper()
+		return formAs("", mc, method, path, value)
+	}
 	p := "/etcd/" + tok[1]
 	assert.Equal(t, 201, form(a, "PUT", p+"/aa01?prevExist=false", "a=http://"+internal+":2380"))
 	assert.Equal(t, 403, form(b, "PUT", p+"/bb02?prevExist=false", "b=http://"+b.Addr+":2380"))
-	assert.Equal(t, 403, form(b, "PUT", p+"/_config/size", "1"))
-	assert.Equal(t, 403, form(a, "PUT", p+"/_config/size", "1"), "not even a provisioned machine")
-	assert.Equal(t, 403, form(b, "DELETE", p+"?recursive=true", ""))
+	// A cluster's size and existence take an admin credential.
+	assert.Equal(t, 401, form(b, "PUT", p+"/_config/size", "1"))
+	assert.Equal(t, 401, form(a, "PUT", p+"/_config/size", "1"), "not even a provisioned machine")
+	assert.Equal(t, 401, form(b, "DELETE", p+"?recursive=true", ""))
+	_, viewer := proctest.Tokens(t, m.Flags.TokenFile)
+	assert.Equal(t, 403, formAs(viewer, b, "PUT", p+"/_config/size", "1"), "a read-only credential")
 	code, body = do(b, "GET", p+"/_config/size", "")
 	assert.Equal(t, 200, code)
 	assert.Contains(t, body, `"value":"3"`)
+	assert.Equal(t, 200, formAs(m.Token, b, "PUT", p+"/_config/size", "5"), "an admin credential, from any address")
+	code, body = do(b, "GET", p+"/_config/size", "")
+	assert.Equal(t, 200, code)
+	assert.Contains(t, body, `"value":"5"`)
 }

@@ -32,6 +32,7 @@ import (
 	"syscall"
 	"time"
 
+	"mayu/pkg/auth"
 	"mayu/pkg/config"
 	"mayu/tools/storm"
 )
@@ -45,6 +46,7 @@ func main() {
 
 type options struct {
 	url          string
+	token        string
 	machines     int
 	concurrency  int
 	prefix       string
@@ -85,6 +87,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var o options
 	fs.StringVar(&o.url, "url", "http://127.0.0.1:4080", "base URL of mayu")
+	fs.StringVar(&o.token, "token", os.Getenv("MAYU_TOKEN"), "admin token of mayu, for GET /admin/hosts (default $MAYU_TOKEN)")
 	fs.IntVar(&o.machines, "machines", 100, "simulated machines")
 	fs.IntVar(&o.concurrency, "concurrency", 8, "machines in flight at once")
 	fs.StringVar(&o.prefix, "serial-prefix", "", "serial prefix (default storm-<random>-); serials are <prefix><6 digits>")
@@ -139,6 +142,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	rep := &report{}
 	client := storm.NewClient(max(o.concurrency, o.preloadConc, o.imageClients))
+	client.Transport = auth.WithToken(client.Transport, o.token)
 	if o.preload > 0 {
 		d, err := storm.Preload(ctx, o.url, o.prefix+"pre-", o.preload, o.preloadConc, client)
 		rep.Preload, rep.PreloadSeconds = o.preload, d.Seconds()

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"mayu/pkg/api"
+	"mayu/pkg/auth"
 	"mayu/pkg/config"
 	"mayu/pkg/proctest"
 	"mayu/pkg/provision"
@@ -30,6 +31,10 @@ var testConfig = proctest.Config(proctest.LoopConfig{
 	},
 	SSHKey: "ssh-rsa AAAA test@example",
 })
+
+// stormToken is the admin credential of realHandler: the storm lists the
+// hosts (GET /admin/hosts), which needs one.
+const stormToken = "storm-test-admin-token-0123456789abcdef"
 
 // realHandler is the real API (memory store, real renderer on the
 // repository's templates) behind an httptest server.
@@ -50,8 +55,10 @@ func realHandler(t *testing.T) (*httptest.Server, *config.Config, *store.Memory)
 	})
 	require.NoError(t, err)
 	images := t.TempDir()
+	toks, err := auth.Parse([]byte("storm admin " + stormToken + "\n"))
+	require.NoError(t, err)
 	srv, err := api.New(api.Config{Provisioner: prov, Renderer: rend,
-		ImagesDir: images, Version: "test"})
+		ImagesDir: images, Version: "test", Access: api.Access{Tokens: toks}})
 	require.NoError(t, err)
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
@@ -63,7 +70,7 @@ func TestStormAgainstTheRealHandler(t *testing.T) {
 	var events atomic.Int64
 	res, err := Run(context.Background(), Config{
 		BaseURL: ts.URL, Machines: 60, Concurrency: 8, SerialPrefix: "t-",
-		Mix:     Mix{Hosts: 0.1},
+		Mix: Mix{Hosts: 0.1}, Client: proctest.WithToken(NewClient(8), stormToken),
 		OnEvent: func(Event) { events.Add(1) },
 	})
 	require.NoError(t, err)
@@ -79,7 +86,7 @@ func TestStormAgainstTheRealHandler(t *testing.T) {
 	assert.Equal(t, 6, res.Routes[RouteHosts].Count, "one listing per ten machines")
 	assert.EqualValues(t, 4*60+6, events.Load())
 
-	chk, err := CheckEndState(context.Background(), CheckConfig{BaseURL: ts.URL, Serials: res.Serials, Cluster: cfg})
+	chk, err := CheckEndState(context.Background(), CheckConfig{BaseURL: ts.URL, Client: proctest.WithToken(nil, stormToken), Serials: res.Serials, Cluster: cfg})
 	require.NoError(t, err)
 	assert.True(t, chk.OK(), chk.Problems)
 	assert.Equal(t, map[string]int{"core-services": 3, "workers": 10, "default": 47}, chk.Profiles)

@@ -29,6 +29,7 @@ import (
 	"syscall"
 	"time"
 
+	"mayu/pkg/auth"
 	"mayu/pkg/config"
 	"mayu/pkg/proctest"
 	"mayu/pkg/provision"
@@ -380,8 +381,15 @@ func (b *bench) clusterTemplate(n int) (string, error) {
 // daemon is a running mayu, logging to log.
 type daemon struct {
 	*proctest.Proc
-	base string
-	log  *os.File
+	base  string
+	log   *os.File
+	token string // its admin token, for GET /admin/hosts
+}
+
+// client is a storm client for n concurrent requests that sends d's admin
+// token.
+func (d *daemon) client(n int) *http.Client {
+	return proctest.WithToken(storm.NewClient(n), d.token)
 }
 
 // startMayu starts mayu on a free port with its own cluster, images and
@@ -403,7 +411,13 @@ func (b *bench) startMayu(ctx context.Context, runDir, cluster, images string) (
 		logf.Close()
 		return nil, err
 	}
-	d := &daemon{Proc: p, base: fmt.Sprintf("http://%s", net.JoinHostPort(f.Host, strconv.Itoa(f.Port))), log: logf}
+	token, err := auth.ClientToken(f.TokenFile)
+	if err != nil {
+		_ = p.Stop(30 * time.Second)
+		logf.Close()
+		return nil, err
+	}
+	d := &daemon{Proc: p, base: fmt.Sprintf("http://%s", net.JoinHostPort(f.Host, strconv.Itoa(f.Port))), log: logf, token: token}
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	if err := p.WaitHTTP(wctx, &http.Client{Timeout: 2 * time.Second}, d.base+"/"); err != nil {
@@ -466,11 +480,12 @@ func (b *bench) storm(ctx context.Context, preload, c, machines int, extra bool)
 	r, err := storm.Run(ctx, storm.Config{
 		BaseURL: d.base, Machines: machines, Concurrency: c, SerialPrefix: fmt.Sprintf("s%d-c%d-", preload, c),
 		Mix: storm.Mix{Hosts: 0.01, Range: 1}, Timeout: time.Minute,
+		Client: d.client(c),
 	})
 	if err != nil {
 		return err
 	}
-	chk, err := storm.CheckEndState(ctx, storm.CheckConfig{BaseURL: d.base, Serials: r.Serials, Cluster: b.cfg, ClusterDir: cluster})
+	chk, err := storm.CheckEndState(ctx, storm.CheckConfig{BaseURL: d.base, Client: d.client(1), Serials: r.Serials, Cluster: b.cfg, ClusterDir: cluster})
 	if err != nil {
 		return err
 	}
@@ -478,7 +493,7 @@ func (b *bench) storm(ctx context.Context, preload, c, machines int, extra bool)
 	fmt.Fprintf(os.Stderr, "preload %5d  C=%3d  %6.1f machines/s  errors %v  check ok %v  (load %s)\n",
 		preload, c, r.PerSecond, r.Errors, chk.OK(), la)
 	if extra {
-		l, err := listing(ctx, d.base, b.o.hostsSamples)
+		l, err := listing(ctx, d.client(1), d.base, b.o.hostsSamples)
 		if err != nil {
 			return err
 		}
@@ -493,8 +508,7 @@ func (b *bench) storm(ctx context.Context, preload, c, machines int, extra bool)
 }
 
 // listing times n sequential GET /admin/hosts.
-func listing(ctx context.Context, base string, n int) (Listing, error) {
-	client := storm.NewClient(1)
+func listing(ctx context.Context, client *http.Client, base string, n int) (Listing, error) {
 	var ds []time.Duration
 	var size int64
 	for i := 0; i < n; i++ {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"mayu/pkg/api"
+	"mayu/pkg/auth"
 	"mayu/pkg/config"
 	"mayu/pkg/provision"
 	"mayu/pkg/render"
@@ -33,6 +34,13 @@ network:
   bootstrap_range: {start: 192.168.2.100, end: 192.168.2.200}
   ip_range: {start: 192.168.2.21, end: 192.168.2.99}
 `
+
+// The fake's credentials: the admin routes answer 401 without one of
+// these, and 403 to a change asked for with ReadOnlyToken.
+const (
+	AdminToken    = "clienttest-admin-0123456789abcdefghijklmnopqrstuvwxyz"
+	ReadOnlyToken = "clienttest-viewer-0123456789abcdefghijklmnopqrstuvwxyz"
+)
 
 // Server is the fake: an http.Handler.
 type Server struct {
@@ -61,7 +69,11 @@ func New(st store.Store, now func() time.Time) *Server {
 	if err != nil {
 		panic(fmt.Sprintf("clienttest: %v", err))
 	}
-	srv, err := api.New(api.Config{Provisioner: prov, Renderer: adminOnly{}, Version: "clienttest"})
+	toks, err := auth.Parse([]byte("operator admin " + AdminToken + "\nviewer read-only " + ReadOnlyToken + "\n"))
+	if err != nil {
+		panic(fmt.Sprintf("clienttest: built-in tokens: %v", err))
+	}
+	srv, err := api.New(api.Config{Provisioner: prov, Renderer: adminOnly{}, Version: "clienttest", Access: api.Access{Tokens: toks}})
 	if err != nil {
 		panic(fmt.Sprintf("clienttest: %v", err))
 	}

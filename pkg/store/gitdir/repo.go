@@ -132,11 +132,15 @@ func initGitDir(workDir string) error {
 	return durable.SyncDir(workDir)
 }
 
-// excludeText keeps the discovery registry, the machines' bindings
-// (credential hashes: never committed) and the store's temp files out of
-// `git status`.
-const excludeText = "# git ls-files --others --exclude-from=.git/info/exclude\n" +
-	"/.discovery/\n/.machine-auth/\n" + tmpPrefix + "*\n"
+// excludePatterns keep the discovery registry, the machines' bindings
+// (credential hashes: never committed), the admin API's token file (a
+// secret: `git add -A` must not commit it) and the store's temp files out
+// of `git status`.
+var excludePatterns = []string{"/.discovery/", "/.machine-auth/", "/.admin-tokens*", tmpPrefix + "*"}
+
+// excludeText is the exclude file of a new repository.
+var excludeText = "# git ls-files --others --exclude-from=.git/info/exclude\n" +
+	strings.Join(excludePatterns, "\n") + "\n"
 
 // ensureExclude adds the store's patterns to .git/info/exclude of an
 // existing repository (Mayu 0.11 did not have them).
@@ -151,7 +155,7 @@ func ensureExclude(gitDir string) error {
 		lines[strings.TrimSpace(l)] = true
 	}
 	var add []string
-	for _, pat := range []string{"/.discovery/", "/.machine-auth/", tmpPrefix + "*"} {
+	for _, pat := range excludePatterns {
 		if !lines[pat] {
 			add = append(add, pat)
 		}
