@@ -85,3 +85,18 @@ func (d *Dir) Retired() []string {
 	}
 	return out
 }
+
+// HoldWrites takes the write lock, as a group commit being made durable
+// holds it, so that the requests arriving meanwhile queue for the next
+// batch. queued reports whether a request leads and how many wait in the
+// queue (a leader that took its batch has left it); release lets the
+// writes go on.
+func (d *Dir) HoldWrites() (queued func() (leading bool, n int), release func()) {
+	d.wmu.Lock()
+	queued = func() (bool, int) {
+		d.qmu.Lock()
+		defer d.qmu.Unlock()
+		return d.leading, len(d.queue)
+	}
+	return queued, d.wmu.Unlock
+}
