@@ -12,6 +12,7 @@ import (
 
 	"mayu/pkg/auth"
 	"mayu/pkg/discovery"
+	"mayu/pkg/machineauth"
 )
 
 // Set with -ldflags -X at build time.
@@ -72,6 +73,18 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			&cli.StringFlag{Name: "etcd-endpoint", Value: "127.0.0.1:2379", Usage: "when given explicitly: keep discovery tokens in this etcd's v2 keys API and proxy /etcd to it", EnvVars: env("etcd-endpoint")},
 			// Where Mayu 0.11 kept its registries by default: imported once on a first start (tests point it elsewhere; "" skips it).
 			&cli.StringFlag{Name: "legacy-etcd-endpoint", Value: discovery.LegacyEtcdEndpoint, Hidden: true, EnvVars: env("legacy-etcd-endpoint")},
+			&cli.StringFlag{Name: "machine-auth", Value: string(machineauth.ModeLease), EnvVars: env("machine-auth"),
+				Usage: "how machines prove who they are on machine routes: lease (their DHCP lease, address or credential), credential (the credential only; needs the shipped templates) or off (anyone may act as any machine, as Mayu 0.11)"},
+			&cli.StringFlag{Name: "dhcp-leases-file", EnvVars: env("dhcp-leases-file"),
+				Usage: "dnsmasq lease file that binds addresses to MACs (default: the one of the dnsmasq mayu runs; none with --no-dnsmasq)"},
+			&cli.IntFlag{Name: "anonymous-limit", Value: 30, EnvVars: env("anonymous-limit"),
+				Usage: "registrations of unknown serials and PUT /etcd/new allowed per source address and minute; 0: no limit"},
+			&cli.StringSliceFlag{Name: "etcd-member-sources", EnvVars: env("etcd-member-sources"),
+				Usage: "addresses or CIDR networks that may register etcd discovery members besides provisioned machines (0.0.0.0/0: any)"},
+			&cli.IntFlag{Name: "boot-http-port", EnvVars: env("boot-http-port"),
+				Usage: "also serve the iPXE boot script, PXE kernel and initrd over plain HTTP on this port (for an iPXE that cannot check mayu's certificate); 0: off"},
+			&cli.StringFlag{Name: "tls-ca-file", EnvVars: env("tls-ca-file"),
+				Usage: "PEM bundle machines trust mayu's certificate by (default: the certificate of --tls-cert-file itself)"},
 			&cli.StringFlag{Name: "admin-token-file", Usage: "bearer tokens of the admin API, one \"<name> <admin|read-only> <token>\" per line, mode 0600; created with one admin token if missing (default <cluster-directory>/" + auth.DefaultFileName + ")", EnvVars: env("admin-token-file")},
 			&cli.StringFlag{Name: "client-ca-file", Usage: "PEM CA bundle: a client certificate it signed is an admin credential (read-only with OU=read-only); needs TLS", EnvVars: env("client-ca-file")},
 			&cli.BoolFlag{Name: "no-admin-auth", Usage: "serve the admin API to anyone, as Mayu 0.11 did (insecure; warns at every start)", EnvVars: env("no-admin-auth")},

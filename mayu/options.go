@@ -15,6 +15,7 @@ import (
 
 	"mayu/pkg/auth"
 	"mayu/pkg/config"
+	"mayu/pkg/machineauth"
 )
 
 const defaultShutdownTimeout = 10 * time.Second
@@ -59,12 +60,22 @@ type options struct {
 
 	shutdownTimeout time.Duration
 	debug           bool
+
+	// The trust boundary towards machines (see pkg/machineauth).
+	machineAuth       machineauth.Mode
+	leasesFile        string // --dhcp-leases-file; "" is dnsmasq's own
+	anonymousLimit    int
+	etcdMemberSources []*net.IPNet
+	bootHTTPPort      int
+	caFile            string // --tls-ca-file
 }
 
 // optionsFrom reads the flags and reports every contradiction at once.
 func optionsFrom(c *cli.Context) (options, error) {
 	o := readOptions(c)
-	if problems := o.check(); len(problems) > 0 {
+	problems := o.check()
+	problems = append(problems, o.readTrustOptions(c)...)
+	if len(problems) > 0 {
 		return o, problemsError(problems)
 	}
 	return o, nil
@@ -107,6 +118,10 @@ func readOptions(c *cli.Context) options {
 		allowedHosts:      splitList(c.StringSlice("allowed-hosts")),
 		shutdownTimeout:   c.Duration("shutdown-timeout"),
 		debug:             c.Bool("debug") || c.Int("v") > 0,
+		leasesFile:        c.String("dhcp-leases-file"),
+		anonymousLimit:    c.Int("anonymous-limit"),
+		bootHTTPPort:      c.Int("boot-http-port"),
+		caFile:            c.String("tls-ca-file"),
 	}
 	if c.IsSet("etcd-endpoint") {
 		o.etcdEndpoint = c.String("etcd-endpoint")
@@ -161,6 +176,46 @@ func (o *options) check() []string {
 		problems = append(problems, fmt.Sprintf("--tftproot: %v", err))
 	}
 	o.tftpRoot = abs
+	return problems
+}
+
+// readTrustOptions reads the flags of the trust boundary towards machines
+// and lists their problems.
+func (o *options) readTrustOptions(c *cli.Context) []string {
+	var problems []string
+	mode, err := machineauth.ParseMode(c.String("machine-auth"))
+	if err != nil {
+		problems = append(problems, "--machine-auth: "+err.Error())
+	}
+	o.machineAuth = mode
+	for _, f := range splitList(c.StringSlice("etcd-member-sources")) {
+		n, err := parseNet(f)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("--etcd-member-sources: %v", err))
+			continue
+		}
+		o.etcdMemberSources = append(o.etcdMemberSources, n)
+	}
+	if o.anonymousLimit < 0 {
+		problems = append(problems, fmt.Sprintf("--anonymous-limit=%d: a count a minute, 0 for no limit", o.anonymousLimit))
+	}
+	if o.bootHTTPPort != 0 {
+		switch {
+		case o.bootHTTPPort < 1 || o.bootHTTPPort > 65535:
+			problems = append(problems, fmt.Sprintf("--boot-http-port=%d: not a port", o.bootHTTPPort))
+		case o.bootHTTPPort == o.httpPort:
+			problems = append(problems, "--boot-http-port must differ from --http-port")
+		case o.noTLS:
+			problems = append(problems, "--boot-http-port serves the boot files over plain HTTP beside HTTPS: with --no-tls everything is plain HTTP on --http-port already")
+		}
+	}
+	if o.caFile != "" {
+		if o.noTLS {
+			problems = append(problems, "--tls-ca-file names what machines trust mayu's HTTPS by: it makes no sense with --no-tls")
+		} else if err := readable(o.caFile); err != nil {
+			problems = append(problems, fmt.Sprintf("--tls-ca-file: %v", err))
+		}
+	}
 	return problems
 }
 

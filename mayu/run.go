@@ -24,6 +24,7 @@ import (
 	"mayu/pkg/config"
 	"mayu/pkg/discovery"
 	"mayu/pkg/dnsmasq"
+	"mayu/pkg/machineauth"
 	"mayu/pkg/provision"
 	"mayu/pkg/render"
 	"mayu/pkg/store"
@@ -36,6 +37,7 @@ type prepared struct {
 	site     provision.Site // what machines are told about mayu
 	renderer *render.Renderer
 	dnsmasq  *dnsmasq.Supervisor // nil with --no-dnsmasq
+	tlsPin   string              // the pin of mayu's key; "" without TLS
 	tokens   *auth.Tokens        // nil with --no-admin-auth
 	runDir   string
 	cleanup  func()
@@ -53,6 +55,11 @@ func prepare(o options, log *slog.Logger) (*prepared, error) {
 	p.cfg = cfg
 	problems = append(problems, setupProblems(o, cfg, log)...)
 	p.site = provision.Site{Cluster: cfg, HTTPPort: o.httpPort, NoTLS: o.noTLS}
+	if !o.noTLS && o.certFile != "" {
+		if p.site.CACert, p.tlsPin, err = machineTrust(o.certFile, o.caFile); err != nil {
+			problems = append(problems, err.Error())
+		}
+	}
 	rc := render.Config{
 		FirstStageScript:     o.firstStageScript,
 		LastStageCloudConfig: o.lastStageCC,
@@ -87,6 +94,7 @@ func prepare(o options, log *slog.Logger) (*prepared, error) {
 				TFTPRoot:   o.tftpRoot,
 				NoTLS:      o.noTLS,
 				HTTPPort:   o.httpPort,
+				BootPort:   o.bootHTTPPort,
 				Logger:     log, // the package tags its lines component=dnsmasq
 			})
 			if err == nil {
@@ -126,7 +134,19 @@ func run(parent context.Context, o options, log *slog.Logger) error {
 	}
 	defer st.Close()
 
-	prov, disc, err := newProvisioner(ctx, o, p, st, log)
+	var srv *api.Server // the discovery's write guard asks the server, built below
+	guard := discovery.WriteGuard{
+		New:    func(r *http.Request) error { return srv.LimitNewTokens(r) },
+		Member: func(r *http.Request) error { return srv.AuthorizeMemberWrite(r) },
+		// A token's size is changed (and a token deleted) by an admin
+		// credential only, as the admin API's changes.
+		AuthorizeConfigWrite: func(r *http.Request) error { return srv.AuthorizeAdminWrite(r) },
+	}
+	prov, disc, err := newProvisioner(ctx, o, p, st, guard, log)
+	if err != nil {
+		return err
+	}
+	machines, err := newMachineGuard(o, p, prov, log)
 	if err != nil {
 		return err
 	}
@@ -134,7 +154,7 @@ func run(parent context.Context, o options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	srv, err := newServer(o, p, prov, disc, access, log)
+	srv, err = newServer(o, p, prov, disc, machines, access, log)
 	if err != nil {
 		return err
 	}
@@ -148,6 +168,18 @@ func run(parent context.Context, o options, log *slog.Logger) error {
 	certFile, keyFile := o.certFile, o.keyFile
 	if o.noTLS {
 		certFile, keyFile = "", ""
+	}
+	var bootLn net.Listener
+	if o.bootHTTPPort != 0 {
+		bootAddr := net.JoinHostPort(o.bindAddress, strconv.Itoa(o.bootHTTPPort))
+		if bootLn, err = net.Listen("tcp", bootAddr); err != nil {
+			ln.Close()
+			return fmt.Errorf("--boot-http-port: listen on %s: %w", bootAddr, err)
+		}
+		log.Info("serving the iPXE boot script, PXE kernel and initrd over plain HTTP too", "listen", bootLn.Addr().String())
+	}
+	if o.machineAuth == machineauth.ModeOff {
+		log.Warn("--machine-auth=off: anyone who can reach mayu may act as any machine (read its final config, mark it installed), as with Mayu 0.11")
 	}
 	if p.dnsmasq != nil {
 		// "started" means machines get DHCP and TFTP: wait until dnsmasq
@@ -167,6 +199,9 @@ func run(parent context.Context, o options, log *slog.Logger) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Serve(gctx, ln, certFile, keyFile, o.shutdownTimeout) })
+	if bootLn != nil {
+		g.Go(func() error { return srv.ServeBoot(gctx, bootLn, o.shutdownTimeout) })
+	}
 	g.Go(func() error { return p.renderer.Watch(gctx) })
 	if p.dnsmasq != nil {
 		sup := p.dnsmasq
@@ -185,8 +220,8 @@ func run(parent context.Context, o options, log *slog.Logger) error {
 // newProvisioner builds the etcd discovery service the flags ask for and
 // the provisioner over st, and makes sure cluster.json names the default
 // etcd token.
-func newProvisioner(ctx context.Context, o options, p *prepared, st store.Store, log *slog.Logger) (*provision.Provisioner, discovery.Service, error) {
-	disc, err := newDiscovery(o, p.site.BaseURL(), filepath.Join(o.clusterDir, ".discovery"), log.With("component", "discovery"))
+func newProvisioner(ctx context.Context, o options, p *prepared, st store.Store, guard discovery.WriteGuard, log *slog.Logger) (*provision.Provisioner, discovery.Service, error) {
+	disc, err := newDiscovery(o, p.site.BaseURL(), filepath.Join(o.clusterDir, ".discovery"), guard, log.With("component", "discovery"))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -195,6 +230,7 @@ func newProvisioner(ctx context.Context, o options, p *prepared, st store.Store,
 		Store:     st,
 		HTTPPort:  p.site.HTTPPort,
 		NoTLS:     p.site.NoTLS,
+		CACert:    p.site.CACert,
 		Discovery: disc,
 		Logger:    log.With("component", "provision"),
 	})
@@ -209,18 +245,27 @@ func newProvisioner(ctx context.Context, o options, p *prepared, st store.Store,
 
 // newServer builds the HTTP server; an internal discovery service's waits
 // end when its graceful shutdown starts.
-func newServer(o options, p *prepared, prov *provision.Provisioner, disc discovery.Service, access api.Access, log *slog.Logger) (*api.Server, error) {
+func newServer(o options, p *prepared, prov *provision.Provisioner, disc discovery.Service, machines *machineauth.Guard, access api.Access, log *slog.Logger) (*api.Server, error) {
+	bootBase := ""
+	if o.bootHTTPPort != 0 {
+		bootBase = p.cfg.Network.BaseURL(o.bootHTTPPort, true)
+	}
 	srv, err := api.New(api.Config{
-		Access:        access,
-		Provisioner:   prov,
-		Renderer:      p.renderer,
-		Discovery:     disc,
-		ImagesDir:     o.imagesDir,
-		YochuDir:      o.yochuPath,
-		StaticHTMLDir: o.staticHTMLPath,
-		UseIgnition:   o.useIgnition,
-		Version:       version,
-		Logger:        log.With("component", "api"),
+		Access:            access,
+		Machines:          machines,
+		AnonymousLimit:    o.anonymousLimit,
+		EtcdMemberSources: o.etcdMemberSources,
+		BootBaseURL:       bootBase,
+		TLSPin:            p.tlsPin,
+		Provisioner:       prov,
+		Renderer:          p.renderer,
+		Discovery:         disc,
+		ImagesDir:         o.imagesDir,
+		YochuDir:          o.yochuPath,
+		StaticHTMLDir:     o.staticHTMLPath,
+		UseIgnition:       o.useIgnition,
+		Version:           version,
+		Logger:            log.With("component", "api"),
 	})
 	if err != nil {
 		return nil, err
@@ -229,6 +274,37 @@ func newServer(o options, p *prepared, prov *provision.Provisioner, disc discove
 		srv.RegisterOnShutdown(in.Shutdown)
 	}
 	return srv, nil
+}
+
+// machineAuthDir holds the machines' bindings (credential hashes, first
+// MAC and address) in the cluster directory, beside conf.json files whose
+// fields stay Mayu 0.11's; it is not committed.
+const machineAuthDir = ".machine-auth"
+
+// newMachineGuard builds the check of machine routes. Its lease table is
+// --dhcp-leases-file, else the lease file of the dnsmasq mayu runs; with
+// --no-dnsmasq and no lease file, a serial's first requester binds it.
+func newMachineGuard(o options, p *prepared, prov *provision.Provisioner, log *slog.Logger) (*machineauth.Guard, error) {
+	var leases machineauth.Leases
+	leasesFile := o.leasesFile
+	if leasesFile == "" && p.dnsmasq != nil {
+		_, _, leasesFile = p.dnsmasq.Paths()
+	}
+	if leasesFile != "" {
+		leases = machineauth.NewLeaseFile(leasesFile, log.With("component", "machineauth"))
+	}
+	g, err := machineauth.New(machineauth.Config{
+		Mode:   o.machineAuth,
+		Hosts:  prov,
+		Leases: leases,
+		Dir:    filepath.Join(o.clusterDir, machineAuthDir),
+		Logger: log.With("component", "machineauth"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	log.Info("machine routes checked", "machine_auth", string(o.machineAuth), "dhcp_leases", leasesFile)
+	return g, nil
 }
 
 // adminAccess loads (or creates) the admin API's token file and the client
@@ -314,15 +390,15 @@ func reloadOnHangup(ctx context.Context, p *prepared, log *slog.Logger) error {
 
 // newDiscovery builds the etcd discovery mode the flags ask for: internal
 // (default), proxy (--etcd-endpoint given) or external (--etcd-discovery).
-func newDiscovery(o options, base, dir string, log *slog.Logger) (discovery.Service, error) {
+func newDiscovery(o options, base, dir string, guard discovery.WriteGuard, log *slog.Logger) (discovery.Service, error) {
 	client := &http.Client{Timeout: 30 * time.Second}
 	switch {
 	case o.externalDiscovery != "":
 		return discovery.NewExternal(discovery.ExternalConfig{URL: o.externalDiscovery, Client: client, DefaultSize: o.quorumSize})
 	case o.etcdEndpoint != "":
-		return discovery.NewProxy(discovery.ProxyConfig{Endpoint: o.etcdEndpoint, BaseURL: base, DefaultSize: o.quorumSize, Client: client, Logger: log})
+		return discovery.NewProxy(discovery.ProxyConfig{Endpoint: o.etcdEndpoint, BaseURL: base, DefaultSize: o.quorumSize, Client: client, Guard: guard, Logger: log})
 	default:
-		return discovery.NewInternal(discovery.InternalConfig{Dir: dir, BaseURL: base, DefaultSize: o.quorumSize, LegacyEtcd: o.legacyEtcd, Logger: log})
+		return discovery.NewInternal(discovery.InternalConfig{Dir: dir, BaseURL: base, DefaultSize: o.quorumSize, LegacyEtcd: o.legacyEtcd, Guard: guard, Logger: log})
 	}
 }
 

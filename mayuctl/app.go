@@ -182,7 +182,12 @@ func usagef(format string, a ...any) error {
 }
 
 // newClient builds the admin API client from the global flags.
-func newClient(cCtx *cli.Context) (*client.Client, error) {
+func newClient(cCtx *cli.Context) (*client.Client, error) { return newMachineClient(cCtx, "") }
+
+// newMachineClient is newClient for a machine reporting about itself: it
+// sends machineToken, the machine's credential, with every request (and
+// the admin token, if one is given: the machine routes ignore it).
+func newMachineClient(cCtx *cli.Context, machineToken string) (*client.Client, error) {
 	level := slog.LevelWarn
 	if cCtx.Bool("verbose") {
 		level = slog.LevelInfo
@@ -196,15 +201,16 @@ func newClient(cCtx *cli.Context) (*client.Client, error) {
 		return nil, err
 	}
 	c, err := client.New(client.Config{
-		Token:     token,
-		Host:      cCtx.String("host"),
-		Port:      cCtx.Int("port"),
-		NoTLS:     cCtx.Bool("no-tls"),
-		CAFile:    cCtx.String("ca-file"),
-		Insecure:  cCtx.Bool("insecure"),
-		Timeout:   cCtx.Duration("timeout"),
-		Logger:    logger,
-		UserAgent: "mayuctl/" + version,
+		Token:        token,
+		MachineToken: machineToken,
+		Host:         cCtx.String("host"),
+		Port:         cCtx.Int("port"),
+		NoTLS:        cCtx.Bool("no-tls"),
+		CAFile:       cCtx.String("ca-file"),
+		Insecure:     cCtx.Bool("insecure"),
+		Timeout:      cCtx.Duration("timeout"),
+		Logger:       logger,
+		UserAgent:    "mayuctl/" + version,
 	})
 	if err != nil {
 		return nil, failure("", err)

@@ -20,7 +20,8 @@ func bootCompleteCommand() *cli.Command {
 		Usage:     "report that this installed machine booted (run on the machine itself)",
 		UsageText: "mayuctl boot-complete [--update-versions]",
 		Description: `Reads SERIAL from /etc/mayu-env and tells mayu the machine is running;
-mayu stamps its LastBoot. With --update-versions it also reports the
+mayu stamps its LastBoot. The machine's credential, MAYU_MACHINE_TOKEN in
+/etc/mayu-env (written by the first-stage script), goes with the request. With --update-versions it also reports the
 installed versions: VERSION (CoreOS) from /etc/os-release, MAYU_VERSION from
 /etc/mayu-env, and DOCKER_VERSION, ETCD_VERSION, FLEET_VERSION,
 YOCHU_VERSION, RKT_VERSION, K8S_VERSION from /etc/yochu-env. A missing
@@ -29,11 +30,12 @@ empty; a missing /etc/mayu-env is an error.
 
 Examples:
    mayuctl --host=192.168.2.2 --no-tls boot-complete --update-versions
+   mayuctl --host=192.168.2.2 --ca-file=/etc/ssl/certs/mayu-ca.pem boot-complete
    mayuctl boot-complete --mayu-env=/mnt/root/etc/mayu-env`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "update-versions", Usage: "also report the installed software versions"},
 			&cli.StringFlag{Name: "mayu-env", Value: "/etc/mayu-env", EnvVars: []string{"MAYU_ENV_FILE"},
-				Usage: "file with SERIAL= and MAYU_VERSION=, written by the installer"},
+				Usage: "file with SERIAL=, MAYU_VERSION= and MAYU_MACHINE_TOKEN=, written by the installer"},
 			&cli.StringFlag{Name: "os-release", Value: "/etc/os-release", EnvVars: []string{"MAYU_OS_RELEASE_FILE"},
 				Usage: "os-release file with VERSION="},
 			&cli.StringFlag{Name: "yochu-env", Value: "/etc/yochu-env", EnvVars: []string{"MAYU_YOCHU_ENV_FILE"},
@@ -72,7 +74,8 @@ Examples:
 					K8sVersion:    yochuEnv["K8S_VERSION"],
 				}
 			}
-			c, err := newClient(cCtx)
+			// The credential the installer left, when mayu gave one.
+			c, err := newMachineClient(cCtx, mayuEnv["MAYU_MACHINE_TOKEN"])
 			if err != nil {
 				return err
 			}

@@ -8,6 +8,12 @@
 # writes the install image to the disk, puts the final config, machine-id
 # and mayu-env on the new system, tells mayu the machine is installed and
 # reboots into it. Every step is announced; a failure names the step.
+#
+# Every request about this machine carries its credential (MACHINE_TOKEN,
+# issued with this script) and, with TLS, checks mayu's certificate against
+# mayu's CA (MAYU_CA_CERT_B64, base64 of the PEM: one shell word); both go
+# to curl through a config file, and the credential
+# ends in /etc/mayu-env (mode 0600) for mayuctl boot-complete.
 set -Eeuo pipefail
 
 # mayu's values, each quoted as one shell word by the template's shq.
@@ -21,6 +27,8 @@ set -Eeuo pipefail
 	IGNITION_CONFIG_URL={{shq .IgnitionConfigURL}}
 	INSTALL_IMAGE_URL={{shq .InstallImageURL}}
 	SET_INSTALLED_URL={{shq .SetInstalledURL}}
+	MACHINE_TOKEN={{shq .MachineToken}}
+	MAYU_CA_CERT_B64={{shq .CACertBase64}}
 }
 
 # The disk to install to. A whole disk, never a partition; overridable for
@@ -75,20 +83,36 @@ case "$channel" in
 		;;
 esac
 
+umask 077
+WORKDIR=$(mktemp -d /tmp/mayu-install.XXXXXX)
+
+# curl reads the CA and the credential from here (-K): neither is on a
+# command line.
+CURL_CONFIG=$WORKDIR/curl.conf
+CA_FILE=""
+: >"$CURL_CONFIG"
+if [ -n "$MAYU_CA_CERT_B64" ]; then
+	step "writing mayu's CA (the certificate every request here checks mayu by)"
+	CA_FILE=$WORKDIR/mayu-ca.pem
+	printf '%s' "$MAYU_CA_CERT_B64" | base64 -d >"$CA_FILE"
+	printf 'cacert = "%s"\n' "$CA_FILE" >>"$CURL_CONFIG"
+fi
+if [ -n "$MACHINE_TOKEN" ]; then
+	printf 'header = "Mayu-Machine-Token: %s"\n' "$MACHINE_TOKEN" >>"$CURL_CONFIG"
+fi
+mayu_curl() { curl -K "$CURL_CONFIG" "$@"; }
+
 step "waiting for mayu at $MAYU_URL"
 for i in $(seq 1 60); do
-	curl -fsS -o /dev/null --max-time 5 "$MAYU_URL" && break
+	mayu_curl -fsS -o /dev/null --max-time 5 "$MAYU_URL" && break
 	[ "$i" -lt 60 ]
 	sleep 2
 done
 
-umask 077
-WORKDIR=$(mktemp -d /tmp/mayu-install.XXXXXX)
-
 # The serial comes from mayu's own rule (GET /machine-serial.sh), the one the
 # PXE image used to ask for this script and the one mayu checks serials by.
 step "fetching mayu's serial rule from $MAYU_URL/machine-serial.sh"
-curl -fsS --retry 3 -o "$WORKDIR/machine-serial.sh" "$MAYU_URL/machine-serial.sh"
+mayu_curl -fsS --retry 3 -o "$WORKDIR/machine-serial.sh" "$MAYU_URL/machine-serial.sh"
 # shellcheck source=/dev/null # pkg/host/machine-serial.sh, fetched at run time
 . "$WORKDIR/machine-serial.sh"
 step "reading the machine's serial"
@@ -96,18 +120,18 @@ serial=$(mayu_machine_serial)
 echo "mayu-first-stage: serial $serial, installing $channel to $DEVICE"
 
 step "downloading the host-info helper from $HOST_INFO_HELPER_URL"
-curl -fsS --retry 3 -o "$WORKDIR/helper" "$HOST_INFO_HELPER_URL"
+mayu_curl -fsS --retry 3 -o "$WORKDIR/helper" "$HOST_INFO_HELPER_URL"
 chmod 700 "$WORKDIR/helper"
 
 final=""
 if [ -n "$CLOUD_CONFIG_URL" ]; then
 	step "fetching the final cloud-config from $CLOUD_CONFIG_URL"
 	final=$WORKDIR/final-cloud-config.yaml
-	"$WORKDIR/helper" -serial="$serial" -post-url="$CLOUD_CONFIG_URL" >"$final"
+	MAYU_MACHINE_TOKEN=$MACHINE_TOKEN "$WORKDIR/helper" -serial="$serial" ${CA_FILE:+"-ca-file=$CA_FILE"} -post-url="$CLOUD_CONFIG_URL" >"$final"
 elif [ -n "$IGNITION_CONFIG_URL" ]; then
 	step "fetching the final Ignition config from $IGNITION_CONFIG_URL"
 	final=$WORKDIR/final-ignition-config.json
-	"$WORKDIR/helper" -serial="$serial" -post-url="$IGNITION_CONFIG_URL" >"$final"
+	MAYU_MACHINE_TOKEN=$MACHINE_TOKEN "$WORKDIR/helper" -serial="$serial" ${CA_FILE:+"-ca-file=$CA_FILE"} -post-url="$IGNITION_CONFIG_URL" >"$final"
 else
 	step "choosing a final config (mayu gave neither a cloud-config nor an Ignition URL)"
 	false
@@ -121,7 +145,7 @@ step "checking $DEVICE is a writable whole disk"
 [ -w "$DEVICE" ]
 
 step "writing $INSTALL_IMAGE_URL to $DEVICE"
-if ! curl -fsS --retry 3 "$INSTALL_IMAGE_URL" | bzip2 -dc | dd of="$DEVICE" bs=1M conv=fsync status=none; then
+if ! mayu_curl -fsS --retry 3 "$INSTALL_IMAGE_URL" | bzip2 -dc | dd of="$DEVICE" bs=1M conv=fsync status=none; then
 	# A half-written disk must not boot: wipe the partition table.
 	if command -v wipefs >/dev/null; then wipefs --all "$DEVICE" >/dev/null 2>&1 || true; fi
 	false
@@ -169,7 +193,19 @@ mkdir -p "$WORKDIR/rootfs/etc"
 echo "$MACHINE_ID" >"$WORKDIR/rootfs/etc/machine-id"
 chmod 444 "$WORKDIR/rootfs/etc/machine-id"
 printf 'SERIAL=%s\nMAYU_VERSION=%s\n' "$serial" "$MAYU_VERSION" >"$WORKDIR/rootfs/etc/mayu-env"
-chmod 644 "$WORKDIR/rootfs/etc/mayu-env"
+if [ -n "$MACHINE_TOKEN" ]; then
+	printf 'MAYU_MACHINE_TOKEN=%s\n' "$MACHINE_TOKEN" >>"$WORKDIR/rootfs/etc/mayu-env"
+	chmod 600 "$WORKDIR/rootfs/etc/mayu-env"
+else
+	chmod 644 "$WORKDIR/rootfs/etc/mayu-env"
+fi
+if [ -n "$CA_FILE" ]; then
+	# What the installed system trusts mayu by (its final config writes the
+	# same file).
+	mkdir -p "$WORKDIR/rootfs/etc/ssl/certs"
+	cp "$CA_FILE" "$WORKDIR/rootfs/etc/ssl/certs/mayu-ca.pem"
+	chmod 644 "$WORKDIR/rootfs/etc/ssl/certs/mayu-ca.pem"
+fi
 
 step "unmounting ROOT"
 umount "$WORKDIR/rootfs"
@@ -191,7 +227,7 @@ fi
 sync
 
 step "telling mayu that $serial is installed"
-curl -fsS --retry 3 -X PUT -H "Content-Length: 0" "${SET_INSTALLED_URL//__SERIAL__/"$serial"}" >/dev/null
+mayu_curl -fsS --retry 3 -X PUT -H "Content-Length: 0" "${SET_INSTALLED_URL//__SERIAL__/"$serial"}" >/dev/null
 
 step "rebooting into the installed system"
 cleanup

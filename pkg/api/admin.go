@@ -30,7 +30,8 @@ type adminRoute struct {
 
 // machineHostRoutes are the PUT /admin/host/:serial/<name> routes that
 // installing machines call (the first-stage script, mayuctl boot-complete):
-// no admin credential, their commits name machine:<serial>.
+// no admin credential; the machine proves it is the serial it names
+// (machineRoute, Config.Machines), and their commits name machine:<serial>.
 func (s *Server) machineHostRoutes() []adminRoute {
 	return []adminRoute{
 		{"set_installed", s.hostAction(func(p *provision.Provisioner, serial string, _ echo.Context) error {

@@ -113,13 +113,16 @@ func (s *Server) adminWrite(next echo.HandlerFunc) echo.HandlerFunc { return s.a
 
 func (s *Server) admin(write bool, next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		p, err := s.authenticate(c)
+		p, err := s.authenticate(c.Request())
 		if err != nil {
+			c.Response().Header().Set("WWW-Authenticate", wwwAuthenticate)
 			return err
 		}
 		c.Set(principalKey, p)
-		if write && !p.CanWrite() && !s.cfg.Access.NoAdminAuth {
-			return echo.NewHTTPError(http.StatusForbidden, fmt.Sprintf("%s may only read: this change needs an admin credential", p))
+		if write {
+			if err := s.mayWrite(p); err != nil {
+				return err
+			}
 		}
 		if write && !isJSON(c.Request()) {
 			return echo.NewHTTPError(http.StatusUnsupportedMediaType, "admin changes need Content-Type: application/json")
@@ -130,10 +133,10 @@ func (s *Server) admin(write bool, next echo.HandlerFunc) echo.HandlerFunc {
 
 // authenticate finds the request's principal: a verified client
 // certificate, else a bearer token. Nothing, or a token nobody has, is a
-// 401; with NoAdminAuth everyone is auth.Anonymous.
-func (s *Server) authenticate(c echo.Context) (auth.Principal, error) {
+// 401 (answered with WWW-Authenticate); with NoAdminAuth everyone is
+// auth.Anonymous.
+func (s *Server) authenticate(r *http.Request) (auth.Principal, error) {
 	a := s.cfg.Access
-	r := c.Request()
 	if a.NoAdminAuth {
 		return auth.Anonymous, nil
 	}
@@ -147,7 +150,6 @@ func (s *Server) authenticate(c echo.Context) (auth.Principal, error) {
 			return auth.Principal{Kind: string(kind), Name: cert.Subject.CommonName}, nil
 		}
 	}
-	c.Response().Header().Set("WWW-Authenticate", `Bearer realm="mayu admin"`)
 	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") || a.Tokens == nil {
 		return auth.Principal{}, echo.NewHTTPError(http.StatusUnauthorized, "the admin API needs a credential (Authorization: Bearer <token>)")
@@ -157,6 +159,17 @@ func (s *Server) authenticate(c echo.Context) (auth.Principal, error) {
 		return auth.Principal{}, echo.NewHTTPError(http.StatusUnauthorized, "the admin API does not know this token")
 	}
 	return p, nil
+}
+
+// wwwAuthenticate is the challenge of a 401: a bearer token.
+const wwwAuthenticate = `Bearer realm="mayu admin"`
+
+// mayWrite refuses (403) a principal that may only read.
+func (s *Server) mayWrite(p auth.Principal) error {
+	if !p.CanWrite() && !s.cfg.Access.NoAdminAuth {
+		return echo.NewHTTPError(http.StatusForbidden, fmt.Sprintf("%s may only read: this change needs an admin credential", p))
+	}
+	return nil
 }
 
 // isJSON reports whether the request's body is declared as JSON
@@ -299,12 +312,29 @@ func (s *Server) logAccess() {
 	}
 }
 
-// tlsConfig asks TLS clients for a certificate when Access.ClientCAs is
-// set; one that does not verify ends the handshake, none at all leaves the
-// bearer token (or a machine route).
+// tlsConfig is the TLS configuration Serve uses: TLSConfig's versions and
+// AEAD-only suites, and with Access.ClientCAs a request for a client
+// certificate; one that does not verify ends the handshake, none at all
+// leaves the bearer token (or a machine route).
 func (s *Server) tlsConfig() *tls.Config {
-	if s.cfg.Access.ClientCAs == nil {
-		return nil
+	conf := TLSConfig()
+	if s.cfg.Access.ClientCAs != nil {
+		conf.ClientAuth = tls.VerifyClientCertIfGiven
+		conf.ClientCAs = s.cfg.Access.ClientCAs
 	}
-	return &tls.Config{MinVersion: tls.VersionTLS12, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: s.cfg.Access.ClientCAs}
+	return conf
+}
+
+// AuthorizeAdminWrite reports whether r carries a credential that may
+// change things through the admin API: nil for an admin token or client
+// certificate (or anyone, with Access.NoAdminAuth); an *echo.HTTPError
+// with 401 (no or an unknown credential) or 403 (a read-only one)
+// otherwise. It guards writes outside the admin routes that are the
+// operator's alone, such as an etcd discovery token's _config.
+func (s *Server) AuthorizeAdminWrite(r *http.Request) error {
+	p, err := s.authenticate(r)
+	if err != nil {
+		return err
+	}
+	return s.mayWrite(p)
 }

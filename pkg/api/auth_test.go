@@ -2,6 +2,8 @@ package api
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"log/slog"
 	"net"
 	"net/http"
@@ -11,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/labstack/echo/v4"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -224,4 +227,48 @@ func subjects(msgs []string) []string {
 		out[i], _, _ = strings.Cut(m, "\n")
 	}
 	return out
+}
+
+// TestAuthorizeAdminWrite is the check of writes outside the admin routes
+// (an etcd discovery token's size): an admin credential passes, none or
+// an unknown one is 401, a read-only one 403; with NoAdminAuth anyone.
+func TestAuthorizeAdminWrite(t *testing.T) {
+	e := newEnv(t)
+	req := func(token string) *http.Request {
+		r := httptest.NewRequest("PUT", "/etcd/41f07d10ab835b22071a32d5c1b75a6d/_config/size", strings.NewReader("value=1"))
+		if token != "" {
+			r.Header.Set("Authorization", "Bearer "+token)
+		}
+		return r
+	}
+	status := func(err error) int {
+		var he *echo.HTTPError
+		require.ErrorAs(t, err, &he)
+		return he.Code
+	}
+	assert.NoError(t, e.srv.AuthorizeAdminWrite(req(e.tokens.admin)))
+	assert.Equal(t, 401, status(e.srv.AuthorizeAdminWrite(req(""))))
+	assert.Equal(t, 401, status(e.srv.AuthorizeAdminWrite(req(strings.Repeat("x", 40)))))
+	err := e.srv.AuthorizeAdminWrite(req(e.tokens.readOnly))
+	assert.Equal(t, 403, status(err))
+	assert.ErrorContains(t, err, "read-only:bob may only read")
+
+	open := newEnv(t, func(c *envConfig) { c.api.Access = Access{NoAdminAuth: true} })
+	assert.NoError(t, open.srv.AuthorizeAdminWrite(req("")))
+}
+
+// TestTLSConfigCarriesClientCAs: with a client CA the served TLS
+// configuration asks for a certificate and keeps the AEAD-only suites.
+func TestTLSConfigCarriesClientCAs(t *testing.T) {
+	pool := x509.NewCertPool()
+	e := newEnv(t, func(c *envConfig) { c.api.Access.ClientCAs = pool })
+	conf := e.srv.tlsConfig()
+	assert.Equal(t, tls.VerifyClientCertIfGiven, conf.ClientAuth)
+	assert.Same(t, pool, conf.ClientCAs)
+	assert.Equal(t, TLSConfig().CipherSuites, conf.CipherSuites)
+	assert.Equal(t, uint16(tls.VersionTLS12), conf.MinVersion)
+
+	plain := newEnv(t).srv.tlsConfig()
+	assert.Equal(t, tls.NoClientCert, plain.ClientAuth)
+	assert.Equal(t, TLSConfig().CipherSuites, plain.CipherSuites)
 }

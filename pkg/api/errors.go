@@ -8,6 +8,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"mayu/pkg/host"
+	"mayu/pkg/machineauth"
 	"mayu/pkg/provision"
 	"mayu/pkg/store"
 )
@@ -28,6 +29,8 @@ func statusOf(err error) int {
 		errors.Is(err, host.ErrInvalidSerial), errors.Is(err, host.ErrInvalidState), errors.Is(err, host.ErrInvalidMAC),
 		errors.Is(err, host.ErrInvalidText):
 		return http.StatusBadRequest
+	case errors.Is(err, machineauth.ErrForbidden):
+		return http.StatusForbidden
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, errNotServed):
 		return http.StatusNotFound
 	case errors.Is(err, host.ErrForbiddenTransition), errors.Is(err, store.ErrExists), errors.Is(err, provision.ErrConflict):

@@ -10,6 +10,7 @@ import (
 
 	"mayu/pkg/host"
 	"mayu/pkg/hostinfo"
+	"mayu/pkg/machineauth"
 	"mayu/pkg/provision"
 	"mayu/pkg/render"
 )
@@ -27,23 +28,51 @@ func (s *Server) welcome(c echo.Context) error {
 
 // ipxeBootScript is what iPXE runs after its second DHCP: boot the PXE
 // kernel and initrd, which fetch the first-stage script for their serial.
+// With TLS the kernel command line carries mayu-pin=, the pin of mayu's
+// key, by which the PXE image checks mayu before it trusts anything from
+// it; the kernel and initrd come from the boot URL (plain HTTP when
+// ServeBoot serves them).
 func (s *Server) ipxeBootScript(c echo.Context) error {
-	b := s.base
+	b, boot := s.base, s.cfg.BootBaseURL
+	if boot == "" {
+		boot = b
+	}
+	pin := ""
+	if s.cfg.TLSPin != "" {
+		pin = " mayu-pin=" + s.cfg.TLSPin
+	}
 	script := "#!ipxe\n" +
-		"kernel " + b + "/images/vmlinuz coreos.autologin maybe-install-coreos=stable console=ttyS0,115200n8 mayu=" + b +
-		" next-script=" + b + "/first-stage-script/__SERIAL__\n" +
-		"initrd " + b + "/images/initrd.cpio.gz\n" +
+		"kernel " + boot + "/images/vmlinuz coreos.autologin maybe-install-coreos=stable console=ttyS0,115200n8 mayu=" + b +
+		" next-script=" + b + "/first-stage-script/__SERIAL__" + pin + "\n" +
+		"initrd " + boot + "/images/initrd.cpio.gz\n" +
 		"boot\n"
 	return c.Blob(http.StatusOK, textPlain, []byte(script))
 }
 
 // firstStageScript registers the machine on first sight and answers its
-// install script. A script that fails to render registers nothing.
+// install script, with the credential the machine proves itself by from
+// then on. The request must come from the machine (Config.Machines), and
+// a serial mayu has no record of counts against the source's limit. A
+// script that fails to render registers nothing.
 func (s *Server) firstStageScript(c echo.Context) error {
+	serial, err := provision.MachineSerial(c.Param("serial"))
+	if err != nil {
+		return err
+	}
+	if err := s.limitRegistration(c, serial); err != nil {
+		return err
+	}
+	var token string
+	if s.cfg.Machines != nil {
+		if token, err = s.cfg.Machines.Issue(machineRequest(c, serial, machineauth.FirstStage)); err != nil {
+			return err
+		}
+	}
 	var out []byte
-	serial := c.Param("serial")
-	_, _, err := s.provAs(c, serial).RegisterChecked(serial, func(h host.Host) (err error) {
-		out, err = s.cfg.Renderer.FirstStage(s.firstStageData(h))
+	_, _, err = s.provAs(c, serial).RegisterChecked(serial, func(h host.Host) (err error) {
+		d := s.firstStageData(h)
+		d.MachineToken = token
+		out, err = s.cfg.Renderer.FirstStage(d)
 		return err
 	})
 	if err != nil {
@@ -61,6 +90,7 @@ func (s *Server) firstStageData(h host.Host) render.FirstStageData {
 		MayuURL:           s.base,
 		MayuVersion:       s.cfg.Version,
 		MachineID:         h.MachineID,
+		CACert:            s.prov.CACert(),
 	}
 	if s.cfg.UseIgnition {
 		d.IgnitionConfigURL = s.base + "/final-ignition-config.json"
@@ -108,12 +138,37 @@ func (s *Server) finalConfig(ignition bool) echo.HandlerFunc {
 		for _, d := range req.NetDevs {
 			f.MACs = append(f.MACs, d.MacAddress)
 		}
+		if err := s.authorizeFacts(c, req.Serial, f.MACs); err != nil {
+			return err
+		}
 		out, _, err := s.provAs(c, req.Serial).FinalConfig(req.Serial, f, s.cfg.Renderer.Final)
 		if err != nil {
 			return err
 		}
 		return c.Blob(http.StatusOK, textPlain, out)
 	}
+}
+
+// authorizeFacts checks that a facts report comes from the machine it
+// names and lists its own MACs (Config.Machines); a serial mayu has no
+// record of counts against the source's limit. A malformed serial is left
+// to the rules, which answer it 400.
+func (s *Server) authorizeFacts(c echo.Context, rawSerial string, macs []string) error {
+	serial, err := provision.MachineSerial(rawSerial)
+	if err != nil {
+		return nil
+	}
+	if err := s.limitRegistration(c, serial); err != nil {
+		return err
+	}
+	if s.cfg.Machines == nil {
+		return nil
+	}
+	r := machineRequest(c, serial, machineauth.Facts)
+	if err := s.cfg.Machines.Authorize(r); err != nil {
+		return err
+	}
+	return s.cfg.Machines.CheckFacts(r, machineMACs(macs))
 }
 
 // decodeJSON decodes a JSON body into v. Unknown fields are ignored: Mayu

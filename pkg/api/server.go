@@ -7,6 +7,7 @@ package api
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 
+	"mayu/pkg/machineauth"
 	"mayu/pkg/provision"
 	"mayu/pkg/render"
 )
@@ -52,6 +54,28 @@ type Config struct {
 	UseIgnition bool
 	Version     string
 
+	// Machines checks that a request on a machine route (first-stage
+	// script, final config, set_installed, boot_complete, images of a
+	// serial) comes from the machine it names, and hands out the
+	// machines' credentials. nil accepts every request, as Mayu 0.11 did.
+	Machines *machineauth.Guard
+	// AnonymousLimit bounds, per source address and minute, the requests
+	// that make mayu create something for anyone: registrations of serials
+	// it has no record of (which take an address of ip_range), and apart
+	// from those, through LimitNewTokens, PUT /etcd/new. 0: no limit.
+	AnonymousLimit int
+	// EtcdMemberSources are the addresses, besides provisioned machines',
+	// that may register etcd members (AuthorizeMemberWrite).
+	EtcdMemberSources []*net.IPNet
+	// BootBaseURL is where iPXE fetches the boot script, the PXE kernel and
+	// initrd when they are also served over plain HTTP (ServeBoot, for an
+	// iPXE that cannot check mayu's certificate); "" means BaseURL.
+	BootBaseURL string
+	// TLSPin is the pin of mayu's key (curl's --pinnedpubkey form,
+	// "sha256//<base64>"), handed to the PXE image on its kernel command
+	// line as mayu-pin=; "" without TLS.
+	TLSPin string
+
 	// Access is who may use the admin routes (auth.go).
 	Access Access
 
@@ -65,6 +89,9 @@ type Server struct {
 	e          *echo.Echo
 	log        *slog.Logger
 	base       string
+	boot       *echo.Echo                         // the routes ServeBoot answers
+	limiter    *middleware.RateLimiterMemoryStore // registrations of unknown serials
+	newTokens  *middleware.RateLimiterMemoryStore // PUT /etcd/new
 	hosts      *hostSet
 	onShutdown []func()
 }
@@ -78,11 +105,29 @@ func New(cfg Config) (*Server, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		cfg:  cfg,
-		prov: cfg.Provisioner,
-		log:  cfg.Logger,
-		base: cfg.Provisioner.BaseURL(),
+		cfg:       cfg,
+		prov:      cfg.Provisioner,
+		log:       cfg.Logger,
+		base:      cfg.Provisioner.BaseURL(),
+		limiter:   newLimiter(cfg.AnonymousLimit),
+		newTokens: newLimiter(cfg.AnonymousLimit),
 	}
+	s.e = s.newEcho()
+	if err := s.setupAccess(); err != nil {
+		return nil, err
+	}
+	s.routes()
+	s.boot = s.newEcho()
+	// The boot routes name clients in the log as the main routes do.
+	s.boot.IPExtractor = s.e.IPExtractor
+	s.bootRoutes(s.boot)
+	s.logAccess()
+	return s, nil
+}
+
+// newEcho is an echo with the server's error handler, access log, panic
+// recovery and body limit.
+func (s *Server) newEcho() *echo.Echo {
 	e := echo.New()
 	e.HideBanner = true
 	e.HidePort = true
@@ -99,13 +144,7 @@ func New(cfg Config) (*Server, error) {
 		},
 	}))
 	e.Use(middleware.BodyLimit(strconv.Itoa(MaxBodyBytes/1024) + "K"))
-	s.e = e
-	if err := s.setupAccess(); err != nil {
-		return nil, err
-	}
-	s.routes()
-	s.logAccess()
-	return s, nil
+	return e
 }
 
 // BaseURL is the URL machines use to reach mayu.
@@ -125,9 +164,9 @@ func (s *Server) routes() {
 	e.GET("/ipxebootscript", s.ipxeBootScript)
 	e.GET("/first-stage-script/:serial", s.firstStageScript)
 	// File routes answer HEAD too (curl -I, download tools probing sizes).
-	file := func(path string, h echo.HandlerFunc) {
-		e.GET(path, h)
-		e.HEAD(path, h)
+	file := func(path string, h echo.HandlerFunc, m ...echo.MiddlewareFunc) {
+		e.GET(path, h, m...)
+		e.HEAD(path, h, m...)
 	}
 	file("/hostinfo-helper", s.hostinfoHelper)
 	file("/machine-serial.sh", s.machineSerialScript)
@@ -136,10 +175,11 @@ func (s *Server) routes() {
 
 	file("/images/vmlinuz", s.defaultImage(pxeKernel))
 	file("/images/initrd.cpio.gz", s.defaultImage(pxeInitrd))
-	file("/images/:serial/vmlinuz", s.hostImage(pxeKernel))
-	file("/images/:serial/initrd.cpio.gz", s.hostImage(pxeInitrd))
-	file("/images/:serial/install_image.bin.bz2", s.hostImage(installImage))
-	file("/images/:serial/qemu/:file", s.qemuImage)
+	image := s.machineRoute(machineauth.Image)
+	file("/images/:serial/vmlinuz", s.hostImage(pxeKernel), image)
+	file("/images/:serial/initrd.cpio.gz", s.hostImage(pxeInitrd), image)
+	file("/images/:serial/install_image.bin.bz2", s.hostImage(installImage), image)
+	file("/images/:serial/qemu/:file", s.qemuImage, image)
 	file("/yochu/*", s.dirFile(func() string { return s.cfg.YochuDir }))
 
 	// The admin routes need a credential (auth.go), but for the two that
@@ -147,8 +187,10 @@ func (s *Server) routes() {
 	// templates: those are machine routes about the serial they name.
 	admin := e.Group("/admin")
 	admin.GET("/hosts", s.listHosts, s.adminRead)
+	// A machine's own reports: the machine proves who it is
+	// (machineRoute); they are not admin requests.
 	for _, r := range s.machineHostRoutes() {
-		admin.PUT("/host/:serial/"+r.name, r.handler)
+		admin.PUT("/host/:serial/"+r.name, r.handler, s.machineRoute(machineauth.Machine))
 	}
 	for _, r := range s.adminRoutes() {
 		admin.PUT("/host/:serial/"+r.name, r.handler, s.adminWrite)
@@ -165,13 +207,61 @@ func (s *Server) routes() {
 	})
 }
 
+// bootRoutes are what ServeBoot answers: what iPXE fetches before anything
+// can check mayu's certificate (the boot script, the PXE kernel and
+// initrd), as unauthenticated as DHCP and TFTP before them.
+func (s *Server) bootRoutes(e *echo.Echo) {
+	e.GET("/ipxebootscript", s.ipxeBootScript)
+	for path, name := range map[string]string{"/images/vmlinuz": pxeKernel, "/images/initrd.cpio.gz": pxeInitrd} {
+		e.GET(path, s.defaultImage(name))
+		e.HEAD(path, s.defaultImage(name))
+	}
+}
+
 // Serve answers HTTP (or HTTPS with certFile/keyFile) on ln until ctx is
 // done, then shuts down gracefully: in-flight requests get up to grace to
-// finish.
+// finish. HTTPS offers TLS 1.2 and 1.3, and in TLS 1.2 only the ECDHE
+// suites with AEAD ciphers (TLSConfig).
 func (s *Server) Serve(ctx context.Context, ln net.Listener, certFile, keyFile string, grace time.Duration) error {
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return fmt.Errorf("api: TLS certificate: %w", err)
+		}
+		conf := s.tlsConfig()
+		conf.Certificates = []tls.Certificate{cert}
+		ln = tls.NewListener(ln, conf)
+	}
+	return s.serve(ctx, ln, s.e, grace)
+}
+
+// ServeBoot answers plain HTTP on ln with the boot routes only (the iPXE
+// boot script, the PXE kernel and initrd; see Config.BootBaseURL), until
+// ctx is done.
+func (s *Server) ServeBoot(ctx context.Context, ln net.Listener, grace time.Duration) error {
+	return s.serve(ctx, ln, s.boot, grace)
+}
+
+// TLSConfig is the TLS configuration mayu serves with: TLS 1.2 or later,
+// and in TLS 1.2 only ECDHE key exchange with AES-GCM or ChaCha20-Poly1305
+// (TLS 1.3's suites are all AEAD and not configurable).
+func TLSConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		CipherSuites: []uint16{
+			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+			tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+			tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+		},
+	}
+}
+
+func (s *Server) serve(ctx context.Context, ln net.Listener, h http.Handler, grace time.Duration) error {
 	srv := &http.Server{
-		Handler:           s.e,
-		TLSConfig:         s.tlsConfig(),
+		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       60 * time.Second,
 		IdleTimeout:       120 * time.Second,
@@ -183,15 +273,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, certFile, keyFile s
 		srv.RegisterOnShutdown(f)
 	}
 	errc := make(chan error, 1)
-	go func() {
-		var err error
-		if certFile != "" {
-			err = srv.ServeTLS(ln, certFile, keyFile)
-		} else {
-			err = srv.Serve(ln)
-		}
-		errc <- err
-	}()
+	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("api: serve: %w", err)

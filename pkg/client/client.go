@@ -112,7 +112,13 @@ type Config struct {
 	// mayu whose certificate comes from a private CA.
 	CAFile string
 	// Insecure skips certificate verification (self-signed test setups).
+	// Insecure with CAFile is ErrInvalidArgument: one checks the
+	// certificate, the other does not.
 	Insecure bool
+	// MachineToken is the machine's credential (machineauth), sent with
+	// every request in the Mayu-Machine-Token header: what an installed
+	// machine proves itself by in boot-complete. "" sends none.
+	MachineToken string
 	// Timeout bounds each request, connection included; 0 means
 	// DefaultTimeout. A shorter deadline on the caller's context wins.
 	Timeout time.Duration
@@ -135,7 +141,8 @@ type Client struct {
 	timeout time.Duration
 	log     *slog.Logger
 	agent   string
-	token   string
+	token   string // admin bearer token
+	machine string // the machine's credential
 }
 
 // New checks the settings and builds a Client. It reads CAFile now, so a
@@ -152,10 +159,13 @@ func New(cfg Config) (*Client, error) {
 		log:     cfg.Logger,
 		agent:   cfg.UserAgent,
 		token:   cfg.Token,
+		machine: cfg.MachineToken,
 	}
-	for i := 0; i < len(c.token); i++ {
-		if b := c.token[i]; b <= ' ' || b >= 0x7f {
-			return nil, fmt.Errorf("%w: the token holds a space or a character that is not printable ASCII", ErrInvalidArgument)
+	for _, t := range []struct{ name, v string }{{"token", c.token}, {"machine token", c.machine}} {
+		for i := 0; i < len(t.v); i++ {
+			if b := t.v[i]; b <= ' ' || b >= 0x7f {
+				return nil, fmt.Errorf("%w: the %s holds a space or a character that is not printable ASCII", ErrInvalidArgument, t.name)
+			}
 		}
 	}
 	if c.timeout <= 0 {
@@ -356,6 +366,9 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte) ([]by
 		return nil, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
 	}
 	req.Header.Set("User-Agent", c.agent)
+	if c.machine != "" {
+		req.Header.Set(host.MachineTokenHeader, c.machine)
+	}
 	req.Header.Set("Accept", "application/json, text/plain")
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
@@ -472,6 +485,10 @@ func baseURL(cfg Config) (*url.URL, error) {
 }
 
 func tlsConfig(cfg Config) (*tls.Config, error) {
+	if cfg.Insecure && cfg.CAFile != "" {
+		return nil, fmt.Errorf("%w: --insecure and --ca-file %s contradict each other: the CA file is there to check mayu's certificate, --insecure checks nothing; give one",
+			ErrInvalidArgument, cfg.CAFile)
+	}
 	conf := &tls.Config{MinVersion: tls.VersionTLS12}
 	if cfg.Insecure {
 		conf.InsecureSkipVerify = true //nolint:gosec // asked for explicitly (--insecure)

@@ -444,6 +444,9 @@ func TestTLS(t *testing.T) {
 	assert.NoError(t, list(client.Config{CAFile: caFile}), "CA file trusts the server")
 	assert.NoError(t, list(client.Config{Insecure: true}), "insecure skips verification")
 	assert.ErrorIs(t, list(client.Config{CAFile: garbage}), client.ErrInvalidArgument)
+	err = list(client.Config{CAFile: caFile, Insecure: true})
+	assert.ErrorIs(t, err, client.ErrInvalidArgument, "--insecure with --ca-file is a contradiction")
+	assert.ErrorContains(t, err, "--insecure and --ca-file")
 
 	// Plain HTTP to a TLS port is a clear failure, not a hang.
 	err = list(client.Config{NoTLS: true})
@@ -495,4 +498,21 @@ func TestOldMayuRecords(t *testing.T) {
 	assert.Equal(t, host.Running, h.State)
 	assert.Equal(t, "192.168.2.21", h.InternalAddr.String())
 	assert.Equal(t, "2016-08-09 15:49:02.344687863 +0200 +0200", h.LastBoot.String())
+}
+
+// A machine's client sends its credential with every request.
+func TestMachineToken(t *testing.T) {
+	var got []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = append(got, r.Header.Get("Mayu-Machine-Token"))
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	defer srv.Close()
+	c, err := client.New(client.Config{BaseURL: srv.URL, MachineToken: "tok-1"})
+	require.NoError(t, err)
+	require.NoError(t, c.BootComplete(context.Background(), "m1", client.Versions{}))
+	c, err = client.New(client.Config{BaseURL: srv.URL})
+	require.NoError(t, err)
+	require.NoError(t, c.SetInstalled(context.Background(), "m1"))
+	assert.Equal(t, []string{"tok-1", ""}, got)
 }

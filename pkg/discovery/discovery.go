@@ -160,8 +160,9 @@ func baseURL(name, s string) (string, error) {
 }
 
 // mount adds the routes of a mode that serves the protocol: PUT /new and the
-// keys protocol under /<token>.
-func mount(g *echo.Group, handleNew, handleKeys echo.HandlerFunc) {
+// keys protocol under /<token>, their writes guarded by guard.
+func mount(g *echo.Group, handleNew, handleKeys echo.HandlerFunc, guard WriteGuard, log *slog.Logger) {
+	handleNew, handleKeys = guard.wrapNew(handleNew, log), guard.wrapKeys(handleKeys, log)
 	g.PUT("/new", handleNew)
 	for _, m := range []string{http.MethodGet, http.MethodPut, http.MethodDelete} {
 		g.Add(m, "/:token", handleKeys)

@@ -37,7 +37,9 @@ type InternalConfig struct {
 	// yet, NewInternal imports that etcd's registries once (see
 	// importLegacy); "" never looks there.
 	LegacyEtcd string
-	Logger     *slog.Logger
+	// Guard decides who may write; see WriteGuard.
+	Guard  WriteGuard
+	Logger *slog.Logger
 }
 
 // DefaultMaxWait is the default bound of one long-polling request.
@@ -53,6 +55,7 @@ type Internal struct {
 	base        string
 	defaultSize int
 	maxWait     time.Duration
+	guard       WriteGuard
 	log         *slog.Logger
 
 	mu    sync.Mutex
@@ -111,6 +114,7 @@ func NewInternal(cfg InternalConfig) (*Internal, error) {
 		base:        base,
 		defaultSize: size,
 		maxWait:     cfg.MaxWait,
+		guard:       cfg.Guard,
 		log:         cfg.Logger,
 		regs:        regs,
 		changed:     make(map[string]chan struct{}, len(regs)),
@@ -172,7 +176,7 @@ func (s *Internal) Check(context.Context) error { return nil }
 
 // Register mounts PUT /new and the keys protocol under /<token>.
 func (s *Internal) Register(g *echo.Group) {
-	mount(g, newTokenHandler(s, s.defaultSize, s.log), s.handleKeys)
+	mount(g, newTokenHandler(s, s.defaultSize, s.log), s.handleKeys, s.guard, s.log)
 }
 
 // handleKeys is the etcd v2 keys protocol under /etcd/<token>.

@@ -29,6 +29,8 @@ type ProxyConfig struct {
 	// only: proxied waits last as long as the member asks, so they use its
 	// Transport alone. nil means a client with a 30 s timeout.
 	Client *http.Client
+	// Guard decides who may write; see WriteGuard.
+	Guard  WriteGuard
 	Logger *slog.Logger
 }
 
@@ -41,6 +43,7 @@ type Proxy struct {
 	defaultSize int
 	client      *http.Client
 	rp          *httputil.ReverseProxy
+	guard       WriteGuard
 	log         *slog.Logger
 }
 
@@ -69,7 +72,7 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	p := &Proxy{etcd: etcd, base: base, defaultSize: size, client: cfg.Client, log: cfg.Logger}
+	p := &Proxy{etcd: etcd, base: base, defaultSize: size, client: cfg.Client, guard: cfg.Guard, log: cfg.Logger}
 	p.rp = &httputil.ReverseProxy{
 		// handleKeys puts the absolute upstream URL on the inbound request.
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -180,7 +183,7 @@ func (p *Proxy) Check(ctx context.Context) error {
 
 // Register mounts PUT /new and forwards the keys protocol under /<token>.
 func (p *Proxy) Register(g *echo.Group) {
-	mount(g, newTokenHandler(p, p.defaultSize, p.log), p.handleKeys)
+	mount(g, newTokenHandler(p, p.defaultSize, p.log), p.handleKeys, p.guard, p.log)
 }
 
 func (p *Proxy) handleKeys(c echo.Context) error {

@@ -58,7 +58,8 @@ type GlobalContext struct {
 	// PXEFile is the boot loader for clients that are not iPXE yet:
 	// ipxe.efi with network.uefi, else undionly.kpxe.
 	PXEFile string
-	// BootScriptURL is http(s)://<bind_addr>:<port>/ipxebootscript.
+	// BootScriptURL is http(s)://<bind_addr>:<port>/ipxebootscript, or
+	// with a boot port (Config.BootPort) http://<bind_addr>:<boot port>/ipxebootscript.
 	BootScriptURL string
 }
 
@@ -103,6 +104,10 @@ func (s *Supervisor) global(n config.Network) GlobalContext {
 	if n.UEFI {
 		pxeFile = uefiBootFile
 	}
+	bootURL := bootScriptURL(n, s.cfg.HTTPPort, s.cfg.NoTLS)
+	if s.cfg.BootPort != 0 {
+		bootURL = bootScriptURL(n, s.cfg.BootPort, true)
+	}
 	return GlobalContext{
 		Executable:    s.cfg.Binary,
 		Template:      s.cfg.Template,
@@ -113,7 +118,7 @@ func (s *Supervisor) global(n config.Network) GlobalContext {
 		HostsFile:     s.hostsPath,
 		LeaseFile:     s.leasePath,
 		PXEFile:       pxeFile,
-		BootScriptURL: bootScriptURL(n, s.cfg.HTTPPort, s.cfg.NoTLS),
+		BootScriptURL: bootURL,
 	}
 }
 

@@ -218,3 +218,17 @@ func requireDnsmasq(t *testing.T) string {
 	proctest.RequireFile(t, DefaultBinary, "dnsmasq-base")
 	return DefaultBinary
 }
+
+// With a boot port (mayu --boot-http-port) iPXE is sent to the plain-HTTP
+// boot script, whatever the TLS setting of the main port.
+func TestBootScriptURLOfBootPort(t *testing.T) {
+	dir := t.TempDir()
+	s, err := New(Config{Binary: "/bin/false", Template: shippedTemplate, RuntimeDir: dir, Network: seedNetwork(), TFTPRoot: dir,
+		HTTPPort: 4080, BootPort: 4081})
+	require.NoError(t, err)
+	assert.Equal(t, "http://"+seedNetwork().BindAddr+":4081/ipxebootscript", s.global(seedNetwork()).BootScriptURL)
+	s, err = New(Config{Binary: "/bin/false", Template: shippedTemplate, RuntimeDir: dir, Network: seedNetwork(), TFTPRoot: dir,
+		HTTPPort: 4080})
+	require.NoError(t, err)
+	assert.Equal(t, "https://"+seedNetwork().BindAddr+":4080/ipxebootscript", s.global(seedNetwork()).BootScriptURL)
+}

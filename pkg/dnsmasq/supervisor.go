@@ -94,6 +94,10 @@ type Config struct {
 	// NoTLS and HTTPPort make the iPXE boot-script URL.
 	NoTLS    bool
 	HTTPPort int
+	// BootPort, when not 0, is the plain-HTTP port mayu also serves the
+	// boot script on (--boot-http-port): iPXE is pointed there, as it
+	// cannot check mayu's certificate unless it was built with it.
+	BootPort int
 	// Logger receives the supervisor's messages and every line dnsmasq
 	// prints, all with component=dnsmasq. Nil discards.
 	Logger *slog.Logger

@@ -44,6 +44,7 @@ func TestFlagsArgs(t *testing.T) {
 	assert.Contains(t, args, "--http-port=4321")
 	assert.Contains(t, args, "--tftproot="+filepath.Join(root, "tftproot"))
 	assert.Contains(t, args, "--no-dnsmasq")
+	assert.Contains(t, args, "--anonymous-limit=0", "tests play many machines from one address")
 	b, err := os.ReadFile(filepath.Join(dir, "config.yaml"))
 	require.NoError(t, err)
 	assert.Equal(t, "x: 1\n", string(b))

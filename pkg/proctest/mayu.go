@@ -112,6 +112,10 @@ func (f Flags) Args() (Flags, []string, error) {
 		"--images-cache-dir=" + f.Images,
 		"--yochu-path=" + filepath.Join(f.Dir, "yochu"),
 		"--tftproot=" + f.TFTPRoot,
+		// Tests and storms play many machines from one loopback address:
+		// no limit on registrations per address, unless a test gives its
+		// own --anonymous-limit (the last one given counts).
+		"--anonymous-limit=0",
 	}
 	if f.NoAdminAuth {
 		args = append(args, "--no-admin-auth")

@@ -2,6 +2,7 @@ package provision
 
 import (
 	"errors"
+	"net"
 
 	"mayu/pkg/host"
 	"mayu/pkg/store"
@@ -50,3 +51,27 @@ func (p *Provisioner) ImageVersion(serial string) (string, error) {
 	prof, _ := p.cfg.Profile(h.Profile) // a profile gone from config.yaml: the default
 	return p.cfg.CoreOSVersion(prof), nil
 }
+
+// Host returns the record of serial (normalized), if there is one.
+func (p *Provisioner) Host(serial string) (host.Host, bool) {
+	h, err := p.store.Get(serial)
+	return h, err == nil
+}
+
+// HostByMAC returns the host with this MAC address (normalized form).
+func (p *Provisioner) HostByMAC(mac string) (host.Host, bool) {
+	h, err := p.store.ByMAC(mac)
+	return h, err == nil
+}
+
+// HostByIP returns the host whose InternalAddr is ip: a provisioned
+// machine's address.
+func (p *Provisioner) HostByIP(ip net.IP) (host.Host, bool) {
+	h, err := p.store.ByIP(ip)
+	return h, err == nil
+}
+
+// MachineSerial normalizes the serial a machine names itself by and
+// refuses a vendor placeholder or an unsubstituted template marker
+// (host.CheckSerial); the error wraps ErrInvalid.
+func MachineSerial(serial string) (string, error) { return machineSerial(serial) }

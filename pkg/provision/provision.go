@@ -71,6 +71,8 @@ type Config struct {
 	// URLs of the final-template data are made of them.
 	HTTPPort int
 	NoTLS    bool
+	// CACert is what machines trust mayu's HTTPS by (Site.CACert).
+	CACert string
 	// Discovery names the etcd discovery URL of the final-template data and
 	// creates the cluster's default token (EnsureClusterToken). Nil leaves
 	// the URL empty.
@@ -136,7 +138,7 @@ func New(cfg Config) (*Provisioner, error) {
 		return nil, errors.New("provision: config and store are required")
 	}
 	p := &Provisioner{rules: &rules{cfg: cfg.Cluster, store: cfg.Store, disc: cfg.Discovery, log: cfg.Logger, rand: cfg.Rand, now: cfg.Now,
-		site: Site{Cluster: cfg.Cluster, HTTPPort: cfg.HTTPPort, NoTLS: cfg.NoTLS}}}
+		site: Site{Cluster: cfg.Cluster, HTTPPort: cfg.HTTPPort, NoTLS: cfg.NoTLS, CACert: cfg.CACert}}}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}

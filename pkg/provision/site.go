@@ -13,6 +13,10 @@ type Site struct {
 	Cluster  *config.Config
 	HTTPPort int  // --http-port
 	NoTLS    bool // --no-tls
+	// CACert is what machines trust mayu's certificate by (PEM): the
+	// --tls-ca-file bundle, else the certificate itself. Empty with
+	// --no-tls.
+	CACert string
 }
 
 // BaseURL is http(s)://<bind_addr>:<port>, the start of every URL handed to
@@ -31,10 +35,14 @@ func (s Site) FinalData(h host.Host, discoveryURL string) render.FinalData {
 		MayuPort:         s.HTTPPort,
 		MayuURL:          base,
 		NoTLS:            s.NoTLS,
+		CACert:           s.CACert,
 		PostBootURL:      base + "/admin/host/" + h.Serial + "/boot_complete",
 		TemplatesEnv:     s.Cluster.TemplatesEnv,
 	}
 }
+
+// CACert is the certificate machines trust mayu by, see Site.CACert.
+func (p *Provisioner) CACert() string { return p.site.CACert }
 
 // BaseURL is the URL machines reach mayu at, see Site.BaseURL.
 func (p *Provisioner) BaseURL() string { return p.site.BaseURL() }

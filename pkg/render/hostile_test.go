@@ -157,7 +157,8 @@ func TestHostileValuesCloudConfig(t *testing.T) {
 	for _, f := range doc.WriteFiles {
 		files[f.Path] = f.Content
 	}
-	assert.Equal(t, []string{"/etc/mayu/host-env", "/etc/mayu/yochu-env"}, sortedKeys(files), "no file was added")
+	assert.Equal(t, []string{"/etc/mayu/host-env", "/etc/mayu/yochu-env", "/etc/ssl/certs/mayu-ca.pem"}, sortedKeys(files), "no file was added")
+	assert.Equal(t, d.CACert, files["/etc/ssl/certs/mayu-ca.pem"], "mayu's CA, as it is")
 	assert.Equal(t, map[string]string{"MAYU_PROFILE": h.Profile, "MAYU_METADATA": h.FleetMetadata.String(), "MAYU_URL": d.MayuURL},
 		shellEnv(t, files["/etc/mayu/host-env"], "MAYU_PROFILE", "MAYU_METADATA", "MAYU_URL"))
 	assert.Equal(t, map[string]string{"YOCHU_VERSION": "y-" + hostile, "DOCKER_VERSION": "d-" + hostile, "K8S_VERSION": "k-" + hostile},

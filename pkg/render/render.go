@@ -8,6 +8,7 @@ package render
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -126,6 +127,20 @@ type FirstStageData struct {
 	MayuURL           string
 	MayuVersion       string
 	MachineID         string
+	// MachineToken is the machine's credential (machineauth): the script
+	// sends it with every request about the machine and leaves it in
+	// /etc/mayu-env for mayuctl boot-complete. Empty when mayu checks no
+	// credentials (--machine-auth=off).
+	MachineToken string
+	// CACert is the PEM certificate (bundle) the machine trusts mayu's
+	// HTTPS by; empty with --no-tls.
+	CACert string
+}
+
+// CACertBase64 is CACert in base64, one shell word: what the first-stage
+// script carries (shq refuses the newlines of a PEM).
+func (d FirstStageData) CACertBase64() string {
+	return base64.StdEncoding.EncodeToString([]byte(d.CACert))
 }
 
 // FirstStage renders the install script. It must come out as a script (a
@@ -155,7 +170,10 @@ type FinalData struct {
 	MayuPort         int
 	MayuURL          string
 	NoTLS            bool
-	PostBootURL      string
+	// CACert is the PEM certificate (bundle) the installed machine trusts
+	// mayu's HTTPS by; empty with --no-tls.
+	CACert      string
+	PostBootURL string
 	// TemplatesEnv is config.yaml's templates_env. Final merges the host's
 	// Overrides into a deep copy; this map is never written.
 	TemplatesEnv map[string]interface{}

@@ -2,6 +2,7 @@ package render
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"net"
@@ -79,10 +80,14 @@ func baseEnv() map[string]interface{} {
 	}
 }
 
+// testCA stands for mayu's CA certificate in the final configs of TLS
+// cases (the templates place it, they do not parse it).
+const testCA = "-----BEGIN CERTIFICATE-----\nMIIBdTCCARugAwIBAgIBATAKBggqhkjOPQQDAjAUMRIwEAYDVQQDEwltYXl1IHRl\nc3QwHhcNMjYwMTAxMDAwMDAwWhcNMjcwMTAxMDAwMDAwWjAUMRIwEAYDVQQDEwlt\n-----END CERTIFICATE-----\n"
+
 func finalData(h host.Host, n config.Network, env map[string]interface{}, noTLS bool) FinalData {
-	scheme := "https"
+	scheme, ca := "https", testCA
 	if noTLS {
-		scheme = "http"
+		scheme, ca = "http", ""
 	}
 	base := scheme + "://192.168.2.2:4080"
 	return FinalData{
@@ -93,6 +98,7 @@ func finalData(h host.Host, n config.Network, env map[string]interface{}, noTLS 
 		MayuPort:         4080,
 		MayuURL:          base,
 		NoTLS:            noTLS,
+		CACert:           ca,
 		PostBootURL:      base + "/admin/host/" + h.Serial + "/boot_complete",
 		TemplatesEnv:     env,
 	}
@@ -211,10 +217,41 @@ func TestFinalCloudConfigGolden(t *testing.T) {
 			boot := units["mayu-boot-complete.service"]
 			assert.Contains(t, boot, "--host=192.168.2.2 --port=4080 ")
 			assert.Equal(t, tc.data.NoTLS, strings.Contains(boot, "--no-tls"))
+			checkTLSTrust(t, tc.data, string(out), boot, caFileOfCloudConfig(t, out))
 			assert.Contains(t, boot, "boot-complete --update-versions")
 			assert.Contains(t, units["mayuctl-fetch.service"], tc.data.MayuURL+"/mayuctl")
 		})
 	}
+}
+
+// checkTLSTrust: with TLS the final config checks mayu's certificate
+// against the CA it places in /etc/ssl/certs/mayu-ca.pem (mayuctl
+// --ca-file, curl --cacert) and never skips the check; without TLS there
+// is no CA file.
+func checkTLSTrust(t *testing.T, d FinalData, out, bootUnit, caFile string) {
+	t.Helper()
+	assert.NotContains(t, out, "--insecure")
+	assert.Equal(t, d.CACert, caFile, "the CA file holds .CACert")
+	if d.NoTLS {
+		return
+	}
+	assert.Contains(t, bootUnit, "--ca-file=/etc/ssl/certs/mayu-ca.pem boot-complete")
+	assert.Contains(t, out, "--cacert /etc/ssl/certs/mayu-ca.pem --output /opt/bin/mayuctl.part")
+}
+
+// caFileOfCloudConfig is the content of write_files' /etc/ssl/certs/mayu-ca.pem.
+func caFileOfCloudConfig(t *testing.T, out []byte) string {
+	t.Helper()
+	var doc struct {
+		WriteFiles []struct{ Path, Content string } `yaml:"write_files"`
+	}
+	require.NoError(t, yaml.Unmarshal(out, &doc))
+	for _, f := range doc.WriteFiles {
+		if f.Path == "/etc/ssl/certs/mayu-ca.pem" {
+			return f.Content
+		}
+	}
+	return ""
 }
 
 func TestFinalIgnitionGolden(t *testing.T) {
@@ -275,6 +312,7 @@ func TestFinalIgnitionGolden(t *testing.T) {
 				assert.NotContains(t, files, "/etc/systemd/network/"+u)
 			}
 			assert.Contains(t, units["mayu-boot-complete.service"], "boot-complete --update-versions")
+			checkTLSTrust(t, tc.data, string(out), units["mayu-boot-complete.service"], files["/etc/ssl/certs/mayu-ca.pem"])
 			assert.NotContains(t, string(out), "no%20value", "a missing templates_env key leaked into file contents")
 		})
 	}
@@ -322,13 +360,17 @@ func TestFirstStage(t *testing.T) {
 		MayuURL:           "https://192.168.2.2:4080",
 		MayuVersion:       "1.2.3",
 		MachineID:         "00112233445566778899aabbccddeeff",
+		MachineToken:      strings.Repeat("ab", 32),
+		CACert:            testCA,
 	}
 	out, err := r.FirstStage(d)
 	require.NoError(t, err)
 	assert.True(t, bytes.HasPrefix(out, []byte("#!")))
-	for _, v := range []string{d.HostInfoHelperURL, d.CloudConfigURL, d.InstallImageURL, d.SetInstalledURL, d.MayuVersion, d.MachineID} {
+	for _, v := range []string{d.HostInfoHelperURL, d.CloudConfigURL, d.InstallImageURL, d.SetInstalledURL, d.MayuVersion, d.MachineID,
+		"MACHINE_TOKEN=" + d.MachineToken, "MAYU_CA_CERT_B64=" + base64.StdEncoding.EncodeToString([]byte(testCA))} {
 		assert.Contains(t, string(out), v)
 	}
+	assert.NotContains(t, string(out), "--insecure")
 	// The testdata stand-in must keep working too, whichever the shipped one.
 	cfg := shipped(t, false)
 	cfg.FirstStageScript = "testdata/first_stage_script.sh"

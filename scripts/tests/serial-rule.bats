@@ -32,12 +32,19 @@ dmi() {
 # first: $W itself is under /tmp): the kernel
 # command line comes from a stub cmdline-arg, /sys from MAYU_SYSFS_ROOT.
 run_first_stage_unit() {
-  awk '/^- path: \/opt\/mayu\/run-first-stage$/ {f = 1; next}
-       f && /^  content: \|$/ {c = 1; next}
-       c && /^[^ ]/ {exit}
-       c {sub(/^    /, ""); print}' "$REPO_DIR/templates/first_stage_cloudconfig.yaml" |
-    sed -e "s|/tmp/|$W/tmp/|g" -e "s|/opt/mayu/cmdline-arg|$W/cmdline-arg|g" >"$W/run-first-stage"
-  [ -s "$W/run-first-stage" ]
+  local f
+  # run-first-stage downloads through mayu-curl (the pin check, which a
+  # command line without mayu-pin= skips): both are extracted.
+  for f in run-first-stage mayu-curl; do
+    awk -v path="/opt/mayu/$f" '$0 == "- path: " path {f = 1; next}
+         f && /^  content: \|$/ {c = 1; next}
+         c && /^[^ ]/ {exit}
+         c {sub(/^    /, ""); print}' "$REPO_DIR/templates/first_stage_cloudconfig.yaml" |
+      sed -e "s|/tmp/|$W/tmp/|g" -e "s|/opt/mayu/cmdline-arg|$W/cmdline-arg|g" \
+        -e "s|/opt/mayu/mayu-curl|$W/mayu-curl|g" >"$W/$f"
+    [ -s "$W/$f" ]
+  done
+  chmod +x "$W/mayu-curl"
   cat >"$W/cmdline-arg" <<EOF
 #!/bin/bash
 case \$1 in

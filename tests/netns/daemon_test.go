@@ -47,12 +47,26 @@ func startMayu(t *testing.T, l *netlab.Lab, extra ...string) *mayuProc {
 	bin := proctest.Build(t)
 	dir := t.TempDir()
 	run := filepath.Join(dir, "run")
-	_, args := proctest.MayuArgs(t, proctest.Flags{Dir: dir, ConfigText: netConfig, Host: netlab.ProvAddr, Port: 4080,
+	f, args := proctest.MayuArgs(t, proctest.Flags{Dir: dir, ConfigText: netConfig, Host: netlab.ProvAddr, Port: 4080,
 		TFTPRoot: l.TFTPRoot, Dnsmasq: dnsmasq.DefaultBinary}, append([]string{"--no-tls", "--runtime-dir", run}, extra...)...)
 	cmd := exec.Command("ip", append([]string{"netns", "exec", l.Prov, bin.Mayu}, args...)...)
 	d := proctest.StartDaemon(t, cmd, "http://"+netlab.ProvAddr+":4080")
 	d.Client = netlab.HTTPClient(l.Prov)
+	d.Flags = f
 	return &mayuProc{Daemon: d, l: l, run: run}
+}
+
+// waitAnswers waits (60s at most) until mayu answers GET / with 200.
+func (m *mayuProc) waitAnswers(t *testing.T) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		r, err := m.Client.Get(m.Base + "/")
+		if err != nil {
+			return false
+		}
+		r.Body.Close()
+		return r.StatusCode == 200
+	}, 60*time.Second, 50*time.Millisecond, "mayu did not answer HTTP")
 }
 
 // dnsmasqPID is the process in the namespace that runs dnsmasq -k (not
@@ -83,15 +97,11 @@ func (m *mayuProc) waitDnsmasq(t *testing.T, not int) int {
 func TestNetMayuDaemon(t *testing.T) {
 	proctest.RequireFile(t, dnsmasq.DefaultBinary, "dnsmasq-base")
 	l := netlab.New(t)
-	m := startMayu(t, l)
-	require.Eventually(t, func() bool {
-		r, err := m.Client.Get(m.Base + "/")
-		if err != nil {
-			return false
-		}
-		r.Body.Close()
-		return r.StatusCode == 200
-	}, 60*time.Second, 50*time.Millisecond, "mayu did not answer HTTP")
+	// The test plays the machine from the provisioner's own address, which
+	// holds no DHCP lease: no machine auth here (TestNetMachineAuth plays
+	// machines from their leases).
+	m := startMayu(t, l, "--machine-auth=off")
+	m.waitAnswers(t)
 	pid := m.waitDnsmasq(t, 0)
 	hostsPath := filepath.Join(m.run, hostsFile)
 	readHosts := "read " + hostsPath

@@ -10,6 +10,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -22,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"mayu/pkg/host"
 	"mayu/pkg/hostinfo"
 )
 
@@ -47,6 +50,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	procRoot := fs.String("procfs-root", envOr(getenv, "INFOPUSHER_PROCFS_ROOT", "/proc"), "where procfs is mounted [$INFOPUSHER_PROCFS_ROOT]")
 	ipmitool := fs.String("ipmitool", envOr(getenv, "INFOPUSHER_IPMITOOL", "ipmitool"), "ipmitool binary, or - to skip IPMI [$INFOPUSHER_IPMITOOL]")
 	serial := fs.String("serial", "", "report this serial instead of the DMI one (cleaned as a DMI value: whitespace around removed, inside -; placeholders refused)")
+	caFile := fs.String("ca-file", "", "PEM bundle to check mayu's certificate by, besides the system's CAs (the first-stage script's copy of mayu's CA)")
 	timeout := fs.Duration("timeout", 2*time.Minute, "give up on the POST after this long")
 	verbose := fs.Bool("v", false, "log what is collected on stderr")
 	showVersion := fs.Bool("version", false, "print the version and exit")
@@ -58,8 +62,12 @@ product, chassis and board serial and system UUID that is not a vendor
 placeholder), physical NICs and MACs, the NIC of the default route and the
 IPMI address, POSTs them as JSON to URL and prints the answer on stdout.
 
+The machine's credential, from $MAYU_MACHINE_TOKEN (the first-stage script
+sets it), is sent in the Mayu-Machine-Token header.
+
 Example:
   infopusher -post-url=http://192.168.2.2:4080/final-cloud-config.yaml > /tmp/user_data
+  MAYU_MACHINE_TOKEN=... infopusher -ca-file=/tmp/mayu-ca.pem -post-url=https://192.168.2.2:4080/final-cloud-config.yaml
 
 Options:
 `)
@@ -105,10 +113,12 @@ Options:
 
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	// The installer talks to mayu on the provisioning segment: no proxies.
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.Proxy = nil
-	answer, err := hostinfo.Post(ctx, &http.Client{Transport: tr}, *postURL, info)
+	hc, err := httpClient(*caFile, getenv("MAYU_MACHINE_TOKEN"))
+	if err != nil {
+		fmt.Fprintln(stderr, "infopusher: "+err.Error())
+		return 2
+	}
+	answer, err := hostinfo.Post(ctx, hc, *postURL, info)
 	if err != nil {
 		fmt.Fprintln(stderr, "infopusher: "+err.Error())
 		return 1
@@ -125,4 +135,46 @@ func envOr(getenv func(string) string, key, def string) string {
 		return v
 	}
 	return def
+}
+
+// httpClient is the client the facts are posted with: no proxies (the
+// installer talks to mayu on the provisioning segment), TLS 1.2 or later
+// checked against the system's CAs and caFile, and the machine's
+// credential on every request when there is one.
+func httpClient(caFile, token string) (*http.Client, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.Proxy = nil
+	conf := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("-ca-file: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil || pool == nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("-ca-file %s: no PEM certificate in it", caFile)
+		}
+		conf.RootCAs = pool
+	}
+	tr.TLSClientConfig = conf
+	var rt http.RoundTripper = tr
+	if token != "" {
+		rt = credential{token: token, next: tr}
+	}
+	return &http.Client{Transport: rt}, nil
+}
+
+// credential adds the machine's credential to every request.
+type credential struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (c credential) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set(host.MachineTokenHeader, c.token)
+	return c.next.RoundTrip(r)
 }

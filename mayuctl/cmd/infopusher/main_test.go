@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -159,4 +162,33 @@ func TestHelpAndVersion(t *testing.T) {
 		assert.Equal(t, 0, r.code)
 		assert.Equal(t, "infopusher dev (commit unknown)\n", r.stdout)
 	}
+}
+
+// With -ca-file the helper checks mayu's certificate against it (and fails
+// without it), and it sends the machine's credential from
+// $MAYU_MACHINE_TOKEN.
+func TestCAFileAndCredential(t *testing.T) {
+	var token string
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token = r.Header.Get("Mayu-Machine-Token")
+		_, _ = io.WriteString(w, finalConfig)
+	}))
+	defer srv.Close()
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	require.NoError(t, os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644))
+	sys, proc := fakeSystem(t)
+	args := []string{"-post-url=" + srv.URL + "/final-cloud-config.yaml", "-sysfs-root=" + sys, "-procfs-root=" + proc, "-ipmitool=-"}
+
+	r := infopusher(t, nil, args...)
+	assert.Equal(t, 1, r.code)
+	assert.Contains(t, r.stderr, "certificate")
+
+	r = infopusher(t, map[string]string{"MAYU_MACHINE_TOKEN": "tok-123"}, append(args, "-ca-file="+caFile)...)
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, finalConfig, r.stdout)
+	assert.Equal(t, "tok-123", token)
+
+	r = infopusher(t, nil, append(args, "-ca-file="+filepath.Join(t.TempDir(), "missing.pem"))...)
+	assert.Equal(t, 2, r.code)
+	assert.Contains(t, r.stderr, "-ca-file")
 }

@@ -407,3 +407,66 @@ func (l *Lab) HoldUDP(t *testing.T, addr string) {
 	require.NoError(t, InNetns(l.Prov, func() (err error) { pc, err = net.ListenPacket("udp4", addr); return err }))
 	t.Cleanup(func() { pc.Close() })
 }
+
+// Machine is a namespace of its own playing one machine on the lab's
+// segment: one veth "eth0" with MAC on br0, the address DHCP gives it
+// configured on that NIC, so that what it sends comes from its lease as a
+// real installer's requests do.
+type Machine struct {
+	l    *Lab
+	NS   string
+	MAC  string
+	Addr string // its address once DHCP or SetAddr gave it one
+}
+
+// NewMachine adds a machine with mac to the lab; its namespace is removed
+// (what runs in it killed by PID) when the test ends.
+func (l *Lab) NewMachine(t *testing.T, mac string) *Machine {
+	t.Helper()
+	m := &Machine{l: l, NS: fmt.Sprintf("%s-m%s", l.Cli, strings.ReplaceAll(mac[len(mac)-5:], ":", "")), MAC: mac}
+	l.must("ip", "netns", "add", m.NS)
+	t.Cleanup(func() { l.deleteNamespace(m.NS) })
+	peer := "vm" + strings.ReplaceAll(mac[len(mac)-5:], ":", "")
+	l.must("ip", "-n", l.Prov, "link", "add", peer, "type", "veth", "peer", "name", "eth0", "netns", m.NS)
+	l.must("ip", "-n", l.Prov, "link", "set", peer, "master", "br0", "up")
+	l.must("ip", "-n", m.NS, "link", "set", "lo", "up")
+	l.must("ip", "-n", m.NS, "link", "set", "eth0", "address", mac, "up")
+	return m
+}
+
+// DHCP gets a lease for the machine (busybox udhcpc, up to 10 DISCOVERs)
+// and configures its address on eth0.
+func (m *Machine) DHCP(t *testing.T) Lease {
+	t.Helper()
+	out := filepath.Join(m.l.Dir, "lease-"+m.NS)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", m.NS, "busybox", "udhcpc", "-B", "-i", "eth0", "-f", "-q", "-n",
+		"-t", "10", "-T", "1", "-s", m.l.script, "-V", PXEVendor)
+	cmd.Env = append(os.Environ(), "MAYU_DHCP_OUT="+out)
+	res, err := cmd.CombinedOutput()
+	require.NoError(t, err, "udhcpc in %s: %s", m.NS, res)
+	b, err := os.ReadFile(out)
+	require.NoError(t, err, "udhcpc got no lease: %s", res)
+	ls := Lease{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			ls[k] = v
+		}
+	}
+	require.NotEmpty(t, ls["ip"], "no address in the lease: %s", b)
+	m.SetAddr(t, ls["ip"])
+	return ls
+}
+
+// SetAddr makes addr the machine's only address (as the installed system
+// configures its static address).
+func (m *Machine) SetAddr(t *testing.T, addr string) {
+	t.Helper()
+	m.l.Run(t, "ip", "-n", m.NS, "addr", "flush", "dev", "eth0")
+	m.l.Run(t, "ip", "-n", m.NS, "addr", "add", addr+"/24", "dev", "eth0")
+	m.Addr = addr
+}
+
+// HTTPClient sends from the machine's namespace (and address).
+func (m *Machine) HTTPClient() *http.Client { return HTTPClient(m.NS) }

@@ -132,10 +132,11 @@ func initGitDir(workDir string) error {
 	return durable.SyncDir(workDir)
 }
 
-// excludePatterns keep the discovery registry, the admin API's token file
-// (a secret: `git add -A` must not commit it) and the store's temp files
-// out of `git status`.
-var excludePatterns = []string{"/.discovery/", "/.admin-tokens*", tmpPrefix + "*"}
+// excludePatterns keep the discovery registry, the machines' bindings
+// (credential hashes: never committed), the admin API's token file (a
+// secret: `git add -A` must not commit it) and the store's temp files out
+// of `git status`.
+var excludePatterns = []string{"/.discovery/", "/.machine-auth/", "/.admin-tokens*", tmpPrefix + "*"}
 
 // excludeText is the exclude file of a new repository.
 var excludeText = "# git ls-files --others --exclude-from=.git/info/exclude\n" +
