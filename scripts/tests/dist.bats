@@ -101,8 +101,11 @@ teardown() {
   curl -fsS "$MAYU_URL/images/initrd.cpio.gz" | cmp - "$rel/images/$v/coreos_production_pxe_image.cpio.gz"
   curl -fsS "$MAYU_URL/index.html" | cmp - "$rel/static_html/index.html"
   curl -fsS "$MAYU_URL/hostinfo-helper" | cmp - "$rel/static_html/infopusher"
-  [ "$(curl -fsS "$MAYU_URL/admin/hosts")" = "[]" ]
-  run "$rel/mayuctl" --no-tls --host=127.0.0.1 --port="$MAYU_PORT" list
+  # The admin API needs the token mayu wrote at its first start.
+  local tokens=$BATS_TEST_TMPDIR/cluster/.admin-tokens
+  [ "$(curl -sS -o /dev/null -w '%{http_code}' "$MAYU_URL/admin/hosts")" = 401 ]
+  [ "$(curl -fsS -H "Authorization: Bearer $(admin_token "$tokens")" "$MAYU_URL/admin/hosts")" = "[]" ]
+  run "$rel/mayuctl" --no-tls --host=127.0.0.1 --port="$MAYU_PORT" --token-file="$tokens" list
   echo "$output"
   [ "$status" -eq 0 ]
   [[ ${lines[0]} == "IP  SERIAL  PROFILE  IPMIADDR  PROVIDERID  ETCDTOKEN  METADATA  COREOS  STATE  LASTBOOT" ]]
@@ -130,7 +133,7 @@ teardown() {
     curl -fsS -o /dev/null "http://127.0.0.1:$port/" && break
     sleep 0.1
   done
-  curl -fsS "http://127.0.0.1:$port/admin/hosts"
+  curl -fsS -H "Authorization: Bearer $(admin_token "$BATS_TEST_TMPDIR/cluster/.admin-tokens")" "http://127.0.0.1:$port/admin/hosts"
   run "$REL/contrib/mayu.init" status
   [ "$status" -eq 0 ]
   [[ $output == *"running (pid $pid)"* ]]

@@ -165,3 +165,9 @@ stop_mayu() {
   wait "$pid" || rc=$?
   return "$rc"
 }
+
+# admin_token FILE prints the token of the first admin line of mayu's
+# token file (lines "name role token"; # starts a comment).
+admin_token() {
+  awk '!/^[[:space:]]*#/ && $2 == "admin" {print $3; exit}' "$1"
+}

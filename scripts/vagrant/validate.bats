@@ -38,7 +38,8 @@ setup() {
 }
 
 @test "mayuctl lists the cluster" {
-  run "$MAYU_RELEASE_DIR/mayuctl" --no-tls --host="$MAYU_BIND_ADDR" list
+  # The container wrote the admin token into the cluster volume at its first start.
+  run "$MAYU_RELEASE_DIR/mayuctl" --no-tls --host="$MAYU_BIND_ADDR" --token-file="$MAYU_RELEASE_DIR/cluster/.admin-tokens" list
   [ "$status" -eq 0 ]
   [[ ${lines[0]} == "IP  SERIAL  PROFILE"* ]]
 }
