@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,34 +9,15 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"mayu/pkg/proctest"
 	"mayu/pkg/render"
 )
-
-// lockedBuffer is a log sink written by the server's goroutines and read by
-// the test.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 var accessLine = regexp.MustCompile(`(?m)^.* msg=request method=(\S+) path=(\S+) status=(\d+) .*$`)
 
@@ -90,7 +70,7 @@ func TestAccessLogStatusIsTheSentStatus(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			logs := &lockedBuffer{}
+			logs := &proctest.Output{} // written by the server's goroutines, read by the test
 			logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 			e := newEnvWithRange(t, "192.168.2.22", func(c *envConfig) { c.api.Logger = logger })
 			if tt.setup != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"mayu/pkg/host"
+	"mayu/pkg/proctest"
 	"mayu/pkg/store"
 	"mayu/pkg/store/gitdir"
 )
@@ -61,7 +62,7 @@ func TestDirCrashLeftovers(t *testing.T) {
 		require.NoError(t, os.WriteFile(filepath.Join(packDir, tmp), []byte("partial"), 0o644))
 	}
 
-	logs := &syncBuffer{}
+	logs := &proctest.Output{}
 	d, err = gitdir.Open(dir, gitdir.Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	require.NoError(t, err)
 	defer d.Close()

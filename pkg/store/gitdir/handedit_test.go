@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"mayu/pkg/host"
+	"mayu/pkg/proctest"
 	"mayu/pkg/store"
 	"mayu/pkg/store/gitdir"
 )
@@ -52,7 +53,7 @@ func TestDirExternalCommit(t *testing.T) {
 // and committed; the store's own writes are not mistaken for edits.
 func TestDirHandEdits(t *testing.T) {
 	dir := t.TempDir()
-	logs := &syncBuffer{}
+	logs := &proctest.Output{}
 	d, err := gitdir.Open(dir, gitdir.Options{Watch: true, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	require.NoError(t, err)
 	defer d.Close()

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"mayu/pkg/host"
+	"mayu/pkg/proctest"
 	"mayu/pkg/store"
 	"mayu/pkg/store/gitdir"
 )
@@ -224,7 +225,7 @@ func TestDirNoGitThenGit(t *testing.T) {
 	require.NoError(t, d.Close())
 	assert.Equal(t, []string{"s1: host created", "initial commit"}, gitLog(t, dir), "--no-git commits nothing")
 
-	logs := &syncBuffer{}
+	logs := &proctest.Output{}
 	d, err = gitdir.Open(dir, gitdir.Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	require.NoError(t, err)
 	defer d.Close()

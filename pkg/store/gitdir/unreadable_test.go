@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"mayu/pkg/host"
+	"mayu/pkg/proctest"
 	"mayu/pkg/store"
 	"mayu/pkg/store/gitdir"
 )
@@ -82,7 +83,7 @@ func TestUnreadableRecordAtStart(t *testing.T) {
 	logBefore := gitLog(t, dir)
 	broken := typo(t, dir)
 
-	logs := &syncBuffer{}
+	logs := &proctest.Output{}
 	d, err := gitdir.Open(dir, gitdir.Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	require.NoError(t, err)
 	defer d.Close()
@@ -124,7 +125,7 @@ func TestUnreadableRecordCommitted(t *testing.T) {
 // record served, and so does the next start.
 func TestUnreadableHandEdit(t *testing.T) {
 	dir := installedHost(t, false)
-	logs := &syncBuffer{}
+	logs := &proctest.Output{}
 	d, err := gitdir.Open(dir, gitdir.Options{Watch: true, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	require.NoError(t, err)
 	logBefore := gitLog(t, dir)
