@@ -75,7 +75,7 @@ func TestNetStartFailures(t *testing.T) {
 		{"boot loader unreadable by others", func(t *testing.T, s *Supervisor) {
 			dir := filepath.Join(l.Dir, "closed-tftproot")
 			require.NoError(t, os.MkdirAll(dir, 0o755))
-			require.NoError(t, os.WriteFile(filepath.Join(dir, biosBootFile), []byte("boot"), 0o600))
+			require.NoError(t, os.WriteFile(filepath.Join(dir, BIOSBootFile), []byte("boot"), 0o600))
 			s.cfg.TFTPRoot = dir
 		}, []string{"boot file undionly.kpxe: mode 0600, not readable by others"}, false},
 		{"dnsmasq meets the unknown interface itself", func(t *testing.T, s *Supervisor) {
