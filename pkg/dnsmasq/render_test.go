@@ -156,7 +156,7 @@ func TestComputeHostSet(t *testing.T) {
 		{Serial: "fresh", State: host.Configured},
 		{Serial: "broken", State: host.Installed, MacAddresses: []string{"not-a-mac"}},
 	}
-	set, bad := computeHostSet(hosts)
+	set, bad := computeHostSet(hosts, func(h host.Host) bool { return h.State.IgnoredByDHCP() })
 	assert.Equal(t, []string{"00:11:22:33:44:01", "00:11:22:33:44:02", "00:11:22:33:44:03"}, set.Ignored)
 	// Only installed/running hosts are static: a configured host's address
 	// must not appear as a dhcp-host line (see computeHostSet).
@@ -166,6 +166,13 @@ func TestComputeHostSet(t *testing.T) {
 	}, set.Static)
 	assert.Equal(t, []string{`broken: "not-a-mac"`}, bad)
 	golden(t, filepath.Join("testdata", "hosts"), renderHostsFile(set))
+
+	// The rule is the caller's (network.installed_boot: local ignores no
+	// one): nothing ignored, nothing static, bad MACs still reported.
+	set, bad = computeHostSet(hosts, func(host.Host) bool { return false })
+	assert.Empty(t, set.Ignored)
+	assert.Empty(t, set.Static)
+	assert.Equal(t, []string{`broken: "not-a-mac"`}, bad)
 }
 
 // TestLegacyTemplateSeesHosts: a Mayu 0.11 template that ranges over the
