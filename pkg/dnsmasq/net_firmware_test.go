@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -170,6 +171,10 @@ func TestNetProxyDHCP(t *testing.T) {
 			})
 		}
 	})
+	t.Run("UEFI HTTP boot is not answered (README: proxy-mode limits)", func(t *testing.T) {
+		o := l.Discover(t, "c2", netlab.FwHTTPBoot, 3)
+		assert.Nil(t, o, "dnsmasq answered an HTTPClient in proxy mode: %s", netlab.Describe(o))
+	})
 	t.Run("no lease is handed out", func(t *testing.T) {
 		assert.Nil(t, l.DHCP(t, "c2", 3), "udhcpc got an address from a proxyDHCP server")
 	})
@@ -186,21 +191,51 @@ func TestNetProxyDHCP(t *testing.T) {
 
 // TestNetInstalledBoot: with installed_boot ignore an installed machine is
 // not answered at all (Mayu 0.11); with local it is answered like any
-// other, and the boot script decides (pkg/api).
+// other, and the boot script decides (pkg/api). In proxy mode dnsmasq
+// would answer an ignored MAC anyway (checked with a hosts file that says
+// ignore: see the proxy rows), which is why proxy mode boots locally.
 func TestNetInstalledBoot(t *testing.T) {
 	installed := []host.Host{{Serial: "m1", State: host.Installed, MacAddresses: []string{netlab.MacMachine}}}
 	for _, tt := range []struct {
 		mode     string
+		proxy    bool
+		hostsIgn bool // the hosts file says "<mac>,ignore" whatever the rule
 		answered bool
 	}{
-		{config.InstalledBootIgnore, false},
-		{config.InstalledBootLocal, true},
+		{config.InstalledBootIgnore, false, false, false},
+		{config.InstalledBootLocal, false, false, true},
+		// A proxyDHCP dnsmasq answers a MAC marked ignore all the same,
+		// so proxy mode boots installed machines locally (config.Network.
+		// BootsInstalledLocally) and ignores no one.
+		{config.InstalledBootIgnore, true, true, true},
+		{config.InstalledBootIgnore, true, false, true},
+		{config.InstalledBootLocal, true, false, true},
 	} {
-		t.Run(tt.mode, func(t *testing.T) {
+		name := tt.mode
+		if tt.proxy {
+			name += " proxyDHCP"
+		}
+		if tt.hostsIgn {
+			name += " hosts file says ignore"
+		}
+		t.Run(name, func(t *testing.T) {
 			l := newLab(t)
-			n := config.Network{InstalledBoot: tt.mode}
+			n := config.Network{InstalledBoot: tt.mode, ProxyDHCP: tt.proxy}
 			ignores := func(h host.Host) bool { return provision.IgnoredByDHCP(n, h) }
-			l.serve(t, func(nw *config.Network) { nw.InstalledBoot = tt.mode }, ignores, installed)
+			if tt.hostsIgn {
+				ignores = func(h host.Host) bool { return h.State.IgnoredByDHCP() }
+			}
+			s := l.serve(t, func(nw *config.Network) {
+				nw.InstalledBoot = tt.mode
+				if tt.proxy {
+					nw.ProxyDHCP, nw.BootstrapRange = true, config.IPRange{}
+				}
+			}, ignores, installed)
+			_, hostsPath, _ := s.Paths()
+			require.Eventually(t, func() bool {
+				b, err := os.ReadFile(hostsPath)
+				return err == nil && strings.Contains(string(b), netlab.MacMachine+",ignore") == (tt.hostsIgn || !n.BootsInstalledLocally())
+			}, 10*time.Second, 20*time.Millisecond, "hosts file")
 			o := l.Discover(t, "c1", netlab.FwIPXEBIOS, 4)
 			if !tt.answered {
 				assert.Nil(t, o, "an installed machine is answered: %s", netlab.Describe(o))
