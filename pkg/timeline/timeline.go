@@ -15,6 +15,7 @@ const (
 	DefaultMaxUnknownMACs   = 1024
 	DefaultPerUnknownMAC    = 32
 	DefaultRecent           = 1024
+	DefaultMaxLeases        = 4096
 	DefaultSubscriberBuffer = 256
 	DefaultMaxSubscribers   = 64
 )
@@ -34,6 +35,10 @@ type Config struct {
 	// Recent is the number of events of all machines kept for
 	// Recent (GET /admin/events without streaming).
 	Recent int
+	// MaxLeases bounds the addresses remembered from dhcp-ack events, by
+	// which an event that has only an IP (a TFTP transfer, an HTTP fetch
+	// from a bootstrap address) gets its MAC; the oldest goes first.
+	MaxLeases int
 	// SubscriberBuffer is a subscriber's default buffer, in events.
 	SubscriberBuffer int
 	// MaxSubscribers bounds the live subscribers; Subscribe refuses more.
@@ -41,7 +46,7 @@ type Config struct {
 	// Resolve names the host of a MAC or IP address (either may be empty),
 	// or returns "" when no host claims them. It is called without the
 	// timeline's lock held, at Publish of an event without a serial and in
-	// Reattribute. Nil resolves nothing.
+	// Reattribute. Nil resolves nothing; SetResolve sets it later.
 	Resolve func(mac, ip string) string
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
@@ -58,8 +63,10 @@ type Timeline struct {
 	hosts   map[string]*ring // serial -> its events
 	unknown map[string]*ring // MAC -> events no host claims yet
 	recent  *ring
+	leases  leases
 	subs    map[*Subscription]struct{}
 	closed  bool
+	resolve func(mac, ip string) string
 }
 
 // New returns an empty Timeline bounded by cfg.
@@ -74,6 +81,7 @@ func New(cfg Config) *Timeline {
 	def(&cfg.MaxUnknownMACs, DefaultMaxUnknownMACs)
 	def(&cfg.PerUnknownMAC, DefaultPerUnknownMAC)
 	def(&cfg.Recent, DefaultRecent)
+	def(&cfg.MaxLeases, DefaultMaxLeases)
 	def(&cfg.SubscriberBuffer, DefaultSubscriberBuffer)
 	def(&cfg.MaxSubscribers, DefaultMaxSubscribers)
 	if cfg.Now == nil {
@@ -84,13 +92,24 @@ func New(cfg Config) *Timeline {
 		hosts:   map[string]*ring{},
 		unknown: map[string]*ring{},
 		recent:  newRing(cfg.Recent),
+		leases:  leases{max: cfg.MaxLeases, mac: map[string]string{}},
 		subs:    map[*Subscription]struct{}{},
+		resolve: cfg.Resolve,
 	}
 }
 
+// SetResolve replaces Config.Resolve, for a daemon whose hosts are known
+// only after the timeline had to exist (dnsmasq starts publishing first).
+func (t *Timeline) SetResolve(fn func(mac, ip string) string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.resolve = fn
+}
+
 // Publish records e and hands it to every subscriber, returning it as
-// recorded: Seq assigned, Time set (UTC) when zero, Serial resolved from
-// MAC or IP when empty and a host claims them. An event no host claims but
+// recorded: Seq assigned, Time set (UTC) when zero, MAC filled in from the
+// last dhcp-ack of its IP when it has only an IP, Serial resolved from MAC
+// or IP when empty and a host claims them. An event no host claims but
 // with a MAC waits in the side table for Reattribute; one with neither
 // serial nor MAC is only in Recent and on the bus. A nil Timeline drops
 // the event, so callers need not check.
@@ -102,8 +121,18 @@ func (t *Timeline) Publish(e Event) Event {
 		e.Time = t.cfg.Now()
 	}
 	e.Time = e.Time.UTC()
-	if e.Serial == "" && (e.MAC != "" || e.IP != "") && t.cfg.Resolve != nil {
-		e.Serial = t.cfg.Resolve(e.MAC, e.IP)
+
+	t.mu.Lock()
+	if e.Kind == DHCPAck && e.MAC != "" && e.IP != "" {
+		t.leases.put(e.IP, e.MAC)
+	}
+	if e.MAC == "" && e.IP != "" {
+		e.MAC = t.leases.mac[e.IP]
+	}
+	resolve := t.resolve
+	t.mu.Unlock()
+	if e.Serial == "" && (e.MAC != "" || e.IP != "") && resolve != nil {
+		e.Serial = resolve(e.MAC, e.IP)
 	}
 
 	t.mu.Lock()
@@ -170,10 +199,12 @@ func (t *Timeline) Attach(serial string, macs ...string) {
 // attaches the events of those a host now claims. Call it after the hosts
 // changed (store.Subscribe).
 func (t *Timeline) Reattribute() {
-	if t.cfg.Resolve == nil {
+	t.mu.Lock()
+	resolve := t.resolve
+	if resolve == nil {
+		t.mu.Unlock()
 		return
 	}
-	t.mu.Lock()
 	macs := make([]string, 0, len(t.unknown))
 	for mac := range t.unknown {
 		macs = append(macs, mac)
@@ -181,7 +212,7 @@ func (t *Timeline) Reattribute() {
 	t.mu.Unlock()
 	claims := map[string][]string{}
 	for _, mac := range macs {
-		if serial := t.cfg.Resolve(mac, ""); serial != "" {
+		if serial := resolve(mac, ""); serial != "" {
 			claims[serial] = append(claims[serial], mac)
 		}
 	}
@@ -300,3 +331,22 @@ func (r *ring) lastSeq() uint64 {
 }
 
 func (r *ring) reset() { r.buf, r.start = r.buf[:0], 0 }
+
+// leases remembers the MAC of each address dnsmasq acknowledged, bounded,
+// the oldest address forgotten first.
+type leases struct {
+	max   int
+	mac   map[string]string // IP -> MAC
+	order []string          // IPs, oldest first
+}
+
+func (l *leases) put(ip, mac string) {
+	if _, ok := l.mac[ip]; !ok {
+		if len(l.order) >= l.max {
+			delete(l.mac, l.order[0])
+			l.order = l.order[1:]
+		}
+		l.order = append(l.order, ip)
+	}
+	l.mac[ip] = mac
+}

@@ -163,3 +163,25 @@ func TestSubscribersAreBoundedAndCloseEndsThem(t *testing.T) {
 	tl.Publish(Event{Kind: HTTP, Serial: "s"})
 	assert.Len(t, tl.Events("s"), 1, "publishing goes on after Close")
 }
+
+func TestAnAddressGetsTheMACOfItsLastAckBounded(t *testing.T) {
+	tl := New(Config{MaxLeases: 2})
+	tl.Publish(Event{Kind: DHCPAck, MAC: "m1", IP: "10.0.0.1"})
+	e := tl.Publish(Event{Kind: TFTPSent, IP: "10.0.0.1", File: "undionly.kpxe"})
+	assert.Equal(t, "m1", e.MAC)
+	assert.Len(t, tl.Unclaimed()["m1"], 2, "the transfer waits with the MAC's DHCP events")
+
+	tl.Publish(Event{Kind: DHCPAck, MAC: "m2", IP: "10.0.0.2"})
+	tl.Publish(Event{Kind: DHCPAck, MAC: "m3", IP: "10.0.0.3"}) // 10.0.0.1 is forgotten
+	assert.Empty(t, tl.Publish(Event{Kind: HTTP, IP: "10.0.0.1"}).MAC)
+	tl.Publish(Event{Kind: DHCPAck, MAC: "m4", IP: "10.0.0.2"}) // a new holder
+	assert.Equal(t, "m4", tl.Publish(Event{Kind: HTTP, IP: "10.0.0.2"}).MAC)
+
+	tl.SetResolve(func(mac, ip string) string {
+		if mac == "m4" {
+			return "s4"
+		}
+		return ""
+	})
+	assert.Equal(t, "s4", tl.Publish(Event{Kind: HTTP, IP: "10.0.0.2"}).Serial)
+}
