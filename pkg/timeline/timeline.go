@@ -13,7 +13,7 @@ const (
 	DefaultPerHost          = 256
 	DefaultMaxHosts         = 4096
 	DefaultMaxUnknownMACs   = 1024
-	DefaultPerUnknownMAC    = 32
+	DefaultPerUnknownMAC    = 64
 	DefaultRecent           = 1024
 	DefaultMaxLeases        = 4096
 	DefaultSubscriberBuffer = 256
