@@ -14,18 +14,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"mayu/pkg/store"
 	"mayu/pkg/timeline"
 )
-
-// Commit is one commit of a machine's record, as GET
-// /admin/host/<serial>/history answers it (newest first).
-type Commit struct {
-	Hash          string    `json:"hash"`
-	Time          time.Time `json:"time"`
-	Message       string    `json:"message"`
-	Principal     string    `json:"principal,omitempty"`
-	RemoteAddress string    `json:"remote_address,omitempty"`
-}
 
 // ErrStreamEnded is returned by Follow when mayu ended the event stream
 // (it is shutting down).
@@ -65,8 +56,9 @@ func (c *Client) Explain(ctx context.Context, serial string) (timeline.Explanati
 }
 
 // History returns the commits of a machine's record, newest first, at
-// most limit of them (0: all) (GET /admin/host/<serial>/history).
-func (c *Client) History(ctx context.Context, serial string, limit int) ([]Commit, error) {
+// most limit of them (0: all) (GET /admin/host/<serial>/history, whose
+// JSON is store.Commit's).
+func (c *Client) History(ctx context.Context, serial string, limit int) ([]store.Commit, error) {
 	s, err := normalizeSerial(serial)
 	if err != nil {
 		return nil, err
@@ -74,7 +66,7 @@ func (c *Client) History(ctx context.Context, serial string, limit int) ([]Commi
 	if limit < 0 {
 		return nil, fmt.Errorf("%w: limit %d", ErrInvalidArgument, limit)
 	}
-	var out []Commit
+	var out []store.Commit
 	return out, c.getJSON(ctx, "/admin/host/"+url.PathEscape(s)+"/history?limit="+strconv.Itoa(limit), &out)
 }
 

@@ -259,26 +259,25 @@ func (t *Timeline) attachLocked(serial string, macs []string) {
 // hostRing returns serial's ring, making room under MaxHosts by dropping
 // the host whose last event is the oldest.
 func (t *Timeline) hostRing(serial string) *ring {
-	if r, ok := t.hosts[serial]; ok {
-		return r
-	}
-	if len(t.hosts) >= t.cfg.MaxHosts {
-		delete(t.hosts, oldest(t.hosts))
-	}
-	r := newRing(t.cfg.PerHost)
-	t.hosts[serial] = r
-	return r
+	return ringOf(t.hosts, serial, t.cfg.MaxHosts, t.cfg.PerHost)
 }
 
+// unknownRing is hostRing for a MAC of the side table.
 func (t *Timeline) unknownRing(mac string) *ring {
-	if r, ok := t.unknown[mac]; ok {
+	return ringOf(t.unknown, mac, t.cfg.MaxUnknownMACs, t.cfg.PerUnknownMAC)
+}
+
+// ringOf returns m's ring of key, made (of size events) if missing, after
+// dropping the least recently active ring when m holds max of them.
+func ringOf(m map[string]*ring, key string, max, size int) *ring {
+	if r, ok := m[key]; ok {
 		return r
 	}
-	if len(t.unknown) >= t.cfg.MaxUnknownMACs {
-		delete(t.unknown, oldest(t.unknown))
+	if len(m) >= max {
+		delete(m, oldest(m))
 	}
-	r := newRing(t.cfg.PerUnknownMAC)
-	t.unknown[mac] = r
+	r := newRing(size)
+	m[key] = r
 	return r
 }
 
