@@ -65,6 +65,7 @@ type Timeline struct {
 	recent  *ring
 	leases  leases
 	subs    map[*Subscription]struct{}
+	obs     []func(Event)
 	closed  bool
 	resolve func(mac, ip string) string
 	started time.Time
@@ -151,10 +152,23 @@ func (t *Timeline) Publish(e Event) Event {
 	case e.MAC != "":
 		t.unknownRing(e.MAC).add(e)
 	}
+	for _, fn := range t.obs {
+		fn(e)
+	}
 	for s := range t.subs {
 		s.offer(e)
 	}
 	return e
+}
+
+// Observe adds fn, called with every event Publish records, in order and
+// before the subscribers get it: for exact counts (metrics), where a
+// subscriber could lose events. fn runs under the timeline's lock, so it
+// must be quick, must not block and must not call the Timeline.
+func (t *Timeline) Observe(fn func(Event)) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.obs = append(t.obs, fn)
 }
 
 // Events returns the events kept for serial, oldest first (nil for a
