@@ -13,6 +13,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"mayu/pkg/host"
 	"mayu/pkg/provision"
 	"mayu/pkg/store"
 	"mayu/pkg/timeline"
@@ -22,6 +23,7 @@ import (
 //
 //	GET /admin/host/:serial/events   JSON array of the machine's events, oldest first
 //	GET /admin/host/:serial/explain  JSON timeline.Explanation
+//	GET /admin/explain               JSON array of every machine's timeline.Explanation, by serial
 //	GET /admin/host/:serial/history  JSON array of store.Commit, newest first (?limit=N, default 100)
 //	GET /admin/events                Accept: text/event-stream: the live stream of every
 //	                                 machine's events (server-sent events, below);
@@ -102,6 +104,7 @@ func (s *Server) timelineRoutes(admin *echo.Group) {
 	admin.GET("/events", s.streamEvents, s.adminRead)
 	admin.GET("/host/:serial/events", s.hostEvents, s.adminRead)
 	admin.GET("/host/:serial/explain", s.explainHost, s.adminRead)
+	admin.GET("/explain", s.explainAll, s.adminRead)
 	admin.GET("/host/:serial/history", s.hostHistory, s.adminRead)
 }
 
@@ -185,14 +188,48 @@ func (s *Server) explainHost(c echo.Context) error {
 	if !known {
 		return fmt.Errorf("%w: %s", store.ErrNotFound, serial)
 	}
-	version, err := s.prov.ImageVersion(serial)
+	x, err := s.explain(tl, h, map[string]bool{})
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, timeline.Explain(timeline.Situation{
-		Host: h, Known: true, Events: tl.Events(serial), Now: time.Now(), Since: tl.Started(),
-		ImageVersion: version, ImageMissing: s.imageMissing(version),
-	}))
+	return c.JSON(http.StatusOK, x)
+}
+
+// explainAll answers timeline.Explain for every machine, in the order of
+// GET /admin/hosts: what a dashboard shows beside each row.
+func (s *Server) explainAll(c echo.Context) error {
+	tl, err := s.timeline()
+	if err != nil {
+		return err
+	}
+	missing := map[string]bool{} // per image version, looked up once
+	out := []timeline.Explanation{}
+	for _, h := range s.prov.Hosts() {
+		x, err := s.explain(tl, h, missing)
+		if err != nil {
+			return err
+		}
+		out = append(out, x)
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+// explain is timeline.Explain of h now, with its image looked up on disk
+// (once per version in missing).
+func (s *Server) explain(tl *timeline.Timeline, h host.Host, missing map[string]bool) (timeline.Explanation, error) {
+	version, err := s.prov.ImageVersion(h.Serial)
+	if err != nil {
+		return timeline.Explanation{}, err
+	}
+	gone, ok := missing[version]
+	if !ok {
+		gone = s.imageMissing(version)
+		missing[version] = gone
+	}
+	return timeline.Explain(timeline.Situation{
+		Host: h, Known: true, Events: tl.Events(h.Serial), Now: time.Now(), Since: tl.Started(),
+		ImageVersion: version, ImageMissing: gone,
+	}), nil
 }
 
 // imageMissing tells whether a version's install image or PXE files are

@@ -128,6 +128,19 @@ func TestRenderFailuresAndMissingImagesAreExplained(t *testing.T) {
 	require.Equal(t, 404, e.do("GET", "/images/"+serial+"/install_image.bin.bz2", "").Code)
 	require.NoError(t, json.Unmarshal(e.do("GET", "/admin/host/"+serial+"/explain", "").Body.Bytes(), &ex))
 	assert.Equal(t, "image 1068.6.0 missing on disk", ex.Cause)
+
+	// Every machine's at once, in the order of /admin/hosts.
+	require.Equal(t, 200, e.do("GET", "/first-stage-script/other-1", "").Code)
+	rec := e.do("GET", "/admin/explain", "", "Authorization", "Bearer "+e.tokens.readOnly)
+	require.Equal(t, 200, rec.Code, rec.Body.String())
+	var all []timeline.Explanation
+	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &all))
+	require.Len(t, all, 2)
+	assert.Equal(t, serial, all[0].Serial)
+	assert.Equal(t, ex, all[0])
+	assert.Equal(t, "other-1", all[1].Serial)
+	assert.Equal(t, timeline.StepFirstStage, all[1].Step)
+	assert.Equal(t, 401, e.do("GET", "/admin/explain", "", "Authorization", "").Code)
 }
 
 func TestHistoryAndCommitsOfStateEvents(t *testing.T) {
