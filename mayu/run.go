@@ -25,6 +25,7 @@ import (
 	"mayu/pkg/discovery"
 	"mayu/pkg/dnsmasq"
 	"mayu/pkg/machineauth"
+	"mayu/pkg/metrics"
 	"mayu/pkg/provision"
 	"mayu/pkg/render"
 	"mayu/pkg/store"
@@ -128,7 +129,13 @@ func run(parent context.Context, o options, log *slog.Logger) error {
 	defer p.cleanup()
 	logConfigWarnings(log, o.configPath, p.cfg)
 
-	st, err := gitdir.Open(o.clusterDir, gitdir.Options{NoGit: o.noGit, Logger: log.With("component", "store"), Watch: true})
+	src := metrics.Sources{Version: version, Commit: commit}
+	if p.dnsmasq != nil {
+		src.Dnsmasq = p.dnsmasq
+	}
+	mets := metrics.New(src)
+	st, err := gitdir.Open(o.clusterDir, gitdir.Options{NoGit: o.noGit, Logger: log.With("component", "store"), Watch: true,
+		OnBatch: mets.ObserveBatch})
 	if err != nil {
 		return err
 	}
@@ -154,7 +161,8 @@ func run(parent context.Context, o options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	srv, err = newServer(o, p, prov, disc, machines, access, log)
+	mets.AddProvisioner(prov)
+	srv, err = newServer(o, p, prov, disc, machines, access, mets, log)
 	if err != nil {
 		return err
 	}
@@ -245,7 +253,8 @@ func newProvisioner(ctx context.Context, o options, p *prepared, st store.Store,
 
 // newServer builds the HTTP server; an internal discovery service's waits
 // end when its graceful shutdown starts.
-func newServer(o options, p *prepared, prov *provision.Provisioner, disc discovery.Service, machines *machineauth.Guard, access api.Access, log *slog.Logger) (*api.Server, error) {
+func newServer(o options, p *prepared, prov *provision.Provisioner, disc discovery.Service, machines *machineauth.Guard, access api.Access,
+	mets *metrics.Metrics, log *slog.Logger) (*api.Server, error) {
 	bootBase := ""
 	if o.bootHTTPPort != 0 {
 		bootBase = p.cfg.Network.BaseURL(o.bootHTTPPort, true)
@@ -265,6 +274,8 @@ func newServer(o options, p *prepared, prov *provision.Provisioner, disc discove
 		StaticHTMLDir:     o.staticHTMLPath,
 		UseIgnition:       o.useIgnition,
 		Version:           version,
+		Metrics:           mets,
+		MetricsNoAuth:     o.metricsNoAuth,
 		Logger:            log.With("component", "api"),
 	})
 	if err != nil {
