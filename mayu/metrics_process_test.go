@@ -40,7 +40,7 @@ func TestProcessMetricsPassPromtool(t *testing.T) {
 	defer cancel()
 	res, err := storm.Run(ctx, storm.Config{
 		BaseURL: d.Base, Machines: machines, Concurrency: 8, SerialPrefix: "metrics-",
-		Client:  d.AdminClient(), Timeout: 10 * time.Second,
+		Client: d.AdminClient(), Timeout: 10 * time.Second,
 	})
 	require.NoError(t, err)
 	require.Equal(t, machines, res.Completed, "storm errors: %v", res.Errors)
@@ -51,10 +51,10 @@ func TestProcessMetricsPassPromtool(t *testing.T) {
 	require.Equal(t, 200, code, body)
 
 	for series, want := range map[string]string{
-		"mayu_registrations_total":    "20",
-		"mayu_final_configs_total":    "20",
-		"mayu_installs_total":         "20",
-		"mayu_boot_completions_total": "20",
+		"mayu_registrations_total":                               "20",
+		"mayu_final_configs_total":                               "20",
+		"mayu_installs_total":                                    "20",
+		"mayu_boot_completions_total":                            "20",
 		`mayu_machines{profile="core-services",state="running"}`: "3",
 		`mayu_machines{profile="default",state="running"}`:       "17",
 		`mayu_profile_free_slots{profile="core-services"}`:       "0",

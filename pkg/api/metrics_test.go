@@ -3,8 +3,8 @@ package api
 import (
 	"encoding/json"
 	"fmt"
-	"strings"
 	goruntime "runtime"
+	"strings"
 	"testing"
 	"time"
 
