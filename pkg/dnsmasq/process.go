@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"mayu/pkg/timeline"
 )
 
 // child is one dnsmasq process.
@@ -28,7 +30,8 @@ type child struct {
 // mayu must not kill it behind the supervisor's back) and with a parent
 // death signal (it must not outlive a killed mayu).
 func (s *Supervisor) start() (*child, error) {
-	out := &outputLog{log: s.log, tail: lastLines{n: 20}}
+	out := &outputLog{log: s.log, tail: lastLines{n: 20},
+		parser: LogParser{TFTPRoot: s.cfg.TFTPRoot}, onEvent: s.cfg.OnEvent}
 	// Our own pipe rather than exec's copying goroutine: Wait then returns
 	// as soon as dnsmasq exits, even if a helper it forked still holds the
 	// pipe.
@@ -143,7 +146,9 @@ func (s *Supervisor) hup(ctx context.Context, ch *child) error {
 // args is dnsmasq's command line. -k -d keeps it in the foreground as our
 // child (-d also keeps it root, so it can read the runtime directory and
 // tftproot whatever their modes); --log-facility=- sends its log to
-// stderr only, which we read, instead of also to syslog.
+// stderr only, which we read, instead of also to syslog; --log-dhcp adds
+// the transaction and the details of each DHCP packet, which the timeline
+// keys by MAC (LogParser).
 func (s *Supervisor) args(conf string, run bool) []string {
 	a := []string{}
 	if run {
@@ -156,6 +161,7 @@ func (s *Supervisor) args(conf string, run bool) []string {
 		"--dhcp-hostsfile="+s.hostsPath,
 		"--dhcp-leasefile="+s.leasePath,
 		"--log-facility=-",
+		"--log-dhcp",
 	)
 }
 
@@ -173,7 +179,9 @@ func exitStatus(err error) string {
 // goroutine (stdout and stderr share it); the mutex orders it against
 // last().
 type outputLog struct {
-	log *slog.Logger
+	log     *slog.Logger
+	parser  LogParser
+	onEvent func(timeline.Event) // nil: no events
 
 	mu      sync.Mutex
 	pid     int
@@ -220,8 +228,15 @@ func (o *outputLog) emitLocked(line string) {
 	level := slog.LevelInfo
 	if looksLikeTrouble(line) {
 		level = slog.LevelWarn
+	} else if isDHCPDetail(line) {
+		level = slog.LevelDebug
 	}
 	o.log.Log(context.Background(), level, line, "pid", o.pid)
+	if o.onEvent != nil {
+		if e, ok := o.parser.Parse(line); ok {
+			o.onEvent(e)
+		}
+	}
 }
 
 func (o *outputLog) last() string {

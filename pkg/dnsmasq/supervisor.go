@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"mayu/pkg/config"
+	"mayu/pkg/timeline"
 )
 
 // Errors callers can match with errors.Is.
@@ -101,6 +102,11 @@ type Config struct {
 	// Logger receives the supervisor's messages and every line dnsmasq
 	// prints, all with component=dnsmasq. Nil discards.
 	Logger *slog.Logger
+	// OnEvent, when set, receives an event for every DHCP packet and TFTP
+	// transfer dnsmasq logs (LogParser), from the goroutine that reads
+	// dnsmasq's output: it must not block (timeline.Timeline.Publish
+	// does not).
+	OnEvent func(timeline.Event)
 
 	// RestartBackoff is the first delay before restarting a dnsmasq that
 	// exited unexpectedly; it doubles on each further crash up to

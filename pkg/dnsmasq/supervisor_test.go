@@ -48,10 +48,11 @@ while :; do sleep 1 & wait $!; done
 
 // logSink collects log records so tests can wait for dnsmasq's output.
 type logSink struct {
-	mu    sync.Mutex
-	lines []string
-	attrs []map[string]string
-	at    []time.Time
+	mu     sync.Mutex
+	lines  []string
+	levels []slog.Level
+	attrs  []map[string]string
+	at     []time.Time
 }
 
 func (l *logSink) Enabled(context.Context, slog.Level) bool { return true }
@@ -62,6 +63,7 @@ func (l *logSink) Handle(_ context.Context, r slog.Record) error {
 	r.Attrs(func(at slog.Attr) bool { a[at.Key] = at.Value.String(); return true })
 	l.mu.Lock()
 	l.lines = append(l.lines, r.Message)
+	l.levels = append(l.levels, r.Level)
 	l.attrs = append(l.attrs, a)
 	l.at = append(l.at, time.Now())
 	l.mu.Unlock()

@@ -39,7 +39,9 @@ func (p *Provisioner) FinalConfig(serial string, f Facts, render func(render.Fin
 	var out []byte
 	h, err := p.reportFacts(serial, f, func(h host.Host) error {
 		var err error
-		out, err = render(p.FinalData(h))
+		if out, err = render(p.FinalData(h)); err != nil {
+			p.RenderFailed(h.Serial, "final", err)
+		}
 		return err
 	})
 	if err != nil {

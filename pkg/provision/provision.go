@@ -20,6 +20,7 @@ import (
 	"mayu/pkg/config"
 	"mayu/pkg/host"
 	"mayu/pkg/store"
+	"mayu/pkg/timeline"
 )
 
 // Errors the API maps to status codes.
@@ -83,6 +84,10 @@ type Config struct {
 	Rand io.Reader
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// Timeline receives a state event for every write that changed a
+	// machine's state or recorded a boot, and a render-failed event for
+	// every final config that failed to render. Nil records nothing.
+	Timeline *timeline.Timeline
 }
 
 // Discovery is the etcd discovery service as the rules use it;
@@ -110,6 +115,7 @@ type rules struct {
 	site  Site
 	disc  Discovery
 	log   *slog.Logger
+	tl    *timeline.Timeline
 	// randMu serialises reads of rand, which need not be safe for
 	// concurrent use.
 	randMu sync.Mutex
@@ -143,7 +149,7 @@ func New(cfg Config) (*Provisioner, error) {
 	if cfg.Cluster == nil || cfg.Store == nil {
 		return nil, errors.New("provision: config and store are required")
 	}
-	p := &Provisioner{rules: &rules{cfg: cfg.Cluster, store: cfg.Store, disc: cfg.Discovery, log: cfg.Logger, rand: cfg.Rand, now: cfg.Now,
+	p := &Provisioner{rules: &rules{cfg: cfg.Cluster, store: cfg.Store, disc: cfg.Discovery, log: cfg.Logger, rand: cfg.Rand, now: cfg.Now, tl: cfg.Timeline,
 		site: Site{Cluster: cfg.Cluster, HTTPPort: cfg.HTTPPort, NoTLS: cfg.NoTLS, CACert: cfg.CACert}}}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)

@@ -8,6 +8,7 @@ import (
 
 	"mayu/pkg/host"
 	"mayu/pkg/store"
+	"mayu/pkg/timeline"
 )
 
 // MaxRecordBytes caps one host record as conf.json holds it. A Mayu 0.11
@@ -64,7 +65,8 @@ func dryRun(base host.Host, steps []store.Step) (host.Host, error) {
 // what check produced, a rendered config, matches what is stored, and a
 // check that fails leaves everything as it was.
 func (p *Provisioner) write(base host.Host, steps []store.Step, check func(host.Host) error, commit func(...store.Step) (host.Host, error)) (host.Host, error) {
-	steps = append(p.attributed(steps), capStep())
+	var w stateWatch
+	steps = append(w.watch(p.attributed(steps)), capStep())
 	if check != nil {
 		want, err := dryRun(base, steps)
 		if err != nil {
@@ -88,8 +90,77 @@ func (p *Provisioner) write(base host.Host, steps []store.Step, check func(host.
 			return nil
 		}})
 	}
-	return commit(steps...)
+	h, err := commit(steps...)
+	if err == nil {
+		p.publishState(h, &w)
+	}
+	return h, err
 }
+
+// stateWatch sees, as the store applies a write's steps, whether one
+// changed the state or recorded a boot, and which.
+type stateWatch struct {
+	from    host.State
+	changed bool
+	message string // the subject of the step's commit
+}
+
+// watch returns steps wrapped to fill w. The store may apply the steps more
+// than once (store.Step): the first one starts w over.
+func (w *stateWatch) watch(steps []store.Step) []store.Step {
+	out := make([]store.Step, 0, len(steps)+1)
+	out = append(out, store.Step{Apply: func(h *host.Host) error {
+		*w = stateWatch{from: h.State}
+		return nil
+	}})
+	for _, st := range steps {
+		apply, msg := st.Apply, st.Message
+		if i := strings.IndexByte(msg, '\n'); i >= 0 {
+			msg = msg[:i] // without the actor's trailer
+		}
+		if apply == nil {
+			out = append(out, st)
+			continue
+		}
+		st.Apply = func(h *host.Host) error {
+			state, boot := h.State, h.LastBoot
+			if err := apply(h); err != nil {
+				return err
+			}
+			if h.State != state || !h.LastBoot.Equal(boot) {
+				w.changed, w.message = true, msg
+			}
+			return nil
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// publishState records the state event of a write that w saw change the
+// state (or record a boot) of h, as stored.
+func (p *Provisioner) publishState(h host.Host, w *stateWatch) {
+	if p.tl == nil || !w.changed {
+		return
+	}
+	p.tl.Publish(timeline.Event{Kind: timeline.State, Serial: h.Serial, From: string(w.from), To: string(h.State),
+		Message: w.message, Principal: p.actor.Principal})
+}
+
+// RenderFailed records in the timeline that the config what
+// ("first-stage", "final") of serial did not render, with err as the
+// reason. The API calls it for the first-stage script, FinalConfig for the
+// final config.
+func (p *Provisioner) RenderFailed(serial, what string, err error) {
+	if p.tl == nil || err == nil {
+		return
+	}
+	p.tl.Publish(timeline.Event{Kind: timeline.RenderFailed, Serial: serial, File: what, Reason: err.Error()})
+}
+
+// Timeline is where the provisioner records its events (nil: nowhere); the
+// API records machines' fetches there too.
+func (p *Provisioner) Timeline() *timeline.Timeline { return p.tl }
 
 // updater returns the commit of write for the existing record of serial.
 func (p *Provisioner) updater(serial string) func(...store.Step) (host.Host, error) {
