@@ -40,6 +40,7 @@ type prepared struct {
 	dnsmasq  *dnsmasq.Supervisor // nil with --no-dnsmasq
 	tlsPin   string              // the pin of mayu's key; "" without TLS
 	tokens   *auth.Tokens        // nil with --no-admin-auth
+	metrics  *metrics.Metrics
 	runDir   string
 	cleanup  func()
 }
@@ -47,7 +48,7 @@ type prepared struct {
 // prepare loads the configuration and templates and checks the dnsmasq
 // configuration, listing every problem at once.
 func prepare(o options, log *slog.Logger) (*prepared, error) {
-	p := &prepared{cleanup: func() {}}
+	p := &prepared{cleanup: func() {}, metrics: metrics.New(metrics.Sources{Version: version, Commit: commit})}
 	var problems []string
 	cfg, err := config.Load(o.configPath)
 	if err != nil {
@@ -97,12 +98,14 @@ func prepare(o options, log *slog.Logger) (*prepared, error) {
 				HTTPPort:   o.httpPort,
 				BootPort:   o.bootHTTPPort,
 				Logger:     log, // the package tags its lines component=dnsmasq
+				OnEvent:    p.metrics.CountEvent,
 			})
 			if err == nil {
 				// dnsmasq --test, then what the configuration needs of this
 				// machine (interfaces, addresses, tftproot): every problem
 				// on its own line.
 				err = errors.Join(p.dnsmasq.Check(), p.dnsmasq.Preflight())
+				p.metrics.AddDnsmasq(p.dnsmasq)
 			}
 			problems = append(problems, errorLines(err)...)
 		}
@@ -129,11 +132,7 @@ func run(parent context.Context, o options, log *slog.Logger) error {
 	defer p.cleanup()
 	logConfigWarnings(log, o.configPath, p.cfg)
 
-	src := metrics.Sources{Version: version, Commit: commit}
-	if p.dnsmasq != nil {
-		src.Dnsmasq = p.dnsmasq
-	}
-	mets := metrics.New(src)
+	mets := p.metrics
 	st, err := gitdir.Open(o.clusterDir, gitdir.Options{NoGit: o.noGit, Logger: log.With("component", "store"), Watch: true,
 		OnBatch: mets.ObserveBatch})
 	if err != nil {

@@ -177,7 +177,7 @@ func TestMetricsAfterRealActions(t *testing.T) {
 	assert.Equal(t, 2.0, value(t, fams, "mayu_dnsmasq_restarts_total"))
 	assert.Equal(t, 7.0, value(t, fams, "mayu_dnsmasq_reloads_total"))
 	for _, k := range metrics.EventKinds {
-		assert.Equal(t, 0.0, value(t, fams, "mayu_dnsmasq_events_total", "kind", k))
+		assert.Equal(t, 0.0, value(t, fams, "mayu_dnsmasq_events_total", "kind", string(k)))
 	}
 	// The Go runtime's and the process's families are there too.
 	assert.Contains(t, fams, "go_goroutines")

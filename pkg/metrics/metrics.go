@@ -24,7 +24,7 @@
 //	mayu_registrations_total, mayu_final_configs_total,
 //	mayu_installs_total, mayu_boot_completions_total        counters (provision.Counts)
 //	mayu_dnsmasq_restarts_total, mayu_dnsmasq_reloads_total counters (the supervisor's)
-//	mayu_dnsmasq_events_total{kind}                        counter: DHCP and TFTP events read from dnsmasq's log
+//	mayu_dnsmasq_events_total{kind}                        counter: DHCP and TFTP events read from dnsmasq's log (timeline kinds: dhcp-ack, tftp-sent, ...)
 //	mayu_store_commit_duration_seconds                     histogram: one group commit, applied and durable
 //	mayu_store_commit_batch_size                           histogram: write requests per group commit
 //
@@ -42,6 +42,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"mayu/pkg/provision"
+	"mayu/pkg/timeline"
 )
 
 // Dnsmasq is what the metrics read of the dnsmasq supervisor
@@ -65,12 +66,18 @@ type Sources struct {
 	Dnsmasq Dnsmasq
 }
 
-// EventKinds are the dnsmasq log events CountEvent counts, each exported
-// from the start with 0 so that rate() sees the first one.
-var EventKinds = []string{
-	"dhcp_discover", "dhcp_offer", "dhcp_request", "dhcp_ack", "dhcp_nak", "dhcp_ignored",
-	"tftp_sent", "tftp_error",
-}
+// EventKinds are the timeline kinds CountEvent counts (those read from
+// dnsmasq's log), each exported from the start with 0 so that rate() sees
+// the first one.
+var EventKinds = func() []timeline.Kind {
+	var ks []timeline.Kind
+	for _, k := range timeline.Kinds {
+		if k.IsDHCP() || k.IsTFTP() {
+			ks = append(ks, k)
+		}
+	}
+	return ks
+}()
 
 // Metrics holds mayu's registry and the families fed on the request path.
 type Metrics struct {
@@ -121,15 +128,23 @@ func New(src Sources) *Metrics {
 		Help: "DHCP and TFTP events read from dnsmasq's log, by kind.",
 	}, []string{"kind"})
 	for _, k := range EventKinds {
-		m.events.WithLabelValues(k)
+		m.events.WithLabelValues(string(k))
 	}
 	m.reg.MustRegister(build, m.requests, m.durations, m.batchTime, m.batchSize, m.events)
 	if src.Provisioner != nil {
 		m.AddProvisioner(src.Provisioner)
 	}
 	if src.Dnsmasq != nil {
-		d := src.Dnsmasq
-		m.reg.MustRegister(
+		m.AddDnsmasq(src.Dnsmasq)
+	}
+	return m
+}
+
+// AddDnsmasq adds the restart and reload counters of d, for a supervisor
+// made after New (its log events reach CountEvent from its first start).
+// Call it once.
+func (m *Metrics) AddDnsmasq(d Dnsmasq) {
+	m.reg.MustRegister(
 			prometheus.NewCounterFunc(prometheus.CounterOpts{
 				Name: "mayu_dnsmasq_restarts_total",
 				Help: "dnsmasq started again after its first start (a crash, a changed configuration).",
@@ -138,9 +153,7 @@ func New(src Sources) *Metrics {
 				Name: "mayu_dnsmasq_reloads_total",
 				Help: "dnsmasq told (SIGHUP) to re-read its hosts file without a restart.",
 			}, func() float64 { return float64(d.Reloads()) }),
-		)
-	}
-	return m
+	)
 }
 
 // AddProvisioner adds the families read from p (machines, pool, life-cycle
@@ -180,16 +193,12 @@ func (m *Metrics) ObserveBatch(requests int, took time.Duration) {
 	m.batchTime.Observe(took.Seconds())
 }
 
-// CountEvent counts one DHCP or TFTP event of dnsmasq's log; kind is one
-// of EventKinds (anything else counts as "other").
-func (m *Metrics) CountEvent(kind string) {
-	for _, k := range EventKinds {
-		if k == kind {
-			m.events.WithLabelValues(k).Inc()
-			return
-		}
+// CountEvent counts e if it is a DHCP or TFTP event of dnsmasq's log (the
+// supervisor's OnEvent hands them over); other kinds are not counted here.
+func (m *Metrics) CountEvent(e timeline.Event) {
+	if e.Kind.IsDHCP() || e.Kind.IsTFTP() {
+		m.events.WithLabelValues(string(e.Kind)).Inc()
 	}
-	m.events.WithLabelValues("other").Inc()
 }
 
 // methodLabel bounds the method label to the methods HTTP defines: a
