@@ -145,14 +145,14 @@ func New(src Sources) *Metrics {
 // Call it once.
 func (m *Metrics) AddDnsmasq(d Dnsmasq) {
 	m.reg.MustRegister(
-			prometheus.NewCounterFunc(prometheus.CounterOpts{
-				Name: "mayu_dnsmasq_restarts_total",
-				Help: "dnsmasq started again after its first start (a crash, a changed configuration).",
-			}, func() float64 { return float64(d.Restarts()) }),
-			prometheus.NewCounterFunc(prometheus.CounterOpts{
-				Name: "mayu_dnsmasq_reloads_total",
-				Help: "dnsmasq told (SIGHUP) to re-read its hosts file without a restart.",
-			}, func() float64 { return float64(d.Reloads()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "mayu_dnsmasq_restarts_total",
+			Help: "dnsmasq started again after its first start (a crash, a changed configuration).",
+		}, func() float64 { return float64(d.Restarts()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "mayu_dnsmasq_reloads_total",
+			Help: "dnsmasq told (SIGHUP) to re-read its hosts file without a restart.",
+		}, func() float64 { return float64(d.Reloads()) }),
 	)
 }
 
