@@ -177,6 +177,9 @@ func (s *Server) routes() {
 		e.HEAD(path, h, m...)
 	}
 	file("/hostinfo-helper", s.hostinfoHelper)
+	// The dashboard is built in; the static directory's other files are
+	// served as before.
+	file("/index.html", s.dashboard)
 	file("/machine-serial.sh", s.machineSerialScript)
 	e.POST("/final-cloud-config.yaml", s.finalConfig(false))
 	e.POST("/final-ignition-config.json", s.finalConfig(true))
