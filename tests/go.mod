@@ -3,11 +3,15 @@ module mayu/tests
 go 1.26.0
 
 require (
+	github.com/chromedp/cdproto v0.159.0
+	github.com/chromedp/chromedp v0.23.0
 	github.com/stretchr/testify v1.12.1
 	mayu/pkg v0.0.0-00010101000000-000000000000
+	mayu/tools v0.0.0-00010101000000-000000000000
 )
 
 require (
+	github.com/go-json-experiment/json v0.0.0-20260213210345-44df1a37e875 // indirect
 	github.com/labstack/echo/v4 v4.16.0 // indirect
 	github.com/labstack/gommon v0.5.0 // indirect
 	github.com/mattn/go-colorable v0.1.15 // indirect
@@ -26,3 +30,5 @@ replace mayu/pkg => ../pkg
 
 // As in pkg/go.mod (see the reason there): spec 2.x Ignition validation.
 replace github.com/ajeddeloh/go-json => github.com/coreos/go-json v0.0.0-20231102161613-e49c8866685a
+
+replace mayu/tools => ../tools

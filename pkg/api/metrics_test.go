@@ -194,6 +194,8 @@ func TestPoolRoute(t *testing.T) {
 	assert.Equal(t, "application/json", strings.Split(rec.Header().Get("Content-Type"), ";")[0])
 	var pool provision.Pool
 	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &pool))
+	assert.Equal(t, provision.Range{Start: "192.168.2.21", End: "192.168.2.99"}, pool.IPRange)
+	assert.Contains(t, rec.Body.String(), `"ip_range":{"start":"192.168.2.21","end":"192.168.2.99"}`)
 	assert.Equal(t, uint64(79), pool.Addresses)
 	assert.Equal(t, uint64(4), pool.Used)
 	assert.Equal(t, uint64(75), pool.Free)

@@ -31,7 +31,7 @@ func (p *Provisioner) Counts() Counts {
 // are spread over states and profiles, as GET /admin/pool answers it.
 type Pool struct {
 	// IPRange is network.ip_range of config.yaml.
-	IPRange config.IPRange `json:"ip_range"`
+	IPRange Range `json:"ip_range"`
 	// Addresses is how many addresses of ip_range may be handed out at all
 	// (not in bootstrap_range, not reserved); Used how many of those a
 	// record holds; Free the rest.
@@ -46,6 +46,12 @@ type Pool struct {
 	Machines []MachineCount `json:"machines"`
 	// Total is the number of records.
 	Total int `json:"total"`
+}
+
+// Range is an address range, first and last address included.
+type Range struct {
+	Start string `json:"start"`
+	End   string `json:"end"`
 }
 
 // ProfileSlots is one profile's share of new machines.
@@ -85,7 +91,7 @@ func (p *Provisioner) Pool() Pool {
 			used++
 		}
 	}
-	out := Pool{IPRange: p.cfg.Network.IPRange, Addresses: p.cfg.AllocatableCount(), Used: used, Total: len(hosts)}
+	out := Pool{IPRange: Range{p.cfg.Network.IPRange.Start, p.cfg.Network.IPRange.End}, Addresses: p.cfg.AllocatableCount(), Used: used, Total: len(hosts)}
 	if out.Addresses >= used {
 		out.Free = out.Addresses - used
 	}
