@@ -30,6 +30,7 @@ import (
 	"mayu/pkg/render"
 	"mayu/pkg/store"
 	"mayu/pkg/store/gitdir"
+	"mayu/pkg/timeline"
 )
 
 // prepared is everything loaded and checked before anything starts.
@@ -41,6 +42,9 @@ type prepared struct {
 	tlsPin   string              // the pin of mayu's key; "" without TLS
 	tokens   *auth.Tokens        // nil with --no-admin-auth
 	metrics  *metrics.Metrics
+	// timeline keeps every machine's events; dnsmasq publishes to it
+	// from its start, the provisioner and the API once they exist.
+	timeline *timeline.Timeline
 	runDir   string
 	cleanup  func()
 }
@@ -48,7 +52,8 @@ type prepared struct {
 // prepare loads the configuration and templates and checks the dnsmasq
 // configuration, listing every problem at once.
 func prepare(o options, log *slog.Logger) (*prepared, error) {
-	p := &prepared{cleanup: func() {}, metrics: metrics.New(metrics.Sources{Version: version, Commit: commit})}
+	p := &prepared{cleanup: func() {}, timeline: timeline.New(timeline.Config{}),
+		metrics: metrics.New(metrics.Sources{Version: version, Commit: commit})}
 	var problems []string
 	cfg, err := config.Load(o.configPath)
 	if err != nil {
@@ -98,7 +103,10 @@ func prepare(o options, log *slog.Logger) (*prepared, error) {
 				HTTPPort:   o.httpPort,
 				BootPort:   o.bootHTTPPort,
 				Logger:     log, // the package tags its lines component=dnsmasq
-				OnEvent:    p.metrics.CountEvent,
+				OnEvent: func(e timeline.Event) {
+					p.metrics.CountEvent(e)
+					p.timeline.Publish(e)
+				},
 			})
 			if err == nil {
 				// dnsmasq --test, then what the configuration needs of this
@@ -240,10 +248,15 @@ func newProvisioner(ctx context.Context, o options, p *prepared, st store.Store,
 		CACert:    p.site.CACert,
 		Discovery: disc,
 		Logger:    log.With("component", "provision"),
+		Timeline:  p.timeline,
 	})
 	if err != nil {
 		return nil, nil, err
 	}
+	// The timeline finds a machine by the MACs and addresses its record
+	// holds; events of MACs no record holds yet wait until one does.
+	p.timeline.SetResolve(prov.HostOf)
+	st.Subscribe(p.timeline.Reattribute)
 	if err := prov.EnsureClusterToken(ctx, o.quorumSize); err != nil {
 		return nil, nil, err
 	}

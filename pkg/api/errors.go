@@ -31,7 +31,7 @@ func statusOf(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, machineauth.ErrForbidden):
 		return http.StatusForbidden
-	case errors.Is(err, store.ErrNotFound), errors.Is(err, errNotServed):
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, errNotServed), errors.Is(err, store.ErrNoHistory):
 		return http.StatusNotFound
 	case errors.Is(err, host.ErrForbiddenTransition), errors.Is(err, store.ErrExists), errors.Is(err, provision.ErrConflict):
 		return http.StatusConflict

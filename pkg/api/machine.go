@@ -72,7 +72,9 @@ func (s *Server) firstStageScript(c echo.Context) error {
 	_, _, err = s.provAs(c, serial).RegisterChecked(serial, func(h host.Host) (err error) {
 		d := s.firstStageData(h)
 		d.MachineToken = token
-		out, err = s.cfg.Renderer.FirstStage(d)
+		if out, err = s.cfg.Renderer.FirstStage(d); err != nil {
+			s.prov.RenderFailed(serial, "first-stage", err)
+		}
 		return err
 	})
 	if err != nil {
@@ -128,6 +130,9 @@ func (s *Server) finalConfig(ignition bool) echo.HandlerFunc {
 		}
 		if req.Serial == "" {
 			return fmt.Errorf("%w: body has no Serial", errBadRequest)
+		}
+		if serial, err := provision.MachineSerial(req.Serial); err == nil {
+			c.Set(eventSerialKey, serial)
 		}
 		f := provision.Facts{ConnectedNIC: req.ConnectedNIC}
 		if req.IPMIAddress != nil {

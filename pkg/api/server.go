@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -102,6 +103,9 @@ type Server struct {
 	newTokens  *middleware.RateLimiterMemoryStore // PUT /etcd/new
 	hosts      *hostSet
 	onShutdown []func()
+	// shutdown is closed when graceful shutdown starts: event streams end.
+	shutdown     chan struct{}
+	shutdownOnce sync.Once
 }
 
 // New builds the server and its route table.
@@ -119,7 +123,9 @@ func New(cfg Config) (*Server, error) {
 		base:      cfg.Provisioner.BaseURL(),
 		limiter:   newLimiter(cfg.AnonymousLimit),
 		newTokens: newLimiter(cfg.AnonymousLimit),
+		shutdown:  make(chan struct{}),
 	}
+	s.RegisterOnShutdown(func() { s.shutdownOnce.Do(func() { close(s.shutdown) }) })
 	s.e = s.newEcho()
 	if err := s.setupAccess(); err != nil {
 		return nil, err
@@ -199,6 +205,7 @@ func (s *Server) routes() {
 	admin := e.Group("/admin")
 	admin.GET("/hosts", s.listHosts, s.adminRead)
 	admin.GET("/pool", s.pool, s.adminRead)
+	s.timelineRoutes(admin)
 	// A machine's own reports: the machine proves who it is
 	// (machineRoute); they are not admin requests.
 	for _, r := range s.machineHostRoutes() {
@@ -326,6 +333,7 @@ func (s *Server) logRequests(next echo.HandlerFunc) echo.HandlerFunc {
 		if s.cfg.Metrics != nil {
 			s.cfg.Metrics.ObserveRequest(c.Path(), c.Request().Method, c.Response().Status, time.Since(start))
 		}
+		s.recordFetch(c, start)
 		if s.log.Enabled(c.Request().Context(), slog.LevelDebug) {
 			s.log.Debug("request", append([]any{"method", c.Request().Method, "path", c.Request().URL.Path,
 				"status", c.Response().Status, "duration", time.Since(start)}, requestAttrs(c)...)...)

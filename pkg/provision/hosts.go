@@ -2,6 +2,7 @@ package provision
 
 import (
 	"errors"
+	"fmt"
 	"net"
 
 	"mayu/pkg/host"
@@ -75,3 +76,35 @@ func (p *Provisioner) HostByIP(ip net.IP) (host.Host, bool) {
 // refuses a vendor placeholder or an unsubstituted template marker
 // (host.CheckSerial); the error wraps ErrInvalid.
 func MachineSerial(serial string) (string, error) { return machineSerial(serial) }
+
+// History returns the commits of serial's record, newest first: at most
+// max (0: all), looking back through at most scan commits (0: all). It
+// wraps store.ErrNoHistory when the store keeps none (--no-git).
+func (p *Provisioner) History(serial string, max, scan int) ([]store.Commit, error) {
+	serial, err := Serial(serial)
+	if err != nil {
+		return nil, err
+	}
+	h, ok := p.store.(store.Historian)
+	if !ok {
+		return nil, fmt.Errorf("%w: the store keeps no history", store.ErrNoHistory)
+	}
+	return h.History(serial, max, scan)
+}
+
+// HostOf names the host whose record holds mac, else the one whose
+// InternalAddr is ip; "" when none does. It is the timeline's resolver
+// (timeline.Config.Resolve).
+func (p *Provisioner) HostOf(mac, ip string) string {
+	if mac != "" {
+		if h, ok := p.HostByMAC(mac); ok {
+			return h.Serial
+		}
+	}
+	if addr := net.ParseIP(ip); addr != nil {
+		if h, ok := p.HostByIP(addr); ok {
+			return h.Serial
+		}
+	}
+	return ""
+}

@@ -114,32 +114,30 @@ func cause(s Situation, last *Event, step string) string {
 	if s.Known && state == host.Running {
 		return ""
 	}
-	if last != nil {
-		switch last.Kind {
+	if f := failure(s.Events); f != nil {
+		switch f.Kind {
 		case DHCPIgnored:
-			if last.Reason == "ignored" && s.Known && state.IgnoredByDHCP() {
+			if f.Reason == "ignored" && s.Known && state.IgnoredByDHCP() {
 				return fmt.Sprintf("DHCP ignores this MAC: host is %s (it PXE-boots instead of booting its disk; to reinstall: mayuctl set %s state configured)", state, s.Host.Serial)
 			}
-			return fmt.Sprintf("DHCP does not answer %s: %s", last.MAC, last.Reason)
+			return fmt.Sprintf("DHCP does not answer %s: %s", f.MAC, f.Reason)
 		case DHCPNak:
-			return fmt.Sprintf("DHCP refused %s: %s", last.MAC, last.Reason)
+			return fmt.Sprintf("DHCP refused %s: %s", f.MAC, f.Reason)
 		case RenderFailed:
-			what := last.File
+			what := f.File
 			if what == "final" {
 				what = "final config"
 			} else if what == "first-stage" {
 				what = "first-stage script"
 			}
-			return fmt.Sprintf("%s render failed: %s", what, last.Reason)
+			return fmt.Sprintf("%s render failed: %s", what, f.Reason)
 		case TFTPFailed:
-			return fmt.Sprintf("TFTP of %s failed: %s", last.File, last.Reason)
+			return fmt.Sprintf("TFTP of %s failed: %s", f.File, f.Reason)
 		case HTTP:
-			if last.Status >= 400 {
-				if s.ImageMissing && strings.HasPrefix(last.Route, "/images/") {
-					return fmt.Sprintf("image %s missing on disk", s.ImageVersion)
-				}
-				return fmt.Sprintf("%s %s answered %d", last.Method, last.Route, last.Status)
+			if s.ImageMissing && strings.HasPrefix(f.Route, "/images/") {
+				return fmt.Sprintf("image %s missing on disk", s.ImageVersion)
 			}
+			return fmt.Sprintf("%s %s answered %d", f.Method, f.Route, f.Status)
 		}
 	}
 	if s.ImageMissing && !(s.Known && state.IgnoredByDHCP()) {
@@ -160,6 +158,38 @@ func cause(s Situation, last *Event, step string) string {
 		return fmt.Sprintf("no DHCP request seen from any MAC of this host for %s", roundDur(quiet))
 	}
 	return fmt.Sprintf("nothing heard from this host for %s (last step: %s)", roundDur(quiet), step)
+}
+
+// failure is the most telling failure since the machine's last step of
+// progress, nil if there is none: a render failure or a TFTP failure says
+// more than the HTTP error or the retries that follow it.
+func failure(es []Event) *Event {
+	var best *Event
+	rank := func(e *Event) int {
+		switch e.Kind {
+		case RenderFailed:
+			return 4
+		case TFTPFailed:
+			return 3
+		case DHCPIgnored, DHCPNak:
+			return 2
+		case HTTP:
+			if e.Status >= 400 {
+				return 1
+			}
+		}
+		return 0
+	}
+	for i := len(es) - 1; i >= 0; i-- {
+		e := &es[i]
+		if stepOf(*e) != "" {
+			break
+		}
+		if r := rank(e); r > 0 && (best == nil || r > rank(best)) {
+			best = e
+		}
+	}
+	return best
 }
 
 func hasDHCP(es []Event) bool {

@@ -21,7 +21,9 @@ func TestExplain(t *testing.T) {
 		at(2, Event{Kind: HTTP, Method: "GET", Route: "/images/vmlinuz", Status: 200}),
 		at(3, Event{Kind: HTTP, Method: "GET", Route: "/first-stage-script/:serial", Status: 200}),
 	}
-	h := func(state host.State) host.Host { return host.Host{Serial: "s1", State: state, MacAddresses: []string{mac}} }
+	h := func(state host.State) host.Host {
+		return host.Host{Serial: "s1", State: state, MacAddresses: []string{mac}}
+	}
 	cases := []struct {
 		name        string
 		s           Situation

@@ -67,6 +67,7 @@ type Timeline struct {
 	subs    map[*Subscription]struct{}
 	closed  bool
 	resolve func(mac, ip string) string
+	started time.Time
 }
 
 // New returns an empty Timeline bounded by cfg.
@@ -95,8 +96,12 @@ func New(cfg Config) *Timeline {
 		leases:  leases{max: cfg.MaxLeases, mac: map[string]string{}},
 		subs:    map[*Subscription]struct{}{},
 		resolve: cfg.Resolve,
+		started: cfg.Now().UTC(),
 	}
 }
+
+// Started is when the timeline began: nothing before it was seen.
+func (t *Timeline) Started() time.Time { return t.started }
 
 // SetResolve replaces Config.Resolve, for a daemon whose hosts are known
 // only after the timeline had to exist (dnsmasq starts publishing first).

@@ -21,6 +21,7 @@ import (
 	"mayu/pkg/provision"
 	"mayu/pkg/render"
 	"mayu/pkg/store"
+	"mayu/pkg/timeline"
 )
 
 // cluster is the config.yaml the fake's rules run with. The admin routes
@@ -44,7 +45,8 @@ const (
 
 // Server is the fake: an http.Handler.
 type Server struct {
-	handler http.Handler
+	handler  http.Handler
+	timeline *timeline.Timeline
 
 	mu       sync.Mutex
 	requests []Request
@@ -65,10 +67,12 @@ func New(st store.Store, now func() time.Time) *Server {
 	if err != nil {
 		panic(fmt.Sprintf("clienttest: built-in config.yaml: %v", err))
 	}
-	prov, err := provision.New(provision.Config{Cluster: cfg, Store: st, HTTPPort: 4080, NoTLS: true, Now: now})
+	tl := timeline.New(timeline.Config{})
+	prov, err := provision.New(provision.Config{Cluster: cfg, Store: st, HTTPPort: 4080, NoTLS: true, Now: now, Timeline: tl})
 	if err != nil {
 		panic(fmt.Sprintf("clienttest: %v", err))
 	}
+	tl.SetResolve(prov.HostOf)
 	toks, err := auth.Parse([]byte("operator admin " + AdminToken + "\nviewer read-only " + ReadOnlyToken + "\n"))
 	if err != nil {
 		panic(fmt.Sprintf("clienttest: built-in tokens: %v", err))
@@ -77,8 +81,13 @@ func New(st store.Store, now func() time.Time) *Server {
 	if err != nil {
 		panic(fmt.Sprintf("clienttest: %v", err))
 	}
-	return &Server{handler: srv.Handler()}
+	return &Server{handler: srv.Handler(), timeline: tl}
 }
+
+// Timeline is the fake's timeline: the provisioner records state changes
+// there, and a test publishes the DHCP, TFTP and HTTP events a real mayu
+// would see.
+func (s *Server) Timeline() *timeline.Timeline { return s.timeline }
 
 // Requests returns the requests served so far, oldest first.
 func (s *Server) Requests() []Request {
