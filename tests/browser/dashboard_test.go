@@ -188,6 +188,15 @@ func TestBrowserDashboard(t *testing.T) {
 		require.Equal(t, want, got, "%s: the page's counts are not /admin/hosts'", what)
 		return got
 	}
+	// The page follows mayu's event stream.
+	waitTrue := func(what, expr string) {
+		t.Helper()
+		sctx, c := context.WithTimeout(bctx, 40*time.Second)
+		defer c()
+		_, err := chromedp.Run(sctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(30*time.Second)))
+		require.NoError(t, err, what)
+	}
+	waitTrue("live", `document.getElementById("mode").textContent === "live"`)
 	got := matches("counts after the storm")
 	assert.Equal(t, "32", got.States["total"])
 	assert.Equal(t, "30", got.States["running"])
@@ -202,6 +211,15 @@ func TestBrowserDashboard(t *testing.T) {
 	step("open the machine", chromedp.Click(chromedp.CSS(row)), chromedp.WaitVisible(chromedp.ID("detail")),
 		chromedp.Click(chromedp.ID("act-reinstall")), chromedp.WaitVisible(chromedp.ID("confirm")))
 	require.True(t, evalBool("dialog open", `document.getElementById("confirm").open`), "the reinstall waits for confirmation")
+	// Behind the dialog: the machine's timeline (its fetches and state
+	// changes during the storm) and mayu's explanation.
+	waitTrue("timeline loaded", `document.querySelectorAll("#timeline td.kind").length > 0`)
+	kinds := run("timeline kinds", chromedp.Evaluate[string](`Array.from(document.querySelectorAll("#timeline td.kind")).map(td => td.textContent).join(",")`))
+	for _, k := range []string{"http", "state"} {
+		assert.Contains(t, kinds, k, "the timeline shows %s events", k)
+	}
+	waitTrue("explanation", `document.getElementById("explanation").hasAttribute("data-from-server")`)
+	assert.Contains(t, run("explanation", chromedp.Text(chromedp.ID("explanation"))), "state running, last step running")
 	assert.Contains(t, run("read the question", chromedp.Text(chromedp.ID("confirm-text"))), serial)
 	assert.Equal(t, host.Running, d.Hosts()[serial].State, "nothing happens before the confirmation")
 	step("confirm", chromedp.Click(chromedp.ID("confirm-ok")))
@@ -211,6 +229,8 @@ func TestBrowserDashboard(t *testing.T) {
 	c()
 	require.NoError(t, err, "the change is answered")
 	assert.Equal(t, "PUT set_state: HTTP 202 \u2014 done", run("result", chromedp.Text(chromedp.ID("action-result"))))
+	// The state change comes back over the stream onto the timeline.
+	waitTrue("state event streamed", `Array.from(document.querySelectorAll("#timeline tr")).some(tr => tr.textContent.includes("running \u2192 configured"))`)
 	h := d.Hosts()[serial]
 	assert.Equal(t, host.Configured, h.State)
 	assert.True(t, h.KeepDiskData)
