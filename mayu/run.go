@@ -54,6 +54,9 @@ type prepared struct {
 func prepare(o options, log *slog.Logger) (*prepared, error) {
 	p := &prepared{cleanup: func() {}, timeline: timeline.New(timeline.Config{}),
 		metrics: metrics.New(metrics.Sources{Version: version, Commit: commit})}
+	// Exact counts of dnsmasq's DHCP and TFTP events: a synchronous hook
+	// of the timeline, not a subscriber that could lag and lose some.
+	p.timeline.Observe(p.metrics.CountEvent)
 	var problems []string
 	cfg, err := config.Load(o.configPath)
 	if err != nil {
@@ -103,10 +106,7 @@ func prepare(o options, log *slog.Logger) (*prepared, error) {
 				HTTPPort:   o.httpPort,
 				BootPort:   o.bootHTTPPort,
 				Logger:     log, // the package tags its lines component=dnsmasq
-				OnEvent: func(e timeline.Event) {
-					p.metrics.CountEvent(e)
-					p.timeline.Publish(e)
-				},
+				OnEvent:    func(e timeline.Event) { p.timeline.Publish(e) },
 			})
 			if err == nil {
 				// dnsmasq --test, then what the configuration needs of this

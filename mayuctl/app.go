@@ -125,6 +125,8 @@ func commands() []*cli.Command {
 		overrideCommand(),
 		markFreshCommand(),
 		bootCompleteCommand(),
+		eventsCommand(),
+		historyCommand(),
 	}
 	globalHelp := cli.CommandHelpTemplate + globalOptionsHelp(globalFlags())
 	for _, c := range cmds {

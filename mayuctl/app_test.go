@@ -500,7 +500,7 @@ func TestVerboseLogsOnStderrOnly(t *testing.T) {
 }
 
 func TestHelp(t *testing.T) {
-	for _, cmd := range []string{"version", "list", "status", "set", "override", "mark-fresh", "boot-complete"} {
+	for _, cmd := range []string{"version", "list", "status", "set", "override", "mark-fresh", "boot-complete", "events", "history"} {
 		for _, args := range [][]string{{cmd, "--help"}, {cmd, "-h"}, {"help", cmd}} {
 			r := mayuctl(t, args...)
 			assert.Equal(t, 0, r.code, "%v: %s", args, r.stderr)

@@ -234,7 +234,11 @@ func statusCommand() *cli.Command {
 		Name:      "status",
 		Usage:     "show everything mayu knows about one machine",
 		UsageText: "mayuctl status <serial>",
-		Description: `Examples:
+		Description: `For a machine that is not progressing, two more lines follow: "Last step:"
+(dhcp, tftp, boot-script, pxe-image, first-stage, final-config, install,
+installed, running) and "Explanation:", the likely cause in one line.
+
+Examples:
    mayuctl --no-tls status 0800278e158a-0`,
 		Action: func(cCtx *cli.Context) error {
 			if err := wantArgs(cCtx, 1, "<serial>"); err != nil {
@@ -249,7 +253,16 @@ func statusCommand() *cli.Command {
 			if err != nil {
 				return failure("status "+serial, err)
 			}
-			return writeStatus(cCtx.App.Writer, h)
+			if err := writeStatus(cCtx.App.Writer, h); err != nil {
+				return err
+			}
+			// A mayu without explanations (Mayu 0.11) answers 404: the
+			// status is complete without one.
+			x, err := c.Explain(requestContext(cCtx), serial)
+			if err != nil {
+				return nil
+			}
+			return writeExplanation(cCtx.App.Writer, x)
 		},
 	}
 }

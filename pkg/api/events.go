@@ -115,14 +115,20 @@ func (s *Server) timeline() (*timeline.Timeline, error) {
 	return tl, nil
 }
 
+// hostTimeline is the serial of a host route and the timeline.
+func (s *Server) hostTimeline(c echo.Context) (string, *timeline.Timeline, error) {
+	serial, err := provision.Serial(c.Param("serial"))
+	if err != nil {
+		return "", nil, err
+	}
+	tl, err := s.timeline()
+	return serial, tl, err
+}
+
 // hostEvents answers the events of one machine, its state events with the
 // hash of their commit when the store keeps history.
 func (s *Server) hostEvents(c echo.Context) error {
-	serial, err := provision.Serial(c.Param("serial"))
-	if err != nil {
-		return err
-	}
-	tl, err := s.timeline()
+	serial, tl, err := s.hostTimeline(c)
 	if err != nil {
 		return err
 	}
@@ -171,11 +177,7 @@ func (s *Server) addCommits(serial string, events []timeline.Event) {
 
 // explainHost answers timeline.Explain for one machine.
 func (s *Server) explainHost(c echo.Context) error {
-	serial, err := provision.Serial(c.Param("serial"))
-	if err != nil {
-		return err
-	}
-	tl, err := s.timeline()
+	serial, tl, err := s.hostTimeline(c)
 	if err != nil {
 		return err
 	}

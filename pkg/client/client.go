@@ -356,7 +356,10 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte) ([]by
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 
-	u := c.base.JoinPath(path)
+	// A query stays a query: JoinPath would escape its "?".
+	p, query, _ := strings.Cut(path, "?")
+	u := c.base.JoinPath(p)
+	u.RawQuery = query
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)

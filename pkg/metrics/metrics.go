@@ -10,7 +10,8 @@
 // scrapes. The other packages know nothing of Prometheus: they keep plain
 // counters (provision.Counts, the dnsmasq supervisor's Restarts and
 // Reloads) or call a hook (gitdir.Options.OnBatch, ObserveRequest,
-// CountEvent) that this package reads or implements.
+// CountEvent through timeline.Timeline.Observe) that this package reads or
+// implements.
 //
 // The families:
 //
@@ -193,8 +194,10 @@ func (m *Metrics) ObserveBatch(requests int, took time.Duration) {
 	m.batchTime.Observe(took.Seconds())
 }
 
-// CountEvent counts e if it is a DHCP or TFTP event of dnsmasq's log (the
-// supervisor's OnEvent hands them over); other kinds are not counted here.
+// CountEvent counts e if it is a DHCP or TFTP event of dnsmasq's log;
+// other kinds are not counted here. mayu passes it to Timeline.Observe,
+// which calls it for every event published, under the timeline's lock:
+// it only increments a counter.
 func (m *Metrics) CountEvent(e timeline.Event) {
 	if e.Kind.IsDHCP() || e.Kind.IsTFTP() {
 		m.events.WithLabelValues(string(e.Kind)).Inc()

@@ -13,7 +13,7 @@ const (
 	DefaultPerHost          = 256
 	DefaultMaxHosts         = 4096
 	DefaultMaxUnknownMACs   = 1024
-	DefaultPerUnknownMAC    = 32
+	DefaultPerUnknownMAC    = 64
 	DefaultRecent           = 1024
 	DefaultMaxLeases        = 4096
 	DefaultSubscriberBuffer = 256
@@ -65,6 +65,7 @@ type Timeline struct {
 	recent  *ring
 	leases  leases
 	subs    map[*Subscription]struct{}
+	obs     []func(Event)
 	closed  bool
 	resolve func(mac, ip string) string
 	started time.Time
@@ -151,10 +152,23 @@ func (t *Timeline) Publish(e Event) Event {
 	case e.MAC != "":
 		t.unknownRing(e.MAC).add(e)
 	}
+	for _, fn := range t.obs {
+		fn(e)
+	}
 	for s := range t.subs {
 		s.offer(e)
 	}
 	return e
+}
+
+// Observe adds fn, called with every event Publish records, in order and
+// before the subscribers get it: for exact counts (metrics), where a
+// subscriber could lose events. fn runs under the timeline's lock, so it
+// must be quick, must not block and must not call the Timeline.
+func (t *Timeline) Observe(fn func(Event)) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.obs = append(t.obs, fn)
 }
 
 // Events returns the events kept for serial, oldest first (nil for a
@@ -259,26 +273,25 @@ func (t *Timeline) attachLocked(serial string, macs []string) {
 // hostRing returns serial's ring, making room under MaxHosts by dropping
 // the host whose last event is the oldest.
 func (t *Timeline) hostRing(serial string) *ring {
-	if r, ok := t.hosts[serial]; ok {
-		return r
-	}
-	if len(t.hosts) >= t.cfg.MaxHosts {
-		delete(t.hosts, oldest(t.hosts))
-	}
-	r := newRing(t.cfg.PerHost)
-	t.hosts[serial] = r
-	return r
+	return ringOf(t.hosts, serial, t.cfg.MaxHosts, t.cfg.PerHost)
 }
 
+// unknownRing is hostRing for a MAC of the side table.
 func (t *Timeline) unknownRing(mac string) *ring {
-	if r, ok := t.unknown[mac]; ok {
+	return ringOf(t.unknown, mac, t.cfg.MaxUnknownMACs, t.cfg.PerUnknownMAC)
+}
+
+// ringOf returns m's ring of key, made (of size events) if missing, after
+// dropping the least recently active ring when m holds max of them.
+func ringOf(m map[string]*ring, key string, max, size int) *ring {
+	if r, ok := m[key]; ok {
 		return r
 	}
-	if len(t.unknown) >= t.cfg.MaxUnknownMACs {
-		delete(t.unknown, oldest(t.unknown))
+	if len(m) >= max {
+		delete(m, oldest(m))
 	}
-	r := newRing(t.cfg.PerUnknownMAC)
-	t.unknown[mac] = r
+	r := newRing(size)
+	m[key] = r
 	return r
 }
 

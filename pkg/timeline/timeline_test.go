@@ -185,3 +185,19 @@ func TestAnAddressGetsTheMACOfItsLastAckBounded(t *testing.T) {
 	})
 	assert.Equal(t, "s4", tl.Publish(Event{Kind: HTTP, IP: "10.0.0.2"}).Serial)
 }
+
+func TestObserversSeeEveryEventInOrder(t *testing.T) {
+	tl := New(Config{})
+	counts := map[Kind]int{}
+	var seqs []uint64
+	tl.Observe(func(e Event) { counts[e.Kind]++; seqs = append(seqs, e.Seq) })
+	slow, err := tl.Subscribe(1)
+	require.NoError(t, err)
+	for i := 0; i < 5; i++ {
+		tl.Publish(Event{Kind: DHCPDiscover, MAC: "m"})
+	}
+	tl.Publish(Event{Kind: TFTPSent, IP: "10.0.0.1"})
+	assert.Equal(t, map[Kind]int{DHCPDiscover: 5, TFTPSent: 1}, counts, "observers count what a slow subscriber loses")
+	assert.Equal(t, []uint64{1, 2, 3, 4, 5, 6}, seqs)
+	assert.Equal(t, uint64(5), slow.Dropped())
+}
