@@ -240,6 +240,13 @@ func TestBrowserDashboard(t *testing.T) {
 		chromedp.Click(chromedp.ID("confirm-cancel")), chromedp.WaitNotVisible(chromedp.ID("confirm")))
 	assert.Equal(t, "cancelled", run("result", chromedp.Text(chromedp.ID("action-result"))))
 	assert.True(t, d.Hosts()[serial].KeepDiskData, "a cancelled mark-fresh wipes nothing")
+	// Set metadata, confirmed.
+	step("set metadata", chromedp.SetValue(chromedp.ID("metadata"), "role-worker=true, rack=b7"),
+		chromedp.Click(chromedp.ID("act-metadata")), chromedp.WaitVisible(chromedp.ID("confirm")))
+	assert.Contains(t, run("read the question", chromedp.Text(chromedp.ID("confirm-text"))), "role-worker=true,rack=b7")
+	step("confirm metadata", chromedp.Click(chromedp.ID("confirm-ok")))
+	waitTrue("metadata set", `document.getElementById("action-result").textContent.includes("set_metadata: HTTP 202")`)
+	assert.Equal(t, host.FleetMeta{"role-worker=true", "rack=b7"}, d.Hosts()[serial].FleetMetadata)
 	got = matches("counts after the reinstall")
 	assert.Equal(t, "3", got.States["configured"])
 
