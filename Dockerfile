@@ -42,7 +42,6 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log \
  && ln -s /usr/lib/mayu/static_html/mayuctl /usr/bin/mayuctl
 COPY --from=certs /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/
-COPY static_html/index.html /usr/lib/mayu/static_html/
 COPY templates/ /usr/lib/mayu/templates/
 COPY template_snippets/ /usr/lib/mayu/template_snippets/
 COPY config.yaml.example /usr/share/doc/mayu/config.yaml.example

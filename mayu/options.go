@@ -54,6 +54,7 @@ type options struct {
 	adminTokenFile string // "" until check: <cluster-directory>/.admin-tokens
 	clientCAFile   string
 	noAdminAuth    bool
+	metricsNoAuth  bool
 	trustedProxies []*net.IPNet
 	allowedHosts   []string
 	proxyFlags     []string // --trusted-proxies as given, parsed by check
@@ -114,6 +115,7 @@ func readOptions(c *cli.Context) options {
 		adminTokenFile:    c.String("admin-token-file"),
 		clientCAFile:      c.String("client-ca-file"),
 		noAdminAuth:       c.Bool("no-admin-auth"),
+		metricsNoAuth:     c.Bool("metrics-no-auth"),
 		proxyFlags:        splitList(c.StringSlice("trusted-proxies")),
 		allowedHosts:      splitList(c.StringSlice("allowed-hosts")),
 		shutdownTimeout:   c.Duration("shutdown-timeout"),

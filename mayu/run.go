@@ -26,6 +26,7 @@ import (
 	"mayu/pkg/dnsmasq"
 	"mayu/pkg/host"
 	"mayu/pkg/machineauth"
+	"mayu/pkg/metrics"
 	"mayu/pkg/provision"
 	"mayu/pkg/render"
 	"mayu/pkg/store"
@@ -41,6 +42,7 @@ type prepared struct {
 	dnsmasq  *dnsmasq.Supervisor // nil with --no-dnsmasq
 	tlsPin   string              // the pin of mayu's key; "" without TLS
 	tokens   *auth.Tokens        // nil with --no-admin-auth
+	metrics  *metrics.Metrics
 	// timeline keeps every machine's events; dnsmasq publishes to it
 	// from its start, the provisioner and the API once they exist.
 	timeline *timeline.Timeline
@@ -51,7 +53,11 @@ type prepared struct {
 // prepare loads the configuration and templates and checks the dnsmasq
 // configuration, listing every problem at once.
 func prepare(o options, log *slog.Logger) (*prepared, error) {
-	p := &prepared{cleanup: func() {}, timeline: timeline.New(timeline.Config{})}
+	p := &prepared{cleanup: func() {}, timeline: timeline.New(timeline.Config{}),
+		metrics: metrics.New(metrics.Sources{Version: version, Commit: commit})}
+	// Exact counts of dnsmasq's DHCP and TFTP events: a synchronous hook
+	// of the timeline, not a subscriber that could lag and lose some.
+	p.timeline.Observe(p.metrics.CountEvent)
 	var problems []string
 	cfg, err := config.Load(o.configPath)
 	if err != nil {
@@ -109,6 +115,7 @@ func prepare(o options, log *slog.Logger) (*prepared, error) {
 				// machine (interfaces, addresses, tftproot): every problem
 				// on its own line.
 				err = errors.Join(p.dnsmasq.Check(), p.dnsmasq.Preflight())
+				p.metrics.AddDnsmasq(p.dnsmasq)
 			}
 			problems = append(problems, errorLines(err)...)
 		}
@@ -135,7 +142,9 @@ func run(parent context.Context, o options, log *slog.Logger) error {
 	defer p.cleanup()
 	logConfigWarnings(log, o.configPath, p.cfg)
 
-	st, err := gitdir.Open(o.clusterDir, gitdir.Options{NoGit: o.noGit, Logger: log.With("component", "store"), Watch: true})
+	mets := p.metrics
+	st, err := gitdir.Open(o.clusterDir, gitdir.Options{NoGit: o.noGit, Logger: log.With("component", "store"), Watch: true,
+		OnBatch: mets.ObserveBatch})
 	if err != nil {
 		return err
 	}
@@ -161,7 +170,8 @@ func run(parent context.Context, o options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	srv, err = newServer(o, p, prov, disc, machines, access, log)
+	mets.AddProvisioner(prov)
+	srv, err = newServer(o, p, prov, disc, machines, access, mets, log)
 	if err != nil {
 		return err
 	}
@@ -257,7 +267,8 @@ func newProvisioner(ctx context.Context, o options, p *prepared, st store.Store,
 
 // newServer builds the HTTP server; an internal discovery service's waits
 // end when its graceful shutdown starts.
-func newServer(o options, p *prepared, prov *provision.Provisioner, disc discovery.Service, machines *machineauth.Guard, access api.Access, log *slog.Logger) (*api.Server, error) {
+func newServer(o options, p *prepared, prov *provision.Provisioner, disc discovery.Service, machines *machineauth.Guard, access api.Access,
+	mets *metrics.Metrics, log *slog.Logger) (*api.Server, error) {
 	bootBase := ""
 	if o.bootHTTPPort != 0 {
 		bootBase = p.cfg.Network.BaseURL(o.bootHTTPPort, true)
@@ -279,6 +290,8 @@ func newServer(o options, p *prepared, prov *provision.Provisioner, disc discove
 		StaticHTMLDir:     o.staticHTMLPath,
 		UseIgnition:       o.useIgnition,
 		Version:           version,
+		Metrics:           mets,
+		MetricsNoAuth:     o.metricsNoAuth,
 		Logger:            log.With("component", "api"),
 	})
 	if err != nil {

@@ -1,5 +1,5 @@
 # Release tree and tarball, and the tests of what ships in them: the fetch
-# scripts, the Dockerfile, the service units, the dashboard page and the
+# scripts, the Dockerfile, the service units and the
 # Vagrant flavour of the sandbox.
 
 DIST_NAME := mayu.$(VERSION)-linux-amd64
@@ -25,14 +25,13 @@ dist: build ## release tree dist/mayu.<version>-linux-amd64/ and its .tar.gz
 	@for f in $(IPXE_DIR)/undionly.kpxe $(IPXE_DIR)/ipxe.efi $(IPXE_DIR)/snponly.efi; do \
 	  [ -r "$$f" ] || { echo "make dist: $$f is missing: install Debian's ipxe package (apt-get install ipxe) or set IPXE_DIR" >&2; exit 1; }; \
 	done
-	@for f in templates template_snippets static_html/index.html config.yaml.example Dockerfile .dockerignore; do \
+	@for f in templates template_snippets config.yaml.example Dockerfile .dockerignore; do \
 	  [ -e "$$f" ] || { echo "make dist: $$f is missing from the tree" >&2; exit 1; }; \
 	done
 	rm -rf $(DIST_DIR) $(DIST_TAR)
 	mkdir -p $(DIST_DIR)/tftproot $(DIST_DIR)/static_html $(DIST_DIR)/contrib/systemd $(DIST_DIR)/contrib/docker
 	install -m 0755 bin/mayu bin/mayuctl $(DIST_DIR)/
 	install -m 0755 bin/mayuctl bin/infopusher $(DIST_DIR)/static_html/
-	install -m 0644 static_html/index.html $(DIST_DIR)/static_html/
 	install -m 0644 $(IPXE_DIR)/undionly.kpxe $(IPXE_DIR)/ipxe.efi $(IPXE_DIR)/snponly.efi $(DIST_DIR)/tftproot/
 	cp -R templates template_snippets $(DIST_DIR)/
 	install -m 0644 config.yaml.example Dockerfile .dockerignore VERSION $(DIST_DIR)/
@@ -49,7 +48,7 @@ dist: build ## release tree dist/mayu.<version>-linux-amd64/ and its .tar.gz
 	@echo "tarball:      $(DIST_TAR)"
 
 .PHONY: test-scripts
-test-scripts: build ## shellcheck and bats tests of the scripts, units, dashboard and Vagrant files
+test-scripts: build ## shellcheck and bats tests of the scripts, units and Vagrant files
 	@command -v shellcheck >/dev/null || { echo "test-scripts: shellcheck is missing (apt-get install shellcheck)" >&2; exit 1; }
 	@command -v $(BATS) >/dev/null || { echo "test-scripts: bats is missing (apt-get install bats)" >&2; exit 1; }
 	shellcheck -x $(DIST_SHELL_SCRIPTS)

@@ -23,6 +23,13 @@ func (s *Server) listHosts(c echo.Context) error {
 	return c.Blob(http.StatusOK, textPlain, append(b, '\n'))
 }
 
+// pool answers provision.Pool as JSON: the addresses of ip_range left,
+// each profile's free slots and the machines by state and profile (the
+// dashboard's counts).
+func (s *Server) pool(c echo.Context) error {
+	return c.JSON(http.StatusOK, s.prov.Pool())
+}
+
 type adminRoute struct {
 	name    string
 	handler echo.HandlerFunc

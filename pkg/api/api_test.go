@@ -312,7 +312,8 @@ func TestImages(t *testing.T) {
 		{"/yochu/etcd/v2.2.5/etcd", 200, "etcd-binary"},
 		{"/yochu/../secret.txt", 404, ""},
 		{"/yochu/..%2F..%2Fsecret.txt", 404, ""},
-		{"/index.html", 200, "dashboard"},
+		{"/index.html", 200, "<title>Mayu</title>"}, // built in, whatever the static directory holds
+		{"/infopusher", 200, "helper-binary"},
 		{"/hostinfo-helper", 200, "helper-binary"},
 		{"/..%2Fsecret.txt", 404, ""},
 		{"/nothing-here", 404, "does not exist"},
@@ -324,10 +325,13 @@ func TestImages(t *testing.T) {
 		assert.NotContains(t, rec.Body.String(), "do not serve", tt.path)
 	}
 
-	rec := e.do("HEAD", "/index.html", "")
+	rec := e.do("HEAD", "/infopusher", "")
 	assert.Equal(t, 200, rec.Code)
-	assert.Equal(t, "22", rec.Header().Get("Content-Length"))
+	assert.Equal(t, "13", rec.Header().Get("Content-Length"))
 	assert.Empty(t, rec.Body.String())
+	rec = e.do("HEAD", "/index.html", "")
+	assert.Equal(t, 200, rec.Code)
+	assert.Equal(t, fmt.Sprint(len(dashboardPage)), rec.Header().Get("Content-Length"))
 
 	rec = e.do("GET", "/images/m1/install_image.bin.bz2", "", "Range", "bytes=10-14")
 	assert.Equal(t, 206, rec.Code)

@@ -21,6 +21,7 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 
 	"mayu/pkg/machineauth"
+	"mayu/pkg/metrics"
 	"mayu/pkg/provision"
 	"mayu/pkg/render"
 )
@@ -84,6 +85,13 @@ type Config struct {
 
 	// Access is who may use the admin routes (auth.go).
 	Access Access
+
+	// Metrics counts every request and answers GET /metrics; nil: no
+	// /metrics route. MetricsNoAuth serves /metrics without a
+	// credential (--metrics-no-auth); otherwise it needs one, as GET
+	// /admin/hosts does.
+	Metrics       *metrics.Metrics
+	MetricsNoAuth bool
 
 	Logger *slog.Logger
 }
@@ -180,6 +188,9 @@ func (s *Server) routes() {
 		e.HEAD(path, h, m...)
 	}
 	file("/hostinfo-helper", s.hostinfoHelper)
+	// The dashboard is built in; the static directory's other files are
+	// served as before.
+	file("/index.html", s.dashboard)
 	file("/machine-serial.sh", s.machineSerialScript)
 	e.POST("/final-cloud-config.yaml", s.finalConfig(false))
 	e.POST("/final-ignition-config.json", s.finalConfig(true))
@@ -199,6 +210,7 @@ func (s *Server) routes() {
 	// templates: those are machine routes about the serial they name.
 	admin := e.Group("/admin")
 	admin.GET("/hosts", s.listHosts, s.adminRead)
+	admin.GET("/pool", s.pool, s.adminRead)
 	s.timelineRoutes(admin)
 	// A machine's own reports: the machine proves who it is
 	// (machineRoute); they are not admin requests.
@@ -211,6 +223,13 @@ func (s *Server) routes() {
 
 	if s.cfg.Discovery != nil {
 		s.cfg.Discovery.Register(e.Group("/etcd"))
+	}
+	if s.cfg.Metrics != nil {
+		var guard []echo.MiddlewareFunc
+		if !s.cfg.MetricsNoAuth {
+			guard = append(guard, s.adminRead)
+		}
+		e.GET("/metrics", echo.WrapHandler(s.cfg.Metrics.Handler()), guard...)
 	}
 	// Everything else comes from the static directory (index.html, mayuctl,
 	// infopusher).
@@ -318,6 +337,9 @@ func (s *Server) logRequests(next echo.HandlerFunc) echo.HandlerFunc {
 		start := time.Now()
 		if err := next(c); err != nil {
 			c.Error(err)
+		}
+		if s.cfg.Metrics != nil {
+			s.cfg.Metrics.ObserveRequest(c.Path(), c.Request().Method, c.Response().Status, time.Since(start))
 		}
 		s.recordFetch(c, start)
 		if s.log.Enabled(c.Request().Context(), slog.LevelDebug) {

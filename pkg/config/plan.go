@@ -186,3 +186,69 @@ func (p *addrPlan) excluded() ([]string, string) {
 	}
 	return out, more
 }
+
+// AllocatableCount is how many addresses of network.ip_range may be handed
+// out as static addresses (those Allocatable accepts), counted from the
+// plan without walking the range: the range's size less its overlap with
+// bootstrap_range, less the network and broadcast addresses of each
+// subnet_size subnet outside that overlap, less the reserved addresses
+// (bind_addr, router, ...) left after those. c must have been validated.
+func (c *Config) AllocatableCount() uint64 {
+	p := c.plan
+	if p == nil {
+		lo, hi := c.Network.IPRange.Bounds()
+		if lo == nil || hi == nil {
+			return 0
+		}
+		boot, hasBoot := bootSpan(c.Network.BootstrapRange)
+		p = c.newPlan(span{IPToUint32(lo), IPToUint32(hi)}, boot, hasBoot)
+	}
+	return p.count()
+}
+
+func (p *addrPlan) count() uint64 {
+	lo, hi := uint64(p.ips.lo), uint64(p.ips.hi)
+	if hi < lo {
+		return 0
+	}
+	n := hi - lo + 1
+	// The part of ip_range inside bootstrap_range, if any.
+	var bLo, bHi uint64
+	overlap := p.hasBoot && p.ips.overlaps(p.boot)
+	if overlap {
+		bLo, bHi = max(lo, uint64(p.boot.lo)), min(hi, uint64(p.boot.hi))
+		n -= bHi - bLo + 1
+	}
+	if p.hostMask != 0 {
+		size := uint64(p.hostMask) + 1
+		for _, r := range []uint64{0, size - 1} { // network, broadcast
+			n -= countMod(lo, hi, size, r)
+			if overlap {
+				n += countMod(bLo, bHi, size, r)
+			}
+		}
+	}
+	for a := range p.reserved {
+		if h := a & p.hostMask; p.hostMask != 0 && (h == 0 || h == p.hostMask) {
+			continue // counted as a network or broadcast address already
+		}
+		if a >= p.ips.lo && a <= p.ips.hi && !p.inBoot(a) {
+			n--
+		}
+	}
+	return n
+}
+
+// countMod is how many numbers of [lo, hi] are r modulo size (r < size).
+func countMod(lo, hi, size, r uint64) uint64 {
+	upTo := func(x uint64) uint64 { // how many of [0, x]
+		if x < r {
+			return 0
+		}
+		return (x-r)/size + 1
+	}
+	if lo == 0 {
+		return upTo(hi)
+	}
+	return upTo(hi) - upTo(lo-1)
+}

@@ -130,3 +130,39 @@ func TestAllocatableWithoutParse(t *testing.T) {
 	assert.False(t, c.Allocatable(net.ParseIP("192.168.2.25")), "bootstrap")
 	assert.False(t, (&Config{}).Allocatable(net.ParseIP("192.168.2.25")), "no ip_range")
 }
+
+// AllocatableCount agrees with Allocatable asked for every address of the
+// range, whatever the overlaps, subnet sizes and reserved addresses.
+func TestAllocatableCountMatchesAllocatable(t *testing.T) {
+	for name, repl := range map[string][]string{
+		"shipped":     nil,
+		"whole /23":   {"{start: 192.168.2.21, end: 192.168.2.99}", "{start: 192.168.2.0, end: 192.168.3.255}", "subnet_gateway: 192.168.2.1", "subnet_gateway: 192.168.3.1"},
+		"/22 subnets": {"{start: 192.168.2.21, end: 192.168.2.99}", "{start: 192.168.0.0, end: 192.168.7.255}", `subnet_size: "24"`, `subnet_size: "22"`},
+		"/31 subnets": {"{start: 192.168.2.21, end: 192.168.2.99}", "{start: 192.168.2.0, end: 192.168.3.255}", `subnet_size: "24"`, `subnet_size: "31"`},
+		"boot across a subnet edge": {"{start: 192.168.2.21, end: 192.168.2.99}", "{start: 192.168.1.7, end: 192.168.4.9}",
+			"{start: 192.168.2.100, end: 192.168.2.200}", "{start: 192.168.2.250, end: 192.168.3.4}"},
+		"boot covers it all but one": {"{start: 192.168.2.21, end: 192.168.2.99}", "{start: 192.168.2.4, end: 192.168.2.120}",
+			"{start: 192.168.2.100, end: 192.168.2.200}", "{start: 192.168.2.5, end: 192.168.2.200}"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := mustParse(t, repl...)
+			lo, hi := c.Network.IPRange.Bounds()
+			var want uint64
+			for n := IPToUint32(lo); ; n++ {
+				if c.Allocatable(Uint32ToIP(n)) {
+					want++
+				}
+				if n == IPToUint32(hi) {
+					break
+				}
+			}
+			assert.Equal(t, want, c.AllocatableCount())
+		})
+	}
+	// A huge range is counted, not walked.
+	c := mustParse(t, "{start: 192.168.2.21, end: 192.168.2.99}", "{start: 10.0.0.0, end: 10.255.255.255}")
+	assert.Equal(t, uint64(1<<24-2*(1<<16)), c.AllocatableCount(), "every /24's network and broadcast address excluded")
+	assert.Equal(t, uint64(10), (&Config{Network: Network{
+		BindAddr: "192.168.2.21", IPRange: IPRange{Start: "192.168.2.20", End: "192.168.2.30"},
+	}}).AllocatableCount(), "without Parse")
+}

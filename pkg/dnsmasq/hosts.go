@@ -138,6 +138,9 @@ func (s *Supervisor) applyHosts(ctx context.Context, ch *child) error {
 	if err := s.hup(ctx, ch); err != nil {
 		return err
 	}
+	s.mu.Lock()
+	s.hups++
+	s.mu.Unlock()
 	attrs := []any{"pid", ch.pid, "ignored_macs", len(set.Ignored), "static_hosts", len(set.Static)}
 	if !since.IsZero() {
 		attrs = append(attrs, "latency", time.Since(since).Round(time.Microsecond))

@@ -146,6 +146,7 @@ type Supervisor struct {
 	started    *child        // started by Start, not yet taken by Run
 	pid        int
 	starts     int
+	hups       int    // SIGHUPs sent to re-read the hosts file
 	testedConf []byte // last configuration dnsmasq --test accepted
 	warnedMACs map[string]bool
 	warned     map[string]bool // preflight warnings already logged
@@ -315,6 +316,14 @@ func (s *Supervisor) Restarts() int {
 		return 0
 	}
 	return s.starts - 1
+}
+
+// Reloads returns how often dnsmasq was told (SIGHUP) to re-read its
+// hosts file without a restart.
+func (s *Supervisor) Reloads() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.hups
 }
 
 // Start starts dnsmasq and returns once it serves: it passed the checks

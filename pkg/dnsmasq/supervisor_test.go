@@ -301,6 +301,7 @@ func TestSupervisorSyncSignalsWithoutRestart(t *testing.T) {
 	}
 	assert.Equal(t, pid, s.PID(), "dnsmasq was restarted by a host change")
 	assert.Equal(t, 0, s.Restarts())
+	assert.Equal(t, 40, s.Reloads(), "one SIGHUP per change of the hosts file")
 	attrs, ok := e.sink.find("hosts file rewritten")
 	require.True(t, ok)
 	assert.NotEmpty(t, attrs["latency"])
@@ -364,6 +365,7 @@ func TestSupervisorRestartsCrashedChild(t *testing.T) {
 		waitPID(t, s, pid)
 		assert.Equal(t, i, s.Restarts())
 	}
+	assert.Equal(t, 0, s.Reloads(), "a restart is no reload")
 	attrs, ok := e.sink.find("exited unexpectedly")
 	require.True(t, ok)
 	assert.Equal(t, "signal: killed", attrs["status"])

@@ -47,6 +47,7 @@ func (p *Provisioner) FinalConfig(serial string, f Facts, render func(render.Fin
 	if err != nil {
 		return nil, host.Host{}, err
 	}
+	p.counts.finalConfigs.Add(1)
 	return out, h, nil
 }
 
@@ -151,7 +152,11 @@ func (p *Provisioner) SetMACs(serial string, macs []string) (host.Host, error) {
 
 // SetInstalled marks the machine installed; DHCP then ignores its MACs.
 func (p *Provisioner) SetInstalled(serial string) (host.Host, error) {
-	return p.update(serial, transition(MsgInstalled, host.Installed, nil))
+	h, err := p.update(serial, transition(MsgInstalled, host.Installed, nil))
+	if err == nil {
+		p.counts.installs.Add(1)
+	}
+	return h, err
 }
 
 // Versions are the software versions a booted machine reports.
@@ -181,7 +186,7 @@ func (p *Provisioner) BootComplete(serial string, v Versions) (host.Host, error)
 		}
 	}
 	now := p.now().UTC()
-	return p.update(serial, transition(MsgRunning, host.Running, func(h *host.Host) {
+	h, err := p.update(serial, transition(MsgRunning, host.Running, func(h *host.Host) {
 		h.LastBoot = now
 		set := func(dst *string, src string) {
 			if s := strings.TrimSpace(src); s != "" {
@@ -197,6 +202,10 @@ func (p *Provisioner) BootComplete(serial string, v Versions) (host.Host, error)
 		set(&h.K8sVersion, v.K8sVersion)
 		set(&h.YochuVersion, v.YochuVersion)
 	}))
+	if err == nil {
+		p.counts.bootCompletions.Add(1)
+	}
+	return h, err
 }
 
 // SetState is the operator's state change. Moving to configured (reinstall)

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"mayu/pkg/config"
@@ -131,6 +132,11 @@ type rules struct {
 	// share its outcome.
 	regMu    sync.Mutex
 	inflight map[string]*registration
+
+	// counts are the life-cycle events since start (Counts).
+	counts struct {
+		registrations, finalConfigs, installs, bootCompletions atomic.Uint64
+	}
 
 	// macMu guards macClaims: MAC address -> serial of the write under way
 	// that records it (claimMACs).

@@ -81,6 +81,7 @@ func (p *Provisioner) upsertOnce(serial string, steps []store.Step, check func(h
 	if err != nil {
 		return host.Host{}, false, err
 	}
+	p.counts.registrations.Add(1)
 	p.log.Info("registered new machine", "serial", serial, "profile", h.Profile, "ip", h.InternalAddr.String())
 	return h, true, nil
 }

@@ -41,7 +41,7 @@ teardown() {
     templates/last_stage_cloudconfig.yaml templates/ignition/gs_install.yaml \
     template_snippets/cloudconfig template_snippets/ignition \
     tftproot/undionly.kpxe tftproot/ipxe.efi tftproot/snponly.efi \
-    static_html/index.html static_html/mayuctl static_html/infopusher \
+    static_html/mayuctl static_html/infopusher \
     contrib/systemd/mayu.service contrib/systemd/mayu-native.service contrib/mayu.init contrib/docker/healthcheck; do
     [ -e "$REL/$f" ] || {
       echo "missing from the release: $f" >&2
@@ -58,7 +58,6 @@ teardown() {
   cmp "$REL/tftproot/undionly.kpxe" /usr/lib/ipxe/undionly.kpxe
   cmp "$REL/tftproot/ipxe.efi" /usr/lib/ipxe/ipxe.efi
   cmp "$REL/tftproot/snponly.efi" /usr/lib/ipxe/snponly.efi
-  cmp "$REL/static_html/index.html" "$REPO_DIR/static_html/index.html"
   cmp "$REL/static_html/mayuctl" "$REL/mayuctl"
 }
 
@@ -100,7 +99,7 @@ teardown() {
   start_mayu "$rel" ./mayu --config=config.yaml.example --cluster-directory="$BATS_TEST_TMPDIR/cluster" --no-tls --no-git
   curl -fsS "$MAYU_URL/images/vmlinuz" | cmp - "$rel/images/$v/coreos_production_pxe.vmlinuz"
   curl -fsS "$MAYU_URL/images/initrd.cpio.gz" | cmp - "$rel/images/$v/coreos_production_pxe_image.cpio.gz"
-  curl -fsS "$MAYU_URL/index.html" | cmp - "$rel/static_html/index.html"
+  curl -fsS "$MAYU_URL/index.html" | grep -q '<title>Mayu</title>'
   curl -fsS "$MAYU_URL/hostinfo-helper" | cmp - "$rel/static_html/infopusher"
   # The admin API needs the token mayu wrote at its first start.
   local tokens=$BATS_TEST_TMPDIR/cluster/.admin-tokens

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -215,6 +216,27 @@ func TestNetMayuDaemon(t *testing.T) {
 		pid = m.waitDnsmasq(t, pid)
 		assert.NotNil(t, l.DHCP(t, "c2", 10), "no DHCP after the restart")
 		assert.Contains(t, m.Out.String(), "exited unexpectedly")
+	})
+
+	t.Run("metrics count dnsmasq's work", func(t *testing.T) {
+		code, body := m.Do("GET", "/metrics", "")
+		require.Equal(t, 200, code, body)
+		value := func(series string) float64 {
+			for _, l := range strings.Split(body, "\n") {
+				if v, ok := strings.CutPrefix(l, series+" "); ok {
+					f, err := strconv.ParseFloat(v, 64)
+					require.NoError(t, err, l)
+					return f
+				}
+			}
+			t.Fatalf("no series %s in /metrics", series)
+			return 0
+		}
+		assert.GreaterOrEqual(t, value("mayu_dnsmasq_restarts_total"), 1.0, "the kill above")
+		assert.GreaterOrEqual(t, value("mayu_dnsmasq_reloads_total"), 50.0, "the hosts-file reloads of the state changes")
+		for _, kind := range []string{"dhcp-discover", "dhcp-offer", "dhcp-request", "dhcp-ack", "dhcp-ignored", "tftp-sent"} {
+			assert.Positive(t, value(`mayu_dnsmasq_events_total{kind="`+kind+`"}`), kind)
+		}
 	})
 
 	t.Run("stopping mayu leaves no dnsmasq", func(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/go-git/go-git/v5/plumbing"
 
@@ -35,6 +36,11 @@ type Options struct {
 	// Watch picks up an operator's edits of <serial>/conf.json without a
 	// restart (fsnotify), and commits them.
 	Watch bool
+	// OnBatch, if set, is called after each group commit (see Dir) with
+	// the number of write requests it took (1 to maxBatch) and how long
+	// applying and persisting them took (fsyncs and the branch update
+	// included). It runs on the writing goroutine: keep it cheap.
+	OnBatch func(requests int, took time.Duration)
 }
 
 // Dir is the store.Store over a Mayu cluster directory: cluster.json and
@@ -48,9 +54,10 @@ type Options struct {
 // batch holds only to swap in the new records. Readers therefore never
 // wait for disk or git, and never see a record before it is durable.
 type Dir struct {
-	dir   string
-	noGit bool
-	log   *slog.Logger
+	dir     string
+	noGit   bool
+	log     *slog.Logger
+	onBatch func(requests int, took time.Duration)
 
 	wmu   sync.Mutex
 	git   *gitRepo                 // nil with NoGit
@@ -99,7 +106,7 @@ func Open(dir string, opts Options) (*Dir, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("component", "store", "dir", dir)
-	d := &Dir{dir: dir, noGit: opts.NoGit, log: log}
+	d := &Dir{dir: dir, noGit: opts.NoGit, log: log, onBatch: opts.OnBatch}
 	d.leases = store.NewLeases(&d.mu, func(l *store.Lease, steps []store.Step) (host.Host, error) {
 		return d.mutate(l.Serial(), true, steps, l)
 	})

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 
@@ -62,7 +63,13 @@ func (d *Dir) mutate(serial string, create bool, steps []store.Step, lease *stor
 	defer d.finishBatch(batch, r)
 	d.wmu.Lock()
 	defer d.wmu.Unlock()
+	if d.onBatch == nil {
+		d.commitBatch(batch)
+		return r.res, r.err
+	}
+	start := time.Now()
 	d.commitBatch(batch)
+	d.onBatch(len(batch), time.Since(start))
 	return r.res, r.err
 }
 
