@@ -87,6 +87,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Usage: "PEM bundle machines trust mayu's certificate by (default: the certificate of --tls-cert-file itself)"},
 			&cli.StringFlag{Name: "admin-token-file", Usage: "bearer tokens of the admin API, one \"<name> <admin|read-only> <token>\" per line, mode 0600; created with one admin token if missing (default <cluster-directory>/" + auth.DefaultFileName + ")", EnvVars: env("admin-token-file")},
 			&cli.StringFlag{Name: "client-ca-file", Usage: "PEM CA bundle: a client certificate it signed is an admin credential (read-only with OU=read-only); needs TLS", EnvVars: env("client-ca-file")},
+			&cli.BoolFlag{Name: "static-index", Usage: "serve /index.html from --static-html-path as Mayu 0.11 did (an operator's own page); the built-in dashboard stays at /dashboard.html", EnvVars: env("static-index")},
 			&cli.BoolFlag{Name: "metrics-no-auth", Usage: "serve GET /metrics to anyone who reaches the port (a Prometheus without a token); the admin API keeps its credential", EnvVars: env("metrics-no-auth")},
 			&cli.BoolFlag{Name: "no-admin-auth", Usage: "serve the admin API to anyone, as Mayu 0.11 did (insecure; warns at every start)", EnvVars: env("no-admin-auth")},
 			&cli.StringSliceFlag{Name: "trusted-proxies", Usage: "addresses or CIDRs of reverse proxies whose X-Forwarded-For is believed (comma-separated)", EnvVars: env("trusted-proxies")},

@@ -55,6 +55,7 @@ type options struct {
 	clientCAFile   string
 	noAdminAuth    bool
 	metricsNoAuth  bool
+	staticIndex    bool
 	trustedProxies []*net.IPNet
 	allowedHosts   []string
 	proxyFlags     []string // --trusted-proxies as given, parsed by check
@@ -116,6 +117,7 @@ func readOptions(c *cli.Context) options {
 		clientCAFile:      c.String("client-ca-file"),
 		noAdminAuth:       c.Bool("no-admin-auth"),
 		metricsNoAuth:     c.Bool("metrics-no-auth"),
+		staticIndex:       c.Bool("static-index"),
 		proxyFlags:        splitList(c.StringSlice("trusted-proxies")),
 		allowedHosts:      splitList(c.StringSlice("allowed-hosts")),
 		shutdownTimeout:   c.Duration("shutdown-timeout"),

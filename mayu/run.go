@@ -292,6 +292,7 @@ func newServer(o options, p *prepared, prov *provision.Provisioner, disc discove
 		Version:           version,
 		Metrics:           mets,
 		MetricsNoAuth:     o.metricsNoAuth,
+		StaticIndex:       o.staticIndex,
 		Logger:            log.With("component", "api"),
 	})
 	if err != nil {

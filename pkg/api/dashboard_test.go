@@ -63,3 +63,28 @@ func TestDashboardIsSelfContained(t *testing.T) {
 		assert.Equal(t, 200, e.do("GET", path, "").Code, path)
 	}
 }
+
+// /index.html is the built-in dashboard, and /dashboard.html always is;
+// with --static-index (Config.StaticIndex) /index.html comes from the
+// static directory as in Mayu 0.11, an operator's own page.
+func TestDashboardStaticIndexSwitch(t *testing.T) {
+	for _, tt := range []struct {
+		static bool
+		path   string
+		page   string
+	}{
+		{false, "/index.html", "dashboard"},
+		{false, "/dashboard.html", "dashboard"},
+		{true, "/index.html", "static"},
+		{true, "/dashboard.html", "dashboard"},
+	} {
+		e := newEnv(t, func(c *envConfig) { c.api.StaticIndex = tt.static })
+		rec := e.do("GET", tt.path, "", "Authorization", "")
+		require.Equal(t, 200, rec.Code, "%s static=%v", tt.path, tt.static)
+		if tt.page == "static" {
+			assert.Equal(t, "<html>dashboard</html>", rec.Body.String(), "%s static=%v: the operator's file", tt.path, tt.static)
+		} else {
+			assert.Equal(t, string(dashboardPage), rec.Body.String(), "%s static=%v: the built-in page", tt.path, tt.static)
+		}
+	}
+}

@@ -93,6 +93,12 @@ type Config struct {
 	Metrics       *metrics.Metrics
 	MetricsNoAuth bool
 
+	// StaticIndex serves /index.html from StaticHTMLDir as Mayu 0.11 did
+	// (--static-index), for an operator's own page; the built-in dashboard
+	// then stays at /dashboard.html. Without it /index.html is the
+	// dashboard.
+	StaticIndex bool
+
 	Logger *slog.Logger
 }
 
@@ -189,8 +195,11 @@ func (s *Server) routes() {
 	}
 	file("/hostinfo-helper", s.hostinfoHelper)
 	// The dashboard is built in; the static directory's other files are
-	// served as before.
-	file("/index.html", s.dashboard)
+	// served as before, and its index.html too with --static-index.
+	file("/dashboard.html", s.dashboard)
+	if !s.cfg.StaticIndex {
+		file("/index.html", s.dashboard)
+	}
 	file("/machine-serial.sh", s.machineSerialScript)
 	e.POST("/final-cloud-config.yaml", s.finalConfig(false))
 	e.POST("/final-ignition-config.json", s.finalConfig(true))
