@@ -61,6 +61,10 @@ type GlobalContext struct {
 	// BootScriptURL is http(s)://<bind_addr>:<port>/ipxebootscript, or
 	// with a boot port (Config.BootPort) http://<bind_addr>:<boot port>/ipxebootscript.
 	BootScriptURL string
+	// Limits (.Global.LeaseMax, .Global.TFTPMax) are sized from the
+	// network's ranges (see Size); new in this version, so 0.11 templates
+	// simply do not use them.
+	Limits
 }
 
 // The boot loaders in tftproot.
@@ -119,6 +123,7 @@ func (s *Supervisor) global(n config.Network) GlobalContext {
 		LeaseFile:     s.leasePath,
 		PXEFile:       pxeFile,
 		BootScriptURL: bootURL,
+		Limits:        Size(n),
 	}
 }
 
