@@ -61,8 +61,11 @@ type PXEConfig struct {
 	Timeout time.Duration
 	Tries   int
 	// IgnoreWait is how long a DISCOVER of an installed machine is
-	// watched for an (unwanted) OFFER.
-	IgnoreWait time.Duration
+	// watched for an (unwanted) OFFER; RebootDelay is how long after
+	// boot_complete it is sent. A real machine reboots after set_installed
+	// and its firmware takes seconds before it DHCPs again.
+	IgnoreWait  time.Duration
+	RebootDelay time.Duration
 	// HTTPTimeout bounds each request of a machine's HTTP client.
 	HTTPTimeout time.Duration
 }
@@ -99,6 +102,9 @@ func NewPXE(cfg PXEConfig) (*PXE, error) {
 	if cfg.IgnoreWait <= 0 {
 		cfg.IgnoreWait = 3 * time.Second
 	}
+	if cfg.RebootDelay <= 0 {
+		cfg.RebootDelay = 2 * time.Second
+	}
 	if cfg.HTTPTimeout <= 0 {
 		cfg.HTTPTimeout = time.Minute
 	}
@@ -111,6 +117,9 @@ func NewPXE(cfg PXEConfig) (*PXE, error) {
 			if serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); serr != nil {
 				return
 			}
+			// Every machine's replies land here: a buffer past
+			// net.core.rmem_max (root may) keeps a burst from being dropped.
+			_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUFFORCE, 16<<20)
 			serr = syscall.BindToDevice(int(fd), cfg.Iface)
 		})
 		return errors.Join(err, serr)
@@ -120,7 +129,6 @@ func NewPXE(cfg PXEConfig) (*PXE, error) {
 		return nil, fmt.Errorf("storm: DHCP client socket on %s: %w", cfg.Iface, err)
 	}
 	conn := pc.(*net.UDPConn)
-	_ = conn.SetReadBuffer(8 << 20)
 	p := &PXE{cfg: cfg, conn: conn, rec: newRecorder(nil), waiters: map[dhcpv4.TransactionID]chan *dhcpv4.DHCPv4{},
 		readDone: make(chan struct{})}
 	go p.read()
@@ -252,8 +260,8 @@ func (p *PXE) Boot(ctx context.Context, i int) (*http.Client, error) {
 }
 
 // Installed starts the last check of machine i in the background: its PXE
-// ROM DHCPs again after installation and must get no OFFER within
-// IgnoreWait (dnsmasq ignores installed MACs). Result waits for it. It is
+// ROM DHCPs again RebootDelay after installation and must get no OFFER
+// within IgnoreWait (dnsmasq ignores installed MACs). Result waits for it. It is
 // Config.Done's shape.
 func (p *PXE) Installed(ctx context.Context, i int) {
 	mac, err := net.ParseMAC(MACs(p.cfg.Prefix, i)[0])
@@ -263,6 +271,11 @@ func (p *PXE) Installed(ctx context.Context, i int) {
 	p.ignored.Add(1)
 	go func() {
 		defer p.ignored.Done()
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(p.cfg.RebootDelay):
+		}
 		start := time.Now()
 		d, err := dhcpv4.NewDiscovery(mac, dhcpv4.WithBroadcast(true),
 			dhcpv4.WithOption(dhcpv4.OptClassIdentifier(PXEVendorClass)),

@@ -183,7 +183,15 @@ func (b *bench) pxeInner(ctx context.Context, serverNS string, machines int) (r 
 		_ = os.Chmod(d, 0o755)
 	}
 	cluster := filepath.Join(runDir, "cluster")
+	// mayu's default runtime directory, /run/mayu, is a tmpfs on most
+	// systems: dnsmasq fsyncs its lease file at every lease, which on a
+	// disk shared with the git store's fsyncs stalled all DHCP here for
+	// seconds. /dev/shm plays /run.
 	rt := filepath.Join(runDir, "runtime")
+	if shm, err := os.MkdirTemp("/dev/shm", "stormbench-rt-"); err == nil {
+		defer os.RemoveAll(shm)
+		rt = shm
+	}
 	b.mayuExtra = []string{"--runtime-dir=" + rt}
 	b.mayuHost, b.mayuDnsmasq = pxeServer, "/usr/sbin/dnsmasq"
 	b.mayuWrap = []string{"ip", "netns", "exec", serverNS}
