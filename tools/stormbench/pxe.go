@@ -119,6 +119,11 @@ func (b *bench) pxeOuter(ctx context.Context, machines int) (*PXEStorm, error) {
 		// dnsmasq pings an address before it offers it (dnsmasq(8),
 		// --no-ping); the AnyIP route would answer for every one.
 		{"netns", "exec", cli, "sysctl", "-q", "-w", "net.ipv4.icmp_echo_ignore_all=1"},
+		// Past 1,024 neighbours (the kernel's default gc_thresh3) the
+		// server's kernel drops packets to new machines: mayu warns of it
+		// at start, and an operator raises the limits as these do.
+		{"netns", "exec", srv, "sysctl", "-q", "-w", "net.ipv4.neigh.default.gc_thresh3=16384",
+			"net.ipv4.neigh.default.gc_thresh2=8192", "net.ipv4.neigh.default.gc_thresh1=4096"},
 	} {
 		if len(args) > 1 && args[0] == "netns" {
 			if out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput(); err != nil {
