@@ -76,8 +76,9 @@ func clamp(v, lo, hi uint64) uint64 {
 }
 
 // neighbourLimitPath holds Linux's hard limit of the IPv4 neighbour (ARP)
-// table of the current network namespace (ip-sysctl.rst: gc_thresh3,
-// 1024 by default).
+// table (ip-sysctl.rst: gc_thresh3, 1024 by default). It is one limit for
+// the whole host and only the initial network namespace has the file: in
+// a container mayu cannot read it and does not warn.
 var neighbourLimitPath = "/proc/sys/net/ipv4/neigh/default/gc_thresh3"
 
 // NeighbourWarning returns a warning when the ranges hold more machines

@@ -23,11 +23,11 @@ import (
 // cycle (Steps) follows StageBootScript; StageIgnored runs once the machine
 // reported boot_complete.
 const (
-	StagePXEDHCP    = "DHCP PXE"          // DISCOVER/OFFER/REQUEST/ACK of the PXE ROM
-	StageTFTP       = "TFTP boot file"    // the download of the boot file the ACK named
-	StageIPXEDHCP   = "DHCP iPXE"         // the same exchange again, with option 175
+	StagePXEDHCP    = "DHCP PXE"            // DISCOVER/OFFER/REQUEST/ACK of the PXE ROM
+	StageTFTP       = "TFTP boot file"      // the download of the boot file the ACK named
+	StageIPXEDHCP   = "DHCP iPXE"           // the same exchange again, with option 175
 	StageBootScript = "GET /ipxebootscript" // the URL iPXE's ACK named
-	StageIgnored    = "DHCP ignored"      // a DISCOVER after installation that must get no OFFER
+	StageIgnored    = "DHCP ignored"        // a DISCOVER after installation that must get no OFFER
 )
 
 // PXEStages lists the stages in report order.
