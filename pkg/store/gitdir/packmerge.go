@@ -3,6 +3,7 @@ package gitdir
 import (
 	"bufio"
 	"bytes"
+	"compress/zlib"
 	"errors"
 	"fmt"
 	"io"
@@ -248,26 +249,32 @@ func rootTrees(pr *packReader, names []string) (map[plumbing.Hash]bool, error) {
 	return roots, nil
 }
 
-// copyObjects writes every object of the packs into pw once, root trees
-// deltified again as one chain (RootDeltas) and everything else whole.
-// Each pack is read in offset order (scanPack): resolving the store's
-// root-tree deltas through go-git's object reader cost half the CPU of a
-// storm at 10,000 hosts (every 400 KB tree rebuilt and hashed again for its
+// copyObjects writes every object of the packs into pw once: root trees
+// deltified again as one chain (RootDeltas), every other object stored
+// whole copied as it is (PackWriter.Raw), without inflating it. Each pack
+// is read in offset order (scanPack): resolving the store's root-tree
+// deltas through go-git's object reader cost half the CPU of a storm at
+// 10,000 hosts (every 400 KB tree rebuilt and hashed again for its
 // cache), while their bases are the trees just read.
 func copyObjects(pr *packReader, names []string, roots map[plumbing.Hash]bool, pw *gitenc.PackWriter) error {
 	seen := map[plumbing.Hash]bool{}
 	var rd gitenc.RootDeltas
+	isRoot := func(h plumbing.Hash, kind plumbing.ObjectType) bool { return kind == plumbing.TreeObject && roots[h] }
 	for _, nm := range names {
 		err := pr.with(nm, func(idx *idxfile.MemoryIndex, p *packfile.Packfile) error {
-			return scanPack(filepath.Join(pr.dir, nm+".pack"), idx, p, func(h plumbing.Hash, kind plumbing.ObjectType, payload []byte) error {
+			return scanPack(filepath.Join(pr.dir, nm+".pack"), idx, p, isRoot, func(h plumbing.Hash, kind plumbing.ObjectType, payload, raw []byte) error {
 				if seen[h] {
 					return nil
 				}
 				seen[h] = true
-				if kind == plumbing.TreeObject && roots[h] {
+				switch {
+				case raw != nil:
+					return pw.Raw(h, raw)
+				case isRoot(h, kind):
 					return rd.Write(pw, h, payload, false)
+				default:
+					return pw.Full(h, kind, payload)
 				}
-				return pw.Full(h, kind, payload)
 			})
 		})
 		if err != nil {
@@ -277,13 +284,21 @@ func copyObjects(pr *packReader, names []string, roots map[plumbing.Hash]bool, p
 	return nil
 }
 
-// scanPack calls fn with the id (from the index), type and payload of
-// every object of the pack at path, in offset order. Deltas (git's pack
-// format: OFS_DELTA and REF_DELTA, applied with go-git's PatchDelta) find
-// their base among the objects read last (scanCache), or else through p.
-// fn must not modify a payload: later deltas may use it as their base.
-func scanPack(path string, idx *idxfile.MemoryIndex, p *packfile.Packfile, fn func(plumbing.Hash, plumbing.ObjectType, []byte) error) error {
-	ids := map[int64]plumbing.Hash{}
+// scanPack calls fn for every object of the pack at path, in offset
+// order, with its id (from the index) and type. An object stored whole
+// for which want is false comes as its raw entry (raw, payload nil); the
+// others come inflated (payload, raw nil), deltas applied (git's pack
+// format, gitformat-pack(5): OFS_DELTA and REF_DELTA, with go-git's
+// PatchDelta) to a base among the objects inflated last (scanCache), or
+// else read through p. fn must not modify a payload: later deltas may use
+// it as their base.
+func scanPack(path string, idx *idxfile.MemoryIndex, p *packfile.Packfile, want func(plumbing.Hash, plumbing.ObjectType) bool,
+	fn func(h plumbing.Hash, kind plumbing.ObjectType, payload, raw []byte) error) error {
+	type at struct {
+		off int64
+		h   plumbing.Hash
+	}
+	var entries []at
 	it, err := idx.EntriesByOffset()
 	if err != nil {
 		return err
@@ -296,65 +311,97 @@ func scanPack(path string, idx *idxfile.MemoryIndex, p *packfile.Packfile, fn fu
 		if err != nil {
 			return err
 		}
-		ids[int64(e.Offset)] = e.Hash
+		entries = append(entries, at{int64(e.Offset), e.Hash})
 	}
 	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	s := packfile.NewScanner(f)
-	_, count, err := s.Header()
+	fi, err := f.Stat()
 	if err != nil {
-		return fmt.Errorf("%s: %w", filepath.Base(path), err)
+		return err
 	}
+	name := filepath.Base(path)
 	var cache scanCache
-	for n := uint32(0); n < count; n++ {
-		oh, err := s.NextObjectHeader()
+	var zr io.ReadCloser
+	for i, e := range entries {
+		end := fi.Size() - 20 // the pack's checksum
+		if i+1 < len(entries) {
+			end = entries[i+1].off
+		}
+		if end <= e.off {
+			return fmt.Errorf("%s: object %s at %d has no data", name, e.h, e.off)
+		}
+		raw := make([]byte, end-e.off)
+		if _, err := f.ReadAt(raw, e.off); err != nil {
+			return fmt.Errorf("%s: object %s: %w", name, e.h, err)
+		}
+		hd, err := gitenc.ParseEntryHeader(raw)
 		if err != nil {
-			return fmt.Errorf("%s: object %d: %w", filepath.Base(path), n, err)
+			return fmt.Errorf("%s: object %s: %w", name, e.h, err)
 		}
-		var buf bytes.Buffer
-		buf.Grow(int(min(oh.Length, 64<<20)))
-		if _, _, err := s.NextObject(&buf); err != nil {
-			return fmt.Errorf("%s: object at %d: %w", filepath.Base(path), oh.Offset, err)
+		kind := hd.Kind()
+		whole := hd.Type != gitenc.PackOFSDelta && hd.Type != gitenc.PackREFDelta
+		if whole && !want(e.h, kind) {
+			if err := fn(e.h, kind, nil, raw); err != nil {
+				return err
+			}
+			continue
 		}
-		h, ok := ids[oh.Offset]
-		if !ok {
-			return fmt.Errorf("%s: object at %d is not in the index", filepath.Base(path), oh.Offset)
+		data, err := inflate(&zr, raw[hd.Len:], hd.Size)
+		if err != nil {
+			return fmt.Errorf("%s: object %s: %w", name, e.h, err)
 		}
-		kind, payload := oh.Type, buf.Bytes()
-		if oh.Type == plumbing.OFSDeltaObject || oh.Type == plumbing.REFDeltaObject {
-			base := oh.OffsetReference
-			if oh.Type == plumbing.REFDeltaObject {
-				off, err := idx.FindOffset(oh.Reference)
-				if err != nil {
-					return fmt.Errorf("object %s: delta base %s: %w", h, oh.Reference, err)
+		if !whole {
+			base := e.off - hd.Dist
+			if hd.Type == gitenc.PackREFDelta {
+				if base, err = idx.FindOffset(hd.Ref); err != nil {
+					return fmt.Errorf("%s: object %s: delta base %s: %w", name, e.h, hd.Ref, err)
 				}
-				base = off
 			}
 			bk, bp, ok := cache.get(base)
 			if !ok {
 				o, err := p.GetByOffset(base)
 				if err != nil {
-					return fmt.Errorf("object %s: delta base at %d: %w", h, base, err)
+					return fmt.Errorf("%s: object %s: delta base at %d: %w", name, e.h, base, err)
 				}
 				if bp, err = readEncoded(o); err != nil {
-					return fmt.Errorf("object %s: delta base at %d: %w", h, base, err)
+					return fmt.Errorf("%s: object %s: delta base at %d: %w", name, e.h, base, err)
 				}
 				bk = o.Type()
 			}
-			if payload, err = packfile.PatchDelta(bp, payload); err != nil {
-				return fmt.Errorf("object %s: %w", h, err)
+			if data, err = packfile.PatchDelta(bp, data); err != nil {
+				return fmt.Errorf("%s: object %s: %w", name, e.h, err)
 			}
 			kind = bk
 		}
-		cache.put(oh.Offset, kind, payload)
-		if err := fn(h, kind, payload); err != nil {
+		cache.put(e.off, kind, data)
+		if err := fn(e.h, kind, data, nil); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// inflate decompresses one entry's zlib data, which must hold exactly
+// size bytes; *zr is reused from entry to entry.
+func inflate(zr *io.ReadCloser, data []byte, size int64) ([]byte, error) {
+	src := bytes.NewReader(data)
+	if *zr == nil {
+		r, err := zlib.NewReader(src)
+		if err != nil {
+			return nil, err
+		}
+		*zr = r
+	} else if err := (*zr).(zlib.Resetter).Reset(src, nil); err != nil {
+		return nil, err
+	}
+	out := make([]byte, size)
+	if _, err := io.ReadFull(*zr, out); err != nil {
+		return nil, fmt.Errorf("inflating %d bytes: %w", size, err)
+	}
+	return out, nil
 }
 
 // scanCache holds the objects scanPack read last, and the last large ones

@@ -1,7 +1,10 @@
 package gitdir_test
 
 import (
+	"bytes"
+	"compress/zlib"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -42,16 +45,37 @@ func TestScanPackOfGit(t *testing.T) {
 	require.Len(t, packs, 1)
 	name := strings.TrimSuffix(filepath.Base(packs[0]), ".pack")
 
-	n := 0
-	err = gitdir.ScanPack(packDir, name, func(h plumbing.Hash, kind plumbing.ObjectType, payload []byte) error {
-		n++
-		if got := gitenc.HashObject(kind, payload); got != h {
-			return fmt.Errorf("object %s (%s) read as %s", h, kind, got)
-		}
-		return nil
-	})
-	require.NoError(t, err)
-	assert.Contains(t, git(t, dir, "count-objects", "-v"), fmt.Sprintf("\nin-pack: %d\n", n), "every object of the pack read once")
+	// Once with every object inflated, once with the whole blobs and
+	// commits raw, as a merge copies them: a raw entry must inflate to its
+	// object too.
+	for _, inflateAll := range []bool{true, false} {
+		n, raws := 0, 0
+		want := func(_ plumbing.Hash, kind plumbing.ObjectType) bool { return inflateAll || kind == plumbing.TreeObject }
+		err = gitdir.ScanPack(packDir, name, want, func(h plumbing.Hash, kind plumbing.ObjectType, payload, raw []byte) error {
+			n++
+			if raw != nil {
+				raws++
+				hd, err := gitenc.ParseEntryHeader(raw)
+				if err != nil {
+					return err
+				}
+				zr, err := zlib.NewReader(bytes.NewReader(raw[hd.Len:]))
+				if err != nil {
+					return err
+				}
+				if payload, err = io.ReadAll(zr); err != nil {
+					return err
+				}
+			}
+			if got := gitenc.HashObject(kind, payload); got != h {
+				return fmt.Errorf("object %s (%s) read as %s", h, kind, got)
+			}
+			return nil
+		})
+		require.NoError(t, err)
+		assert.Equal(t, inflateAll, raws == 0, "raw entries only when asked")
+		assert.Contains(t, git(t, dir, "count-objects", "-v"), fmt.Sprintf("\nin-pack: %d\n", n), "every object of the pack read once")
+	}
 	deltas := git(t, dir, "verify-pack", "-v", packs[0])
 	assert.Contains(t, deltas, "chain length = 2", "the pack has delta chains to read")
 }
