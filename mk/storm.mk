@@ -28,8 +28,17 @@ storm: bin/mayu bin/bootstorm bin/stormbench ## boot storm against a fresh loopb
 	  bin/stormbench -mayu bin/mayu -repo . -quick $(STORM_ARGS); \
 	fi
 
+# Machines of each full-stack storm (`make storm-pxe`): DHCP, TFTP, iPXE,
+# HTTP, ignored DHCP through real dnsmasq in namespaces of its own (root,
+# busybox). `make bench-storm` runs them at 500 and 2,000.
+PXE_MACHINES ?= 500,2000
+
+.PHONY: storm-pxe
+storm-pxe: bin/mayu bin/stormbench ## full-stack storms of PXE_MACHINES (500,2000) machines through real dnsmasq (root)
+	bin/stormbench -mayu bin/mayu -repo . -pxe-only -pxe $(PXE_MACHINES)
+
 .PHONY: bench-storm
-bench-storm: bin/mayu bin/stormbench ## every figure of docs/PERFORMANCE.md (long: tens of minutes; needs nginx-light)
+bench-storm: bin/mayu bin/stormbench ## every figure of docs/PERFORMANCE.md (long: tens of minutes; root for the dnsmasq and full-stack parts; needs nginx-light)
 	@mkdir -p $(dir $(STORM_OUT))
 	bin/stormbench -mayu bin/mayu -repo . -out $(STORM_OUT) $(STORM_BENCH_ARGS)
 

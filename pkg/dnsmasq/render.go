@@ -74,6 +74,10 @@ type GlobalContext struct {
 	// http://<bind_addr>:<boot port> with a boot port, else mayu's base URL
 	// (https without --no-tls: the firmware must then trust mayu's CA).
 	HTTPBootURL string
+	// Limits (.Global.LeaseMax, .Global.TFTPMax) are sized from the
+	// network's ranges (see Size); new in this version, so 0.11 templates
+	// simply do not use them.
+	Limits
 }
 
 // BIOSBootFile is the iPXE binary for BIOS PXE ROMs in tftproot.
@@ -141,6 +145,7 @@ func (s *Supervisor) global(n config.Network) GlobalContext {
 		BIOSBootFile:  BIOSBootFile,
 		EFIBootFile:   efiFile,
 		HTTPBootURL:   bootBase + BootFilePath + efiFile,
+		Limits:        Size(n),
 	}
 }
 

@@ -371,6 +371,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		s.mu.Unlock()
 		close(done)
 	}()
+	s.warnNeighbours()
 
 	if ch == nil {
 		var err error

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -87,6 +88,33 @@ func TestLeaseFile(t *testing.T) {
 	require.NoError(t, os.Remove(l.Path()))
 	_, ok = l.Lookup(net.ParseIP(ipB))
 	assert.False(t, ok, "no file: no leases")
+}
+
+// dnsmasq acknowledges before it rewrites the lease file: a lookup that
+// misses while the file is changing looks again, and finds the lease once
+// it is written.
+func TestLeaseWrittenAfterTheAnswer(t *testing.T) {
+	l := leaseTable(t, ipA+"="+macA)
+	_, ok := l.Lookup(net.ParseIP(ipA))
+	require.True(t, ok)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		time.Sleep(3 * missWait)
+		writeLeases(t, l.Path(), ipA+"="+macA, ipB+"="+macB)
+	}()
+	mac, ok := l.Lookup(net.ParseIP(ipB))
+	<-done
+	assert.True(t, ok, "lease written %v after the lookup began", 3*missWait)
+	assert.Equal(t, macB, mac)
+
+	// A file that has not changed for a while is not waited for.
+	old := time.Now().Add(-time.Minute)
+	require.NoError(t, os.Chtimes(l.Path(), old, old))
+	start := time.Now()
+	_, ok = l.Lookup(net.ParseIP("10.9.9.9"))
+	assert.False(t, ok)
+	assert.Less(t, time.Since(start), missWait, "a settled file answers a miss at once")
 }
 
 // A machine binds its serial with its first request; another machine

@@ -51,12 +51,31 @@ func (l *LeaseFile) Lookup(ip net.IP) (string, bool) {
 	if v4 == nil {
 		return "", false
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.refreshLocked()
-	mac, ok := l.byIP[v4.String()]
-	return mac, ok
+	key := v4.String()
+	for try := 0; ; try++ {
+		l.mu.Lock()
+		l.refreshLocked()
+		mac, ok := l.byIP[key]
+		recent := time.Since(l.mtime) < missWindow
+		l.mu.Unlock()
+		// dnsmasq answers a REQUEST before it rewrites the whole file
+		// (truncate, then write): a machine that asks right after its ACK,
+		// or while the file is half written, would find no lease. A miss
+		// while the file is changing is looked at again a little later.
+		if ok || !recent || try == missRetries {
+			return mac, ok
+		}
+		time.Sleep(missWait)
+	}
 }
+
+// A miss in a lease file changed less than missWindow ago is retried
+// missRetries times, missWait apart (the request waits, no lock is held).
+const (
+	missWindow  = 2 * time.Second
+	missRetries = 8
+	missWait    = 25 * time.Millisecond
+)
 
 // ByMAC returns the address leased to mac (normalized).
 func (l *LeaseFile) ByMAC(mac string) (net.IP, bool) {
@@ -93,6 +112,11 @@ func (l *LeaseFile) refreshLocked() {
 	}
 	l.byIP, l.byMAC = parseLeases(b)
 	l.size, l.mtime, l.seen = fi.Size(), fi.ModTime(), true
+	// A file that changed while it was read may have been read torn:
+	// read it again at the next lookup.
+	if after, err := os.Stat(l.path); err != nil || after.Size() != fi.Size() || !after.ModTime().Equal(fi.ModTime()) || int64(len(b)) != fi.Size() {
+		l.seen = false
+	}
 }
 
 // parseLeases reads dnsmasq's lease file format. dnsmasq keeps a lease in

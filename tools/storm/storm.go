@@ -89,6 +89,15 @@ type Config struct {
 	OnEvent func(Event)
 	// Versions are sent with boot_complete.
 	Versions map[string]string
+	// Prepare, when set, runs before machine i's life cycle (i counts
+	// from First) and returns the client its requests use: the full-stack
+	// storm boots the machine through DHCP and TFTP there and hands back a
+	// client bound to its leased address. An error fails the machine
+	// before its first step. The image length is then not learnt (range
+	// requests start at offset 0).
+	Prepare func(ctx context.Context, i int) (*http.Client, error)
+	// Done, when set, is called after a machine finished every step.
+	Done func(ctx context.Context, i int)
 }
 
 // Event is one request's outcome.
@@ -337,7 +346,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		res.Serials[i] = Serial(cfg.SerialPrefix, cfg.First+i)
 	}
 	var imageSize int64 = -1
-	if cfg.Mix.Range > 0 && cfg.Machines > 0 {
+	if cfg.Mix.Range > 0 && cfg.Machines > 0 && cfg.Prepare == nil {
 		// The image length is learnt once, untimed: ranges are spread over
 		// the whole file as resuming machines would ask.
 		imageSize = headLength(ctx, cfg, res.Serials[0])
@@ -355,8 +364,22 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 				if i >= cfg.Machines || ctx.Err() != nil {
 					return
 				}
-				m := &machine{cfg: &cfg, rec: rec, idx: cfg.First + i, serial: res.Serials[i], retries: &retries, imageSize: imageSize}
+				m := &machine{cfg: &cfg, rec: rec, idx: cfg.First + i, serial: res.Serials[i], retries: &retries, imageSize: imageSize, client: cfg.Client}
+				if cfg.Prepare != nil {
+					c, err := cfg.Prepare(ctx, cfg.First+i)
+					if err != nil {
+						res.LastError[i] = err.Error()
+						continue
+					}
+					m.client = c
+				}
 				res.Progress[i], res.LastError[i] = m.run(ctx, i)
+				if cfg.Prepare != nil {
+					m.client.CloseIdleConnections()
+				}
+				if cfg.Done != nil && res.Progress[i] == len(Steps) {
+					cfg.Done(ctx, cfg.First+i)
+				}
 			}
 		}()
 	}
@@ -390,6 +413,7 @@ type machine struct {
 	serial    string
 	retries   *atomic.Int64
 	imageSize int64
+	client    *http.Client
 }
 
 // run walks the life cycle; it returns how many steps succeeded and the
@@ -472,7 +496,7 @@ func (m *machine) once(ctx context.Context, route, method, url string, body []by
 		m.cfg.Gate.enter()
 		defer m.cfg.Gate.leave()
 	}
-	status, n, d, err := Do(ctx, m.cfg.Client, m.cfg.Timeout, method, url, body, hdr)
+	status, n, d, err := Do(ctx, m.client, m.cfg.Timeout, method, url, body, hdr)
 	ok := err == nil && status >= 200 && status < 300
 	if err == nil && route == RouteImageRange && ok {
 		if want := hdrRangeLen(hdr); status != http.StatusPartialContent || (want > 0 && n != want) {

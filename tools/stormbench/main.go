@@ -65,6 +65,10 @@ type options struct {
 	hostsSamples                 int
 	dnsmasq                      bool
 	dnsmasqInner                 bool
+	pxe                          []int
+	pxeOnly                      bool
+	pxeInner                     bool
+	pxeServerNS                  string
 }
 
 // Results is the JSON the driver writes.
@@ -80,6 +84,7 @@ type Results struct {
 	HTTPLoad   *HTTPPreload      `json:"http_preload,omitempty"`
 	Image      *ImageComparison  `json:"image,omitempty"`
 	Dnsmasq    []DnsmasqStorm    `json:"dnsmasq,omitempty"`
+	PXE        []PXEStorm        `json:"pxe,omitempty"`
 	Notes      []string          `json:"notes,omitempty"`
 	Extra      map[string]string `json:"extra,omitempty"`
 }
@@ -177,8 +182,19 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&o.hostsSamples, "hosts-samples", 50, "sequential GET /admin/hosts per listing figure")
 	fs.BoolVar(&o.dnsmasq, "dnsmasq", true, "also storm mayu running real dnsmasq in a network namespace (root)")
 	fs.BoolVar(&o.dnsmasqInner, "dnsmasq-inner", false, "internal: the part of -dnsmasq that runs inside the namespace")
+	var pxe string
+	fs.StringVar(&pxe, "pxe", "500,2000", "full-stack storms (DHCP, TFTP, iPXE, HTTP, ignored DHCP) of these many machines through real dnsmasq in network namespaces (root; empty: none)")
+	fs.BoolVar(&o.pxeOnly, "pxe-only", false, "run only the full-stack storms of -pxe; exit 1 unless each had 0 failures and the end state held")
+	fs.BoolVar(&o.pxeInner, "pxe-inner", false, "internal: the part of -pxe that runs inside the clients' namespace")
+	fs.StringVar(&o.pxeServerNS, "pxe-server-ns", "", "internal: the server namespace of -pxe-inner")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if pxe != "" {
+		var err error
+		if o.pxe, err = intList(pxe); err != nil {
+			return err
+		}
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
@@ -241,6 +257,31 @@ func run(ctx context.Context, args []string) error {
 		o.out = "" // the outer process writes the figures
 		return os.WriteFile(b.o.out, data, 0o644)
 	}
+	if o.pxeInner {
+		r := b.pxeInner(ctx, o.pxeServerNS, o.machines)
+		data, _ := json.MarshalIndent(r, "", "  ")
+		o.out = ""
+		return os.WriteFile(b.o.out, data, 0o644)
+	}
+	if o.pxeOnly {
+		var failed []string
+		for _, n := range o.pxe {
+			r, err := b.pxeOuter(ctx, n)
+			if err != nil {
+				r = &PXEStorm{Machines: n, Error: err.Error()}
+			}
+			res.PXE = append(res.PXE, *r)
+			if !r.OK() {
+				printPXE(os.Stdout, r)
+				failed = append(failed, fmt.Sprint(n))
+			}
+		}
+		printSummary(os.Stdout, res)
+		if len(failed) > 0 {
+			return fmt.Errorf("full-stack storms of %s machines had failures or a wrong end state", strings.Join(failed, ", "))
+		}
+		return nil
+	}
 	if o.quick {
 		for _, c := range o.concurrencies {
 			if err := b.storm(ctx, o.preloads[0], c, o.machines, true); err != nil {
@@ -282,6 +323,14 @@ func run(ctx context.Context, args []string) error {
 			res.Dnsmasq = append(res.Dnsmasq, *r)
 		}
 	}
+	for _, n := range o.pxe {
+		r, err := b.pxeOuter(ctx, n)
+		if err != nil {
+			r = &PXEStorm{Machines: n, Error: err.Error()}
+			fmt.Fprintln(os.Stderr, "stormbench: full-stack storm:", err)
+		}
+		res.PXE = append(res.PXE, *r)
+	}
 	if o.image {
 		if err := b.imageBench(ctx); err != nil {
 			res.Image = &ImageComparison{Error: err.Error()}
@@ -305,6 +354,9 @@ type bench struct {
 	mayuHost    string
 	mayuDnsmasq string
 	mayuExtra   []string
+	// mayuWrap runs mayu through another command (ip netns exec <ns>),
+	// which execs it in place: the PID is mayu's.
+	mayuWrap []string
 }
 
 func containsInt(l []int, n int) bool {
@@ -406,7 +458,11 @@ func (b *bench) startMayu(ctx context.Context, runDir, cluster, images string) (
 	if err != nil {
 		return nil, err
 	}
-	p, err := proctest.Start(exec.Command(b.o.mayu, args...), logf)
+	cmd := exec.Command(b.o.mayu, args...)
+	if len(b.mayuWrap) > 0 {
+		cmd = exec.Command(b.mayuWrap[0], append(append(b.mayuWrap[1:len(b.mayuWrap):len(b.mayuWrap)], b.o.mayu), args...)...)
+	}
+	p, err := proctest.Start(cmd, logf)
 	if err != nil {
 		logf.Close()
 		return nil, err
@@ -750,6 +806,9 @@ func printSummary(w io.Writer, r *Results) {
 		}
 		fmt.Fprintf(w, "dnsmasq storm with %d hosts before: %d machines at %.1f/s, dnsmasq restarts %d (pid %d -> %d), hosts-file reloads %d, MACs ignored after set_installed: p50 %.1f ms, p99 %.1f ms, max %.1f ms, never %d\n",
 			d.Preload, d.Result.Completed, d.Result.PerSecond, d.Restarts, d.PIDBefore, d.PIDAfter, d.Reloads, d.IgnoredAfter.P50ms, d.IgnoredAfter.P99ms, d.IgnoredAfter.MaxMs, d.NotIgnored)
+	}
+	for i := range r.PXE {
+		printPXE(w, &r.PXE[i])
 	}
 	if i := r.Image; i != nil {
 		if i.Error != "" {

@@ -256,17 +256,21 @@ func benchSerials(d *gitdir.Dir) []string {
 }
 
 // BenchmarkUpdateConcurrent: C goroutines updating distinct hosts at once
-// (one changing step each), at 1,000 hosts with git: what the group commit
+// (one changing step each), at 1,000 hosts (and 10,000) with git: what the group commit
 // shares between the requests of a storm. ops/s is the figure to compare
 // across C; fsyncs/op falls as batches grow.
 func BenchmarkUpdateConcurrent(b *testing.B) {
 	for _, c := range []int{1, 8, 32, 128} {
-		for _, mode := range []string{"syncfs", "fsync"} {
+		for _, mode := range []string{"syncfs", "fsync", "syncfs/hosts=10000"} {
 			b.Run(fmt.Sprintf("C=%d/%s", c, mode), func(b *testing.B) {
 				if mode == "fsync" {
 					defer gitdir.SetSyncfsMin(1 << 30)()
 				}
-				d := openBench(b, 1000, false)
+				n := 1000
+				if mode == "syncfs/hosts=10000" {
+					n = 10000
+				}
+				d := openBench(b, n, false)
 				serials := benchSerials(d)
 				report := countIO(b)
 				var next atomic.Int64

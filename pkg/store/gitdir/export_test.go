@@ -2,8 +2,22 @@ package gitdir
 
 import (
 	"mayu/pkg/durable"
+	"path/filepath"
 	"time"
+
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/format/idxfile"
+	"github.com/go-git/go-git/v5/plumbing/format/packfile"
 )
+
+// ScanPack runs the merge's pack reader over the pack called name in dir:
+// objects stored whole for which want is false come raw.
+func ScanPack(dir, name string, want func(plumbing.Hash, plumbing.ObjectType) bool, fn func(h plumbing.Hash, kind plumbing.ObjectType, payload, raw []byte) error) error {
+	pr := newPackReader(dir)
+	return pr.with(name, func(idx *idxfile.MemoryIndex, p *packfile.Packfile) error {
+		return scanPack(filepath.Join(dir, name+".pack"), idx, p, want, fn)
+	})
+}
 
 // SetStaleLockAge shortens the age past which Open takes a lock file for
 // a killed process's, for tests that kill processes many times; it returns

@@ -9,8 +9,9 @@
 //   - RootTree changes a host's entry with a 20-byte copy into the encoded
 //     tree; object.Tree.Encode rebuilds the whole tree (400 KB at 10,000
 //     hosts) for every commit.
-//   - TreeDelta walks two sorted entry lists in linear time;
-//     packfile.DiffDelta indexes the whole base tree for every delta.
+//   - TreeDelta compares two root trees in memory blocks and copies the
+//     runs they share (no per-entry work); packfile.DiffDelta indexes the
+//     whole base tree for every delta.
 //   - Index updates an entry in place and EncodeSplit writes only what
 //     changed since the shared index (git's split index), which go-git's
 //     index.Encoder cannot write.

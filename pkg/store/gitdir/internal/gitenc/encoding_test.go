@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -205,5 +206,43 @@ func TestRootTree(t *testing.T) {
 		if ok {
 			assert.Equal(t, "z", e.Name)
 		}
+	}
+}
+
+// TestTreeDeltaAnyInput: TreeDelta never parses entries, so any base and
+// target, trees or not, must patch back exactly.
+func TestTreeDeltaAnyInput(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	random := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(r.IntN(4)) // few symbols: many false matches
+		}
+		return b
+	}
+	for i := 0; i < 300; i++ {
+		base := random(1 + r.IntN(20000))
+		target := append([]byte(nil), base...)
+		for m := r.IntN(20); m > 0; m-- {
+			at := r.IntN(len(target) + 1)
+			switch r.IntN(3) {
+			case 0: // insert
+				target = append(target[:at], append(random(1+r.IntN(100)), target[at:]...)...)
+			case 1: // delete
+				end := min(len(target), at+1+r.IntN(100))
+				target = append(target[:at], target[end:]...)
+			default: // replace
+				for k := at; k < min(len(target), at+1+r.IntN(30)); k++ {
+					target[k] = byte(r.IntN(256))
+				}
+			}
+		}
+		if i%10 == 0 {
+			target = random(r.IntN(5000))
+		}
+		d := TreeDelta(base, target)
+		got, err := packfile.PatchDelta(base, d)
+		require.NoError(t, err, "case %d", i)
+		require.True(t, bytes.Equal(target, got), "case %d: patched bytes differ", i)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"compress/zlib"
 	"crypto/sha1"
+	"errors"
+	"fmt"
 	"hash/crc32"
 	"io"
 
@@ -293,4 +295,106 @@ func (pw *PackWriter) index(packSum plumbing.Hash) ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+// Raw adds an object by copying its whole entry from another pack as it
+// is (header and zlib data): a merge then neither inflates nor compresses
+// it again. The entry must hold the object whole: a delta names its base
+// by position or id, which Raw does not check.
+func (pw *PackWriter) Raw(h plumbing.Hash, entry []byte) error {
+	if _, err := pw.bw.Write(entry); err != nil {
+		return err
+	}
+	pw.entries = append(pw.entries, idxfile.Entry{Hash: h, Offset: uint64(pw.off), CRC32: crc32.ChecksumIEEE(entry)})
+	pw.last = pw.off
+	pw.off += int64(len(entry))
+	return nil
+}
+
+// Pack entry types of git's pack format (gitformat-pack(5)).
+const (
+	PackCommit   = packCommit
+	PackTree     = packTree
+	PackBlob     = packBlob
+	PackTag      = 4
+	PackOFSDelta = packOFSDelta
+	PackREFDelta = 7
+)
+
+// EntryHeader is the header of a pack entry: its type, the size of its
+// data once inflated, for an OFS_DELTA the distance back to its base and
+// for a REF_DELTA its base's id, and the header's length (the zlib data
+// follows).
+type EntryHeader struct {
+	Type byte
+	Size int64
+	Dist int64
+	Ref  plumbing.Hash
+	Len  int
+}
+
+// ParseEntryHeader reads the header at the start of b (gitformat-pack(5):
+// a size in little-endian groups of 7 bits after the 3 type bits, an
+// OFS_DELTA distance in big-endian groups of 7 bits each plus one).
+func ParseEntryHeader(b []byte) (EntryHeader, error) {
+	var e EntryHeader
+	if len(b) == 0 {
+		return e, errors.New("gitenc: empty pack entry")
+	}
+	c := b[0]
+	e.Type = (c >> 4) & 7
+	e.Size = int64(c & 0x0f)
+	i, shift := 1, 4
+	for c&0x80 != 0 {
+		if i >= len(b) || shift > 56 {
+			return e, errors.New("gitenc: bad pack entry size")
+		}
+		c = b[i]
+		e.Size |= int64(c&0x7f) << shift
+		shift += 7
+		i++
+	}
+	switch e.Type {
+	case PackOFSDelta:
+		if i >= len(b) {
+			return e, errors.New("gitenc: bad delta distance")
+		}
+		c = b[i]
+		i++
+		e.Dist = int64(c & 0x7f)
+		for c&0x80 != 0 {
+			if i >= len(b) || e.Dist > 1<<48 {
+				return e, errors.New("gitenc: bad delta distance")
+			}
+			c = b[i]
+			i++
+			e.Dist = (e.Dist+1)<<7 | int64(c&0x7f)
+		}
+	case PackREFDelta:
+		if i+20 > len(b) {
+			return e, errors.New("gitenc: bad delta base")
+		}
+		copy(e.Ref[:], b[i:i+20])
+		i += 20
+	case PackCommit, PackTree, PackBlob, PackTag:
+	default:
+		return e, fmt.Errorf("gitenc: pack entry type %d", e.Type)
+	}
+	e.Len = i
+	return e, nil
+}
+
+// Kind is the object type of a whole entry.
+func (e EntryHeader) Kind() plumbing.ObjectType {
+	switch e.Type {
+	case PackCommit:
+		return plumbing.CommitObject
+	case PackTree:
+		return plumbing.TreeObject
+	case PackBlob:
+		return plumbing.BlobObject
+	case PackTag:
+		return plumbing.TagObject
+	}
+	return plumbing.InvalidObject
 }
