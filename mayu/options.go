@@ -24,6 +24,7 @@ const defaultShutdownTimeout = 10 * time.Second
 type options struct {
 	configPath       string
 	clusterDir       string
+	store            storeOptions // where host records live (--store and its flags)
 	showTemplates    bool
 	noGit            bool
 	noTLS            bool
@@ -75,6 +76,12 @@ func optionsFrom(c *cli.Context) (options, error) {
 	o := readOptions(c)
 	problems := o.check()
 	problems = append(problems, o.readTrustOptions(c)...)
+	var storeProblems []string
+	o.store, storeProblems = readStoreOptions(c, c.String("store"))
+	problems = append(problems, storeProblems...)
+	if o.store.kind == storeEtcd && o.noGit {
+		problems = append(problems, "--no-git is a setting of the git cluster directory: with --store=etcd no commit is made (the audit records go to etcd)")
+	}
 	if len(problems) > 0 {
 		return o, problemsError(problems)
 	}

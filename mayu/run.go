@@ -28,7 +28,6 @@ import (
 	"mayu/pkg/provision"
 	"mayu/pkg/render"
 	"mayu/pkg/store"
-	"mayu/pkg/store/gitdir"
 )
 
 // prepared is everything loaded and checked before anything starts.
@@ -128,7 +127,15 @@ func run(parent context.Context, o options, log *slog.Logger) error {
 	defer p.cleanup()
 	logConfigWarnings(log, o.configPath, p.cfg)
 
-	st, err := gitdir.Open(o.clusterDir, gitdir.Options{NoGit: o.noGit, Logger: log.With("component", "store"), Watch: true})
+	if o.store.kind == storeEtcd {
+		// The host records live in etcd; the cluster directory keeps
+		// this instance's own files (admin tokens, the internal
+		// discovery's registries, machine bindings).
+		if err := os.MkdirAll(o.clusterDir, 0o755); err != nil {
+			return fmt.Errorf("--cluster-directory: %w", err)
+		}
+	}
+	st, err := openStore(o, log)
 	if err != nil {
 		return err
 	}
@@ -195,7 +202,7 @@ func run(parent context.Context, o options, log *slog.Logger) error {
 		}
 	}
 	log.Info("mayu started", "version", version, "listen", ln.Addr().String(), "base_url", prov.BaseURL(),
-		"cluster_directory", o.clusterDir, "git", !o.noGit, "ignition", o.useIgnition, "dnsmasq", p.dnsmasq != nil)
+		"store", o.store.describe(o.clusterDir), "cluster_directory", o.clusterDir, "git", o.store.kind == storeGit && !o.noGit, "ignition", o.useIgnition, "dnsmasq", p.dnsmasq != nil)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Serve(gctx, ln, certFile, keyFile, o.shutdownTimeout) })
