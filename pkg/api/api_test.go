@@ -498,8 +498,12 @@ type unreachableStore struct{ *store.Memory }
 
 var errEtcdDown = fmt.Errorf("%w: etcd 127.0.0.1:2379: context deadline exceeded", store.ErrUnavailable)
 
-func (u unreachableStore) Create(string, ...store.Step) (host.Host, error) { return host.Host{}, errEtcdDown }
-func (u unreachableStore) Update(string, ...store.Step) (host.Host, error) { return host.Host{}, errEtcdDown }
+func (u unreachableStore) Create(string, ...store.Step) (host.Host, error) {
+	return host.Host{}, errEtcdDown
+}
+func (u unreachableStore) Update(string, ...store.Step) (host.Host, error) {
+	return host.Host{}, errEtcdDown
+}
 func (u unreachableStore) Reserve(string, store.AllocRequest) (store.Reservation, error) {
 	return nil, errEtcdDown
 }
