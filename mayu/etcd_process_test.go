@@ -94,13 +94,12 @@ func TestProcessEtcdStoreTwoInstances(t *testing.T) {
 		}
 	}
 
-	// The records are in etcd, not in the cluster directories, which keep
-	// each instance's own files only.
+	// The records are in etcd; the cluster directories keep each
+	// instance's own files, and the git audit trail of the elected
+	// auditor: a, the first to start.
 	for _, d := range []*proctest.Daemon{a, b} {
-		_, err := os.Stat(filepath.Join(d.Cluster, "0800278e158a-0", "conf.json"))
-		assert.ErrorIs(t, err, os.ErrNotExist)
-		_, err = os.Stat(filepath.Join(d.Cluster, ".git"))
-		assert.ErrorIs(t, err, os.ErrNotExist, "no git repository with --store=etcd")
+		_, err := os.Stat(filepath.Join(d.Cluster, ".machine-auth"))
+		assert.NoError(t, err, "the machines' bindings stay per instance")
 	}
 	assert.Contains(t, a.Out.String(), `store="etcd `+ep+` /fleet/"`)
 
@@ -110,7 +109,9 @@ func TestProcessEtcdStoreTwoInstances(t *testing.T) {
 	recs, err := s.Audit(0)
 	require.NoError(t, err)
 	var subjects []string
+	all := []string{"initial commit"}
 	for _, r := range recs {
+		all = append(all, r.Subject())
 		if r.Serial == "0800278e158c-2" {
 			subjects = append(subjects, r.Subject())
 		}
@@ -123,8 +124,22 @@ func TestProcessEtcdStoreTwoInstances(t *testing.T) {
 	}, subjects)
 	assert.Equal(t, "Set default etcd cluster to '"+s.Cluster().Config.DefaultEtcdClusterToken+"'", recs[0].Subject(),
 		"the first instance set the cluster's token; the second kept it")
+	gitLog := func(dir string) []string {
+		return strings.Split(strings.TrimSpace(proctest.Git(t, dir, "log", "--reverse", "--format=%s")), "\n")
+	}
+	require.Eventually(t, func() bool { return len(gitLog(a.Cluster)) == len(all) }, 20*time.Second, 100*time.Millisecond,
+		"a, elected auditor, commits every audit record")
+	assert.Equal(t, all, gitLog(a.Cluster))
+	assert.Equal(t, []string{"initial commit"}, gitLog(b.Cluster))
 
+	// a stops: b takes the office over and writes its own repository.
 	require.NoError(t, a.Stop(), a.Out.String())
+	require.Eventually(t, func() bool { return len(gitLog(b.Cluster)) == len(all) }, 30*time.Second, 100*time.Millisecond,
+		"b takes over")
+	assert.Equal(t, all, gitLog(b.Cluster))
+	proctest.Git(t, a.Cluster, "fsck", "--strict")
+	proctest.Git(t, b.Cluster, "fsck", "--strict")
+	assert.Contains(t, b.Out.String(), "elected auditor")
 	require.NoError(t, b.Stop(), b.Out.String())
 }
 
@@ -245,10 +260,9 @@ func TestStoreFlagProblems(t *testing.T) {
 			"--store-prefix is a setting of the etcd store: it needs --store=etcd"}},
 		{[]string{"--store=consul"}, []string{`--store="consul": want git or etcd`}},
 		{[]string{"--store=etcd", "--store-endpoints=127.0.0.1,https://h:99999,http://ok:2379", "--store-prefix=a b",
-			"--store-key-file=/nonexistent/key.pem", "--no-git"}, []string{
+			"--store-key-file=/nonexistent/key.pem"}, []string{
 			`"127.0.0.1" is not host:port`, `"https://h:99999": "99999" is not a port`, `--store-prefix="a b"`,
-			"--store-cert-file and --store-key-file go together", "--store-key-file: open /nonexistent/key.pem",
-			"--no-git is a setting of the git cluster directory"}},
+			"--store-cert-file and --store-key-file go together", "--store-key-file: open /nonexistent/key.pem"}},
 	} {
 		r := proctest.Run(t, mayuBinary(t), nil, append([]string{"--no-tls"}, tc.args...)...)
 		assert.Equal(t, 2, r.Code, tc.args)

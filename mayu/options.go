@@ -79,9 +79,6 @@ func optionsFrom(c *cli.Context) (options, error) {
 	var storeProblems []string
 	o.store, storeProblems = readStoreOptions(c, c.String("store"))
 	problems = append(problems, storeProblems...)
-	if o.store.kind == storeEtcd && o.noGit {
-		problems = append(problems, "--no-git is a setting of the git cluster directory: with --store=etcd no commit is made (the audit records go to etcd)")
-	}
 	if len(problems) > 0 {
 		return o, problemsError(problems)
 	}

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"unicode"
@@ -13,6 +14,7 @@ import (
 
 	"mayu/pkg/store"
 	"mayu/pkg/store/etcdv3"
+	"mayu/pkg/store/gitaudit"
 	"mayu/pkg/store/gitdir"
 )
 
@@ -161,4 +163,24 @@ func openStore(o options, log *slog.Logger) (store.Store, error) {
 		return st, nil
 	}
 	return gitdir.Open(o.clusterDir, gitdir.Options{NoGit: o.noGit, Logger: log.With("component", "store"), Watch: true})
+}
+
+// newAuditor prepares the elected auditor of an etcd store: it writes the
+// audit records into the cluster directory (a git repository) while this
+// instance holds the office. None for the git store, which commits
+// itself, or with --no-git.
+func newAuditor(o options, st store.Store, log *slog.Logger) (*gitaudit.Config, error) {
+	es, ok := st.(*etcdv3.Store)
+	if !ok || o.noGit {
+		return nil, nil
+	}
+	d, err := gitdir.Open(o.clusterDir, gitdir.Options{Logger: log.With("component", "audit")})
+	if err != nil {
+		return nil, fmt.Errorf("cluster directory for the audit trail: %w", err)
+	}
+	name, err := os.Hostname()
+	if err != nil || name == "" {
+		name = "mayu"
+	}
+	return &gitaudit.Config{Source: es, Target: d, Name: fmt.Sprintf("%s:%d", name, o.httpPort), Logger: log.With("component", "audit")}, nil
 }

@@ -1,6 +1,7 @@
 package etcdv3
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"sort"
@@ -9,6 +10,9 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"mayu/pkg/store"
 )
 
 // AuditRecord is one audited change as the etcd store keeps it under
@@ -74,4 +78,66 @@ func (s *Store) Audit(after int64) ([]AuditRecord, error) {
 		return out[i].Step < out[j].Step
 	})
 	return out, nil
+}
+
+// WaitAudit blocks until an audit record is written at a revision after
+// after, or ctx ends (its error). When etcd compacted past after it
+// returns at once, so that the caller reads the records again.
+func (s *Store) WaitAudit(ctx context.Context, after int64) error {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	wch := s.cli.Watch(wctx, s.keys.audits(), clientv3.WithPrefix(), clientv3.WithRev(after+1), clientv3.WithFilterDelete())
+	for resp := range wch {
+		if resp.CompactRevision != 0 {
+			return nil
+		}
+		if err := resp.Err(); err != nil {
+			return s.failure("watch the audit records", err)
+		}
+		if len(resp.Events) > 0 {
+			return nil
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return fmt.Errorf("%w: etcd %s: the watch of the audit records ended", store.ErrUnavailable, s.endpoints)
+}
+
+// Leadership is the auditor's office won through etcd's election API.
+type Leadership struct {
+	// Lost is closed when the office is lost (the lease expired: this
+	// instance was cut off from etcd for its TTL).
+	Lost <-chan struct{}
+	// Resign gives the office up.
+	Resign func()
+}
+
+// Campaign blocks until this instance, as name, holds the auditor's
+// office among every instance on the prefix (etcd's election API, under
+// a lease of its own), or ctx ends.
+func (s *Store) Campaign(ctx context.Context, name string) (Leadership, error) {
+	gctx, cancel := context.WithTimeout(ctx, s.timeout)
+	g, err := s.cli.Grant(gctx, s.ttl)
+	cancel()
+	if err != nil {
+		return Leadership{}, s.failure("grant the auditor election's lease", err)
+	}
+	// The session lives until Resign or Close (s.ctx), not until ctx
+	// ends, so that Resign can still revoke its lease at shutdown.
+	sess, err := concurrency.NewSession(s.cli, concurrency.WithLease(g.ID), concurrency.WithTTL(int(s.ttl)), concurrency.WithContext(s.ctx))
+	if err != nil {
+		return Leadership{}, s.failure("open the auditor election's session", err)
+	}
+	e := concurrency.NewElection(sess, s.keys.prefix+"auditor/")
+	if err := e.Campaign(ctx, name); err != nil {
+		s.endSession(sess)
+		if ctx.Err() != nil {
+			return Leadership{}, ctx.Err()
+		}
+		return Leadership{}, s.failure("campaign for the auditor's office", err)
+	}
+	// Revoking the lease deletes the candidate's key, which resigns: one
+	// call, bounded by the timeout, even when etcd is out of reach.
+	return Leadership{Lost: sess.Done(), Resign: func() { s.endSession(sess) }}, nil
 }

@@ -518,11 +518,7 @@ func (s *Store) Close() error {
 	s.closed.Do(func() {
 		s.sessMu.Lock()
 		if s.sess != nil {
-			// Session.Close revokes the lease under the session's
-			// context, which must not be canceled yet.
-			if err := s.sess.Close(); err != nil {
-				s.log.Warn("lease not revoked; its reservations end with its TTL", "err", err)
-			}
+			s.endSession(s.sess)
 			s.sess = nil
 		}
 		s.sessMu.Unlock()
@@ -535,6 +531,18 @@ func (s *Store) Close() error {
 		s.notes.Close()
 	})
 	return s.closeErr
+}
+
+// endSession stops a session's keep-alive and revokes its lease, waiting
+// no longer than the call timeout (Session.Close would wait a whole TTL
+// for an etcd out of reach); a lease not revoked ends with its TTL.
+func (s *Store) endSession(sess *concurrency.Session) {
+	sess.Orphan()
+	ctx, cancel := context.WithTimeout(s.ctx, s.timeout)
+	defer cancel()
+	if _, err := s.cli.Revoke(ctx, sess.Lease()); err != nil {
+		s.log.Warn("lease not revoked; what it holds ends with its TTL", "lease", fmt.Sprintf("%x", int64(sess.Lease())), "err", err)
+	}
 }
 
 // current returns the record of serial in the table with its revision.
