@@ -144,17 +144,22 @@ func TestProcessEtcdStoreTwoInstances(t *testing.T) {
 }
 
 // An instance whose etcd is gone answers machine routes with 503 and the
-// reason; a restart without etcd stops at once with the endpoint named.
+// reason, and still stops on SIGTERM (the elected auditor and a
+// candidate alike); a restart without etcd stops at once with the
+// endpoint named.
 func TestProcessEtcdStoreUnreachable(t *testing.T) {
 	e := proctest.StartEtcd(t, "mayu-gone", "--initial-cluster", "mayu-gone={peer}")
 	ep := strings.TrimPrefix(e.ClientURL, "http://")
 	d := startDaemon(t, t.TempDir(), "--no-tls", "--store=etcd", "--store-endpoints="+ep)
 	d.WaitReady()
+	candidate := startDaemon(t, t.TempDir(), "--no-tls", "--store=etcd", "--store-endpoints="+ep)
+	candidate.WaitReady()
 	require.NoError(t, e.Kill(10*time.Second))
 	code, body := d.Do("GET", "/first-stage-script/0800278e158a-0", "")
 	assert.Equal(t, 503, code)
 	assert.Contains(t, body, "store: shared store unavailable: etcd "+ep)
 	require.NoError(t, d.Stop(), d.Out.String())
+	require.NoError(t, candidate.Stop(), candidate.Out.String())
 
 	_, args := proctest.MayuArgs(t, loopFlags(t.TempDir(), 0), "--no-tls", "--store=etcd", "--store-endpoints="+ep)
 	r := proctest.Run(t, mayuBinary(t), nil, args...)

@@ -130,7 +130,19 @@ func (s *Store) Campaign(ctx context.Context, name string) (Leadership, error) {
 		return Leadership{}, s.failure("open the auditor election's session", err)
 	}
 	e := concurrency.NewElection(sess, s.keys.prefix+"auditor/")
-	if err := e.Campaign(ctx, name); err != nil {
+	// Election.Campaign, when ctx ends, resigns under the client's own
+	// context, with no deadline: an etcd out of reach would hold a
+	// stopping mayu up for ever. So ctx's end is watched here; the
+	// campaign's goroutine ends when the lease is revoked or, at the
+	// latest, when Close closes the client.
+	won := make(chan error, 1)
+	go func() { won <- e.Campaign(ctx, name) }()
+	select {
+	case err = <-won:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if err != nil {
 		s.endSession(sess)
 		if ctx.Err() != nil {
 			return Leadership{}, ctx.Err()
