@@ -2,6 +2,7 @@ package etcdv3
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -91,7 +92,7 @@ func (s *Store) Reserve(serial string, req store.AllocRequest) (store.Reservatio
 			r.rev = won.Header.Revision
 			return r, nil
 		}
-		if _, _, ok := s.refresh(serial, won.Responses[0]); ok {
+		if _, _, err := s.refresh(serial, won.Responses[0], won.Header.Revision); !errors.Is(err, store.ErrNotFound) {
 			return nil, fmt.Errorf("%w: %s", store.ErrExists, serial)
 		}
 		// Another instance took the address or a slot: read again.

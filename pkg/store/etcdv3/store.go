@@ -273,7 +273,7 @@ func (s *Store) create(serial string, steps []store.Step, r *reservation) (host.
 		return host.Host{}, err
 	}
 	if !resp.Succeeded {
-		if _, _, ok := s.refresh(serial, resp.Responses[0]); ok || r == nil {
+		if _, _, err := s.refresh(serial, resp.Responses[0], resp.Header.Revision); !errors.Is(err, store.ErrNotFound) || r == nil {
 			return host.Host{}, fmt.Errorf("%w: %s", store.ErrExists, serial)
 		}
 		return host.Host{}, fmt.Errorf("%w: %s of %s is no longer reserved for it in etcd (its lease expired or it was released)",
@@ -304,8 +304,8 @@ func (s *Store) Update(serial string, steps ...store.Step) (host.Host, error) {
 		if err != nil {
 			return host.Host{}, err
 		}
-		if cur, rev, ok = s.refresh(serial, resp.Responses[0]); !ok {
-			return host.Host{}, fmt.Errorf("%w: %s", store.ErrNotFound, serial)
+		if cur, rev, err = s.refresh(serial, resp.Responses[0], resp.Header.Revision); err != nil {
+			return host.Host{}, err
 		}
 	}
 	for attempt := 1; ; attempt++ {
@@ -334,8 +334,8 @@ func (s *Store) Update(serial string, steps ...store.Step) (host.Host, error) {
 			}
 			return final.Clone(), nil
 		}
-		if cur, rev, ok = s.refresh(serial, resp.Responses[0]); !ok {
-			return host.Host{}, fmt.Errorf("%w: %s", store.ErrNotFound, serial)
+		if cur, rev, err = s.refresh(serial, resp.Responses[0], resp.Header.Revision); err != nil {
+			return host.Host{}, err
 		}
 		if attempt == maxCAS {
 			return host.Host{}, fmt.Errorf("%w: %s changed in etcd %d times while this change was tried", store.ErrConflict, serial, maxCAS)
@@ -557,19 +557,22 @@ func (s *Store) current(serial string) (host.Host, int64, bool) {
 }
 
 // refresh takes the record of serial from the answer of an OpGet of its
-// key into the table and returns it; false when etcd has none.
-func (s *Store) refresh(serial string, r *pb.ResponseOp) (host.Host, int64, bool) {
+// key, read at revision at, into the table and returns it with its mod
+// revision: store.ErrNotFound when etcd has none (the table drops it too),
+// store.ErrStorage when it does not decode (the table keeps its copy).
+func (s *Store) refresh(serial string, r *pb.ResponseOp, at int64) (host.Host, int64, error) {
 	kvs := r.GetResponseRange().Kvs
 	if len(kvs) == 0 {
-		return host.Host{}, 0, false
+		s.applyLocal(serial, nil, at)
+		return host.Host{}, 0, fmt.Errorf("%w: %s", store.ErrNotFound, serial)
 	}
 	h, err := decodeRecord(serial, kvs[0].Value)
 	if err != nil {
 		s.log.Error("host record in etcd cannot be read", "serial", serial, "err", err)
-		return host.Host{}, 0, false
+		return host.Host{}, 0, fmt.Errorf("%w: the record of %s in etcd (%s) cannot be read: %v", store.ErrStorage, serial, kvs[0].Key, err)
 	}
 	s.applyLocal(serial, &h, kvs[0].ModRevision)
-	return h.Clone(), kvs[0].ModRevision, true
+	return h.Clone(), kvs[0].ModRevision, nil
 }
 
 // applyLocal puts (h) or removes (nil) the record of serial at revision
