@@ -20,7 +20,10 @@ import (
 // profile keys are read at one revision, and one transaction creates the
 // chosen address key and profile slot key under this instance's lease if
 // no one took them meanwhile; else it reads again (store.ErrConflict after
-// maxReserve reads).
+// maxReserve reads). Reservations of this instance run concurrently: an
+// address one of them is reserving or holds is not picked by another
+// (held), so they race in etcd only with other instances, and for the
+// slots of a profile with a quantity, which the transaction guards.
 func (s *Store) Reserve(serial string, req store.AllocRequest) (store.Reservation, error) {
 	if err := store.CheckSerial(serial); err != nil {
 		return nil, err
@@ -32,8 +35,6 @@ func (s *Store) Reserve(serial string, req store.AllocRequest) (store.Reservatio
 	if _, err := s.Get(serial); err == nil {
 		return nil, fmt.Errorf("%w: %s", store.ErrExists, serial)
 	}
-	s.allocMu.Lock()
-	defer s.allocMu.Unlock()
 	s.releaseUnfreed()
 	sess, err := s.session()
 	if err != nil {
@@ -64,13 +65,11 @@ func (s *Store) Reserve(serial string, req store.AllocRequest) (store.Reservatio
 				break
 			}
 		}
-		addr, ok := s.lowestFree(first, last, taken, req.Allocatable)
+		addr, seq, ok := s.hold(first, last, taken, req.Allocatable)
 		if !ok {
 			return nil, fmt.Errorf("%w in %s (%s-%s)", store.ErrRangeFull, req.RangeName, first, last)
 		}
-
-		s.resSeq++
-		r := &reservation{s: s, serial: serial, lease: lease, addrKey: s.keys.addr(addr),
+		r := &reservation{s: s, serial: serial, lease: lease, addr: addr, addrKey: s.keys.addr(addr),
 			alloc: store.Allocation{Profile: profile, Addr: net.IP(addr.AsSlice())}}
 		cmps := []clientv3.Cmp{
 			clientv3.Compare(clientv3.CreateRevision(r.addrKey), "=", 0),
@@ -80,18 +79,22 @@ func (s *Store) Reserve(serial string, req store.AllocRequest) (store.Reservatio
 		if slotPrefix != "" {
 			// A slot taken since the read makes a key of the profile newer
 			// than the read: the count may have reached the quantity.
-			r.slotKey = fmt.Sprintf("%sr:%x-%d", slotPrefix, int64(lease), s.resSeq)
+			r.slotKey = fmt.Sprintf("%sr:%x-%d", slotPrefix, int64(lease), seq)
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(slotPrefix), "<", at+1).WithPrefix())
 			ops = append(ops, clientv3.OpPut(r.slotKey, serial, clientv3.WithLease(lease)))
 		}
 		won, err := s.txn("reserve "+addr.String()+" for "+serial, cmps, ops, []clientv3.Op{clientv3.OpGet(hk)})
 		if err != nil {
+			// The outcome is unknown: keep the address from this
+			// instance's picks until the keys are surely gone.
+			r.Release()
 			return nil, err
 		}
 		if won.Succeeded {
 			r.rev = won.Header.Revision
 			return r, nil
 		}
+		s.unhold(addr)
 		if _, _, err := s.refresh(serial, won.Responses[0], won.Header.Revision); !errors.Is(err, store.ErrNotFound) {
 			return nil, fmt.Errorf("%w: %s", store.ErrExists, serial)
 		}
@@ -100,23 +103,36 @@ func (s *Store) Reserve(serial string, req store.AllocRequest) (store.Reservatio
 	return nil, fmt.Errorf("%w: allocation for %s lost to other instances %d times in a row", store.ErrConflict, serial, maxReserve)
 }
 
-// lowestFree returns the lowest address of [first, last] that no key
-// holds, no record of the table has and allocatable accepts.
-func (s *Store) lowestFree(first, last netip.Addr, taken map[netip.Addr]bool, allocatable func(net.IP) bool) (netip.Addr, bool) {
+// hold picks the lowest address of [first, last] that no key holds, no
+// record of the table has, no reservation of this instance holds and
+// allocatable accepts, and holds it for the caller (unhold gives it
+// back); it returns a sequence number for the reservation's keys.
+func (s *Store) hold(first, last netip.Addr, taken map[netip.Addr]bool, allocatable func(net.IP) bool) (netip.Addr, uint64, bool) {
+	s.allocMu.Lock()
+	defer s.allocMu.Unlock()
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	for a := first; a.IsValid() && a.Compare(last) <= 0; a = a.Next() {
-		if taken[a] {
+		if taken[a] || s.held[a] {
 			continue
 		}
 		if _, ok := s.table.ByIP(net.IP(a.AsSlice())); ok {
 			continue
 		}
 		if allocatable == nil || allocatable(net.IP(a.AsSlice())) {
-			return a, true
+			s.held[a] = true
+			s.resSeq++
+			return a, s.resSeq, true
 		}
 	}
-	return netip.Addr{}, false
+	return netip.Addr{}, 0, false
+}
+
+// unhold gives back an address hold took.
+func (s *Store) unhold(a netip.Addr) {
+	s.allocMu.Lock()
+	delete(s.held, a)
+	s.allocMu.Unlock()
 }
 
 // session returns this instance's session, whose lease holds its
@@ -148,8 +164,7 @@ func (s *Store) session() (*concurrency.Session, error) {
 }
 
 // releaseUnfreed tries again the releases that could not reach etcd, so
-// that a live instance's lease does not hold them for ever. Called with
-// allocMu held.
+// that a live instance's lease does not hold them for ever.
 func (s *Store) releaseUnfreed() {
 	s.sessMu.Lock()
 	pending := s.unfreed
@@ -174,6 +189,7 @@ type reservation struct {
 	serial  string
 	alloc   store.Allocation
 	lease   clientv3.LeaseID
+	addr    netip.Addr // held in Store.held until the reservation ends
 	addrKey string
 	slotKey string // "" for the default profile
 	rev     int64
@@ -221,6 +237,7 @@ func (r *reservation) markUsed() {
 	r.mu.Lock()
 	r.done = true
 	r.mu.Unlock()
+	r.s.unhold(r.addr)
 }
 
 // Release implements store.Reservation: the keys are deleted if they are
@@ -241,13 +258,16 @@ func (r *reservation) Release() {
 // free deletes the keys if they are still the reservation's; false when
 // etcd could not be reached (the reservation is kept for a later try).
 func (r *reservation) free() bool {
+	// The keys are the reservation's while they carry its lease (Create
+	// re-puts them without): this holds also when the reserving
+	// transaction's outcome was unknown (rev 0).
 	ops := []clientv3.Op{clientv3.OpTxn([]clientv3.Cmp{
-		clientv3.Compare(clientv3.CreateRevision(r.addrKey), "=", r.rev),
+		clientv3.Compare(clientv3.Value(r.addrKey), "=", r.serial),
 		clientv3.Compare(clientv3.LeaseValue(r.addrKey), "=", r.lease),
 	}, []clientv3.Op{clientv3.OpDelete(r.addrKey)}, nil)}
 	if r.slotKey != "" {
 		ops = append(ops, clientv3.OpTxn([]clientv3.Cmp{
-			clientv3.Compare(clientv3.CreateRevision(r.slotKey), "=", r.rev),
+			clientv3.Compare(clientv3.LeaseValue(r.slotKey), "=", r.lease),
 		}, []clientv3.Op{clientv3.OpDelete(r.slotKey)}, nil))
 	}
 	if _, err := r.s.txn("release the reservation of "+r.serial, nil, ops, nil); err != nil {
@@ -257,5 +277,6 @@ func (r *reservation) free() bool {
 		r.s.sessMu.Unlock()
 		return false
 	}
+	r.s.unhold(r.addr)
 	return true
 }

@@ -87,11 +87,12 @@ type Store struct {
 
 	locks     [64]sync.Mutex // by serial: this instance's writes of one record, in turn
 	clusterMu sync.Mutex
-	allocMu   sync.Mutex // this instance's reservations, in turn
+	allocMu   sync.Mutex          // guards held and resSeq
+	held      map[netip.Addr]bool // addresses of this instance's reservations under way or held
 
 	sessMu   sync.Mutex
 	sess     *concurrency.Session
-	resSeq   uint64
+	resSeq   uint64         // numbers this instance's reservations (their slot keys)
 	unfreed  []*reservation // releases that failed, tried again at the next Reserve
 	closeErr error
 	closed   sync.Once
@@ -147,7 +148,7 @@ func Open(o Options) (*Store, error) {
 		cli: cli, keys: keys{o.Prefix}, timeout: o.Timeout, ttl: ttl,
 		endpoints: strings.Join(o.Endpoints, ","), log: log.With("component", "store", "etcd", strings.Join(o.Endpoints, ","), "prefix", o.Prefix),
 		ctx: ctx, stop: stop, done: make(chan struct{}),
-		table: store.NewTable(), revs: map[string]int64{},
+		table: store.NewTable(), revs: map[string]int64{}, held: map[netip.Addr]bool{},
 	}
 	rev, err := s.load()
 	if err != nil {
