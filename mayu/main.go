@@ -43,7 +43,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		HideVersion: true,
 		Writer:      stdout,
 		ErrWriter:   stderr,
-		Flags: []cli.Flag{
+		Commands:    []*cli.Command{migrateCommand(stdout, env)},
+		Flags: append(append([]cli.Flag{
 			&cli.BoolFlag{Name: "version", Usage: "print the version and exit"},
 			&cli.StringFlag{Name: "config", Value: "/etc/mayu/config.yaml", Usage: "configuration file", EnvVars: env("config")},
 			&cli.StringFlag{Name: "cluster-directory", Value: "cluster", Usage: "cluster state directory (a git repository)", EnvVars: env("cluster-directory")},
@@ -93,9 +94,10 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			&cli.StringSliceFlag{Name: "trusted-proxies", Usage: "addresses or CIDRs of reverse proxies whose X-Forwarded-For is believed (comma-separated)", EnvVars: env("trusted-proxies")},
 			&cli.StringSliceFlag{Name: "allowed-hosts", Usage: "names or addresses a request's Host header may carry besides this machine's addresses, localhost, network.bind_addr and the host of templates_env.mayu_http_endpoint (comma-separated)", EnvVars: env("allowed-hosts")},
 			&cli.DurationFlag{Name: "shutdown-timeout", Value: defaultShutdownTimeout, Usage: "how long in-flight requests get to finish on SIGTERM", EnvVars: env("shutdown-timeout")},
+		}, storeFlags(env, true)...), []cli.Flag{
 			&cli.BoolFlag{Name: "debug", Aliases: []string{"d"}, Usage: "debug logging", EnvVars: env("debug")},
 			&cli.IntFlag{Name: "v", Usage: "log verbosity (glog style; 1 and above log every request)", EnvVars: env("verbosity")},
-		},
+		}...),
 		Action: func(c *cli.Context) error {
 			if c.Bool("version") {
 				fmt.Fprintf(stdout, "mayu version %s (commit %s)\n", version, commit)

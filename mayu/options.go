@@ -24,6 +24,7 @@ const defaultShutdownTimeout = 10 * time.Second
 type options struct {
 	configPath       string
 	clusterDir       string
+	store            storeOptions // where host records live (--store and its flags)
 	showTemplates    bool
 	noGit            bool
 	noTLS            bool
@@ -77,6 +78,9 @@ func optionsFrom(c *cli.Context) (options, error) {
 	o := readOptions(c)
 	problems := o.check()
 	problems = append(problems, o.readTrustOptions(c)...)
+	var storeProblems []string
+	o.store, storeProblems = readStoreOptions(c, c.String("store"))
+	problems = append(problems, storeProblems...)
 	if len(problems) > 0 {
 		return o, problemsError(problems)
 	}

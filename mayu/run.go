@@ -30,7 +30,7 @@ import (
 	"mayu/pkg/provision"
 	"mayu/pkg/render"
 	"mayu/pkg/store"
-	"mayu/pkg/store/gitdir"
+	"mayu/pkg/store/gitaudit"
 	"mayu/pkg/timeline"
 )
 
@@ -142,13 +142,29 @@ func run(parent context.Context, o options, log *slog.Logger) error {
 	defer p.cleanup()
 	logConfigWarnings(log, o.configPath, p.cfg)
 
+	if o.store.kind == storeEtcd {
+		// The host records live in etcd; the cluster directory keeps
+		// this instance's own files (admin tokens, the internal
+		// discovery's registries, machine bindings) and, unless
+		// --no-git, the git audit trail this instance writes while it
+		// is the elected auditor.
+		if err := os.MkdirAll(o.clusterDir, 0o755); err != nil {
+			return fmt.Errorf("--cluster-directory: %w", err)
+		}
+	}
 	mets := p.metrics
-	st, err := gitdir.Open(o.clusterDir, gitdir.Options{NoGit: o.noGit, Logger: log.With("component", "store"), Watch: true,
-		OnBatch: mets.ObserveBatch})
+	st, err := openStore(o, log, mets.ObserveBatch)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	auditor, err := newAuditor(o, st, log)
+	if err != nil {
+		return err
+	}
+	if auditor != nil {
+		defer auditor.Target.Close()
+	}
 
 	var srv *api.Server // the discovery's write guard asks the server, built below
 	guard := discovery.WriteGuard{
@@ -212,7 +228,7 @@ func run(parent context.Context, o options, log *slog.Logger) error {
 		}
 	}
 	log.Info("mayu started", "version", version, "listen", ln.Addr().String(), "base_url", prov.BaseURL(),
-		"cluster_directory", o.clusterDir, "git", !o.noGit, "ignition", o.useIgnition, "dnsmasq", p.dnsmasq != nil)
+		"store", o.store.describe(o.clusterDir), "cluster_directory", o.clusterDir, "git", !o.noGit, "ignition", o.useIgnition, "dnsmasq", p.dnsmasq != nil)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Serve(gctx, ln, certFile, keyFile, o.shutdownTimeout) })
@@ -226,6 +242,9 @@ func run(parent context.Context, o options, log *slog.Logger) error {
 		g.Go(func() error { return sup.Run(gctx) })
 	}
 	g.Go(func() error { return reloadOnHangup(gctx, p, log) })
+	if auditor != nil {
+		g.Go(func() error { return gitaudit.Run(gctx, *auditor) })
+	}
 	err = g.Wait()
 	log.Info("mayu stopped")
 	if err != nil && !errors.Is(err, context.Canceled) {

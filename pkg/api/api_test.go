@@ -495,3 +495,42 @@ func (discoveryStub) Check(context.Context) error { return nil }
 func (discoveryStub) NewToken(context.Context, int) (string, error) {
 	return "", errors.New("discoveryStub: the API tests create no tokens")
 }
+
+// unreachableStore is a shared store cut off from etcd: reads are served
+// from what it holds, every write fails as the etcd backend's do.
+type unreachableStore struct{ *store.Memory }
+
+var errEtcdDown = fmt.Errorf("%w: etcd 127.0.0.1:2379: context deadline exceeded", store.ErrUnavailable)
+
+func (u unreachableStore) Create(string, ...store.Step) (host.Host, error) {
+	return host.Host{}, errEtcdDown
+}
+func (u unreachableStore) Update(string, ...store.Step) (host.Host, error) {
+	return host.Host{}, errEtcdDown
+}
+func (u unreachableStore) Reserve(string, store.AllocRequest) (store.Reservation, error) {
+	return nil, errEtcdDown
+}
+
+// A shared store that cannot be reached (etcd down or cut off) is 503 with
+// the reason on machine and admin routes alike; nothing is written.
+func TestUnreachableStoreIs503(t *testing.T) {
+	var mem *store.Memory
+	e := newEnv(t, func(c *envConfig) {
+		mem = c.prov.Store.(*store.Memory)
+		c.prov.Store = unreachableStore{mem}
+	})
+	_, err := mem.Create("m1", store.Step{Message: "host created", Apply: func(h *host.Host) error { h.State = host.Installing; return nil }})
+	require.NoError(t, err)
+	for _, tc := range []struct{ method, path string }{
+		{"PUT", "/admin/host/m1/set_installed"},
+		{"GET", "/first-stage-script/new"},
+	} {
+		rec := e.do(tc.method, tc.path, "")
+		assert.Equal(t, 503, rec.Code, tc.path)
+		assert.Contains(t, rec.Body.String(), "shared store unavailable: etcd 127.0.0.1:2379: context deadline exceeded", tc.path)
+	}
+	assert.Equal(t, host.Installing, e.host("m1").State)
+	_, err = mem.Get("new")
+	assert.ErrorIs(t, err, store.ErrNotFound)
+}

@@ -33,11 +33,12 @@ func statusOf(err error) int {
 		return http.StatusForbidden
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, errNotServed), errors.Is(err, store.ErrNoHistory):
 		return http.StatusNotFound
-	case errors.Is(err, host.ErrForbiddenTransition), errors.Is(err, store.ErrExists), errors.Is(err, provision.ErrConflict):
+	case errors.Is(err, host.ErrForbiddenTransition), errors.Is(err, store.ErrExists), errors.Is(err, provision.ErrConflict),
+		errors.Is(err, store.ErrConflict):
 		return http.StatusConflict
 	case errors.Is(err, provision.ErrTooLarge):
 		return http.StatusRequestEntityTooLarge
-	case errors.Is(err, provision.ErrRangeFull):
+	case errors.Is(err, provision.ErrRangeFull), errors.Is(err, store.ErrUnavailable):
 		return http.StatusServiceUnavailable
 	default: // store.ErrStorage, render.ErrRender and anything unexpected
 		return http.StatusInternalServerError

@@ -211,6 +211,13 @@ func (ls *Leases) reserve(t *Table, serial string, req AllocRequest) (*Lease, er
 		alloc: Allocation{Profile: profile, Addr: net.IP(addr.AsSlice())}}, nil
 }
 
+// Span returns the request's range, checked: its first and last address,
+// or an error if they are not an IPv4 range.
+func (req AllocRequest) Span() (first, last netip.Addr, err error) {
+	s, err := req.span()
+	return s[0], s[1], err
+}
+
 // span returns the request's range, checked.
 func (req AllocRequest) span() ([2]netip.Addr, error) {
 	lo, ok1 := netip.AddrFromSlice(req.First.To4())

@@ -33,6 +33,14 @@ var (
 	// ErrStorage wraps a failure to persist (disk full, git failure): the
 	// change did not happen.
 	ErrStorage = errors.New("store: storage failure")
+	// ErrUnavailable: a store shared over the network (etcd) could not be
+	// reached or has no quorum; nothing was written (the API answers 503
+	// with the reason, and the caller may retry).
+	ErrUnavailable = errors.New("store: shared store unavailable")
+	// ErrConflict: other writers kept changing the record while this
+	// change was retried (a shared store's compare-and-swap lost too
+	// often); nothing was written, try again (409).
+	ErrConflict = errors.New("store: the record kept changing under concurrent writers; try again")
 )
 
 // Step is one audited change: Apply mutates the record, Message is the audit
