@@ -60,7 +60,7 @@ EOF
 
 @test "no shipped script reads DMI itself: the rule is only in pkg/host/machine-serial.sh" {
   run grep -rlE 'dmi/id|product_serial|chassis_serial|board_serial|product_uuid' \
-    "$REPO_DIR/templates" "$REPO_DIR/template_snippets" "$REPO_DIR/static_html" "$REPO_DIR/scripts" \
+    "$REPO_DIR/templates" "$REPO_DIR/template_snippets" "$REPO_DIR/pkg/api/dashboard" "$REPO_DIR/scripts" \
     --exclude-dir=tests
   echo "$output"
   [ "$status" -eq 1 ]
