@@ -247,7 +247,7 @@ func TestBadInput(t *testing.T) {
 		prefix bool
 	}{
 		{"unknown field", f.args("list", "--fields=ip,bogus"), 2,
-			`mayuctl: list: unknown field "bogus" (valid fields: ip,serial,profile,ipmiaddr,providerid,etcdtoken,metadata,coreos,state,lastboot,machineid,hostname,cabinet,mayu,yochu,docker,etcd,fleet,rkt,k8s)`, false},
+			`mayuctl: list: unknown field "bogus" (valid fields: ip,serial,profile,ipmiaddr,providerid,etcdtoken,metadata,coreos,state,lastboot,machineid,hostname,cabinet,mayu,yochu,docker,etcd,fleet,rkt,k8s,instance)`, false},
 		{"empty fields", f.args("list", "--fields="), 2, "mayuctl: list: --fields is empty", true},
 		{"list with argument", f.args("list", "extra"), 2,
 			"mayuctl: list: takes no arguments, got 1 (see 'mayuctl list --help')", false},
