@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -63,21 +64,24 @@ func ctl(t *testing.T, d *proctest.Daemon, args ...string) proctest.Result {
 func TestProcessEtcdStoreTwoInstances(t *testing.T) {
 	ep := startStoreEtcd(t)
 	storeFlags := []string{"--no-tls", "--store=etcd", "--store-endpoints=" + ep, "--store-prefix=/fleet/"}
-	a := startDaemon(t, t.TempDir(), storeFlags...)
+	a := startDaemon(t, t.TempDir(), append(storeFlags, "--instance-name=rack-a")...)
 	a.WaitReady()
 	walk(t, a, "0800278e158a-0", "08:00:27:8e:15:8a")
 	walk(t, a, "0800278e158b-1", "08:00:27:8e:15:8b")
 
-	b := startDaemon(t, t.TempDir(), storeFlags...)
+	b := startDaemon(t, t.TempDir(), storeFlags...) // named by default: host name:port
 	b.WaitReady()
 	walk(t, b, "0800278e158c-2", "08:00:27:8e:15:8c")
 	walk(t, b, "0800278e158d-3", "08:00:27:8e:15:8d")
 
-	want := map[string]struct{ addr, profile string }{
-		"0800278e158a-0": {"10.9.0.21", "core-services"},
-		"0800278e158b-1": {"10.9.0.22", "core-services"},
-		"0800278e158c-2": {"10.9.0.23", "core-services"}, // the third and last core slot, taken through b
-		"0800278e158d-3": {"10.9.0.24", "default"},
+	hostName, err := os.Hostname()
+	require.NoError(t, err)
+	bName := fmt.Sprintf("%s:%d", hostName, b.Flags.Port)
+	want := map[string]struct{ addr, profile, instance string }{
+		"0800278e158a-0": {"10.9.0.21", "core-services", "rack-a"},
+		"0800278e158b-1": {"10.9.0.22", "core-services", "rack-a"},
+		"0800278e158c-2": {"10.9.0.23", "core-services", bName}, // the third and last core slot, taken through b
+		"0800278e158d-3": {"10.9.0.24", "default", bName},
 	}
 	for name, d := range map[string]*proctest.Daemon{"a": a, "b": b} {
 		var hosts map[string]host.Host
@@ -86,12 +90,23 @@ func TestProcessEtcdStoreTwoInstances(t *testing.T) {
 			assert.Equal(t, w.addr, hosts[serial].InternalAddr.String(), "%s %s", name, serial)
 			assert.Equal(t, w.profile, hosts[serial].Profile, "%s %s", name, serial)
 			assert.Equal(t, host.Running, hosts[serial].State, "%s %s", name, serial)
+			assert.Equal(t, w.instance, hosts[serial].Instance, "%s %s: GET /admin/hosts names the instance", name, serial)
 		}
 		r := ctl(t, d, "list")
 		require.Equal(t, 0, r.Code, r.Stderr)
 		for serial, w := range want {
 			assert.Regexp(t, strings.ReplaceAll(w.addr, ".", `\.`)+`\s+`+serial+`\s+`+w.profile+`.*"running"`, r.Stdout, name)
 		}
+		assert.Regexp(t, `^IP\s+SERIAL\s+PROFILE\s+IPMIADDR\s+PROVIDERID\s+ETCDTOKEN\s+METADATA\s+COREOS\s+STATE\s+LASTBOOT\n`, r.Stdout,
+			"the default columns stay 0.11's")
+		r = ctl(t, d, "list", "--no-legend", "--fields=serial,instance")
+		require.Equal(t, 0, r.Code, r.Stderr)
+		for serial, w := range want {
+			assert.Regexp(t, `(?m)^`+serial+`\s+`+regexp.QuoteMeta(w.instance)+`\s*$`, r.Stdout, name)
+		}
+		r = ctl(t, d, "status", "0800278e158c-2")
+		require.Equal(t, 0, r.Code, r.Stderr)
+		assert.Regexp(t, `(?m)^Enabled:\s+true\nInstance:\s+`+regexp.QuoteMeta(bName)+`\n`, r.Stdout, name)
 	}
 
 	// The records are in etcd; the cluster directories keep each
@@ -264,6 +279,8 @@ func TestStoreFlagProblems(t *testing.T) {
 			"--store-endpoints is a setting of the etcd store: it needs --store=etcd",
 			"--store-prefix is a setting of the etcd store: it needs --store=etcd"}},
 		{[]string{"--store=consul"}, []string{`--store="consul": want git or etcd`}},
+		{[]string{"--instance-name=a"}, []string{"--instance-name is a setting of the etcd store: it needs --store=etcd"}},
+		{[]string{"--store=etcd", "--store-endpoints=127.0.0.1:2379", "--instance-name=rack a"}, []string{`--instance-name: "rack a": ' ' is not allowed`}},
 		{[]string{"--store=etcd", "--store-endpoints=127.0.0.1,https://h:99999,http://ok:2379", "--store-prefix=a b",
 			"--store-key-file=/nonexistent/key.pem"}, []string{
 			`"127.0.0.1" is not host:port`, `"https://h:99999": "99999" is not a port`, `--store-prefix="a b"`,

@@ -81,6 +81,9 @@ func optionsFrom(c *cli.Context) (options, error) {
 	var storeProblems []string
 	o.store, storeProblems = readStoreOptions(c, c.String("store"))
 	problems = append(problems, storeProblems...)
+	if o.store.kind == storeEtcd && o.store.instance == "" {
+		o.store.instance = defaultInstanceName(o.httpPort)
+	}
 	if len(problems) > 0 {
 		return o, problemsError(problems)
 	}

@@ -31,6 +31,7 @@ type storeOptions struct {
 	endpoints []string
 	prefix    string
 	tls       etcdv3.TLSFiles
+	instance  string // --instance-name; the daemon's default (host:port) is set by optionsFrom
 }
 
 // storeFlags are the flags of the store, shared by the daemon and mayu
@@ -48,6 +49,8 @@ func storeFlags(env func(string) []string, withKind bool) []cli.Flag {
 	if withKind {
 		flags = append([]cli.Flag{&cli.StringFlag{Name: "store", Value: storeGit, EnvVars: env("store"),
 			Usage: "where host records live: git (the cluster directory, a git repository) or etcd (an etcd v3 cluster shared by several mayu instances)"}}, flags...)
+		flags = append(flags, &cli.StringFlag{Name: "instance-name", EnvVars: env("instance-name"),
+			Usage: "this instance's name among those sharing the etcd store, recorded in every host record it writes and shown by mayuctl (default: host name:--http-port)"})
 	}
 	return flags
 }
@@ -63,10 +66,13 @@ func readStoreOptions(c *cli.Context, kind string) (storeOptions, []string) {
 		tls: etcdv3.TLSFiles{CertFile: c.String("store-cert-file"), KeyFile: c.String("store-key-file"),
 			CAFile: c.String("store-ca-file")},
 	}
+	if c.IsSet("instance-name") {
+		so.instance = c.String("instance-name")
+	}
 	var problems []string
 	switch kind {
 	case storeGit:
-		for _, f := range []string{"store-endpoints", "store-prefix", "store-cert-file", "store-key-file", "store-ca-file"} {
+		for _, f := range []string{"store-endpoints", "store-prefix", "store-cert-file", "store-key-file", "store-ca-file", "instance-name"} {
 			if c.IsSet(f) {
 				problems = append(problems, fmt.Sprintf("--%s is a setting of the etcd store: it needs --store=etcd", f))
 			}
@@ -87,6 +93,11 @@ func readStoreOptions(c *cli.Context, kind string) (storeOptions, []string) {
 	if so.prefix == "" || strings.IndexFunc(so.prefix, func(r rune) bool { return !unicode.IsPrint(r) || r == ' ' }) >= 0 {
 		problems = append(problems, fmt.Sprintf("--store-prefix=%q: want a non-empty key prefix of printable characters without spaces, such as /mayu/", so.prefix))
 	}
+	if c.IsSet("instance-name") {
+		if err := checkInstanceName(so.instance); err != nil {
+			problems = append(problems, "--instance-name: "+err.Error())
+		}
+	}
 	if (so.tls.CertFile == "") != (so.tls.KeyFile == "") {
 		problems = append(problems, "--store-cert-file and --store-key-file go together: a client certificate needs its key")
 	}
@@ -100,6 +111,44 @@ func readStoreOptions(c *cli.Context, kind string) (storeOptions, []string) {
 		}
 	}
 	return so, problems
+}
+
+// maxInstanceName is the longest --instance-name, in bytes.
+const maxInstanceName = 64
+
+// checkInstanceName accepts 1 to maxInstanceName ASCII letters, digits
+// and ".-_:" (a host name, host:port or a site's label), so the name
+// prints as one cell of mayuctl's table and one word of a log line.
+func checkInstanceName(name string) error {
+	if name == "" || len(name) > maxInstanceName {
+		return fmt.Errorf("%q: want 1 to %d characters", name, maxInstanceName)
+	}
+	for _, r := range name {
+		if !(r < unicode.MaxASCII && (unicode.IsLetter(r) || unicode.IsDigit(r) || strings.ContainsRune(".-_:", r))) {
+			return fmt.Errorf("%q: %q is not allowed (want ASCII letters, digits and .-_:)", name, r)
+		}
+	}
+	return nil
+}
+
+// defaultInstanceName is the machine's host name and the HTTP port
+// ("mayu" when the host name is unknown), cut to a valid instance name.
+func defaultInstanceName(port int) string {
+	name, err := os.Hostname()
+	if err != nil || name == "" {
+		name = "mayu"
+	}
+	name = strings.Map(func(r rune) rune {
+		if r < unicode.MaxASCII && (unicode.IsLetter(r) || unicode.IsDigit(r) || strings.ContainsRune(".-_", r)) {
+			return r
+		}
+		return '-'
+	}, name)
+	suffix := fmt.Sprintf(":%d", port)
+	if len(name)+len(suffix) > maxInstanceName {
+		name = name[:maxInstanceName-len(suffix)]
+	}
+	return name + suffix
 }
 
 // checkEndpoint accepts host:port and http(s)://host:port.
@@ -138,7 +187,7 @@ func (so storeOptions) useTLS() bool {
 
 // openEtcd opens the etcd store of the options.
 func (so storeOptions) openEtcd(log *slog.Logger) (*etcdv3.Store, error) {
-	o := etcdv3.Options{Endpoints: so.endpoints, Prefix: so.prefix, Logger: log}
+	o := etcdv3.Options{Endpoints: so.endpoints, Prefix: so.prefix, Instance: so.instance, Logger: log}
 	if so.useTLS() {
 		t := so.tls
 		o.TLS = &t
@@ -179,9 +228,5 @@ func newAuditor(o options, st store.Store, log *slog.Logger) (*gitaudit.Config, 
 	if err != nil {
 		return nil, fmt.Errorf("cluster directory for the audit trail: %w", err)
 	}
-	name, err := os.Hostname()
-	if err != nil || name == "" {
-		name = "mayu"
-	}
-	return &gitaudit.Config{Source: es, Target: d, Name: fmt.Sprintf("%s:%d", name, o.httpPort), Logger: log.With("component", "audit")}, nil
+	return &gitaudit.Config{Source: es, Target: d, Name: o.store.instance, Logger: log.With("component", "audit")}, nil
 }

@@ -116,6 +116,7 @@ func fixtureHosts() []host.Host {
 			FleetMetadata: host.FleetMeta{"role-worker=true", "quobyte=true"}, FleetDisableEngine: true,
 			Profile: "default", State: host.Installing, CoreOSVersion: "1122.2.0",
 			MachineID: "00002a0b1c2d3e4f5061728394a5b6c7", Hostname: "00002a0b1c2d3e4f",
+			Instance: "rack-7:4080", // served by one of several instances sharing an etcd store
 		},
 		{Enabled: true, Serial: "new-machine", State: host.Configured},
 	}
@@ -144,6 +145,7 @@ func TestListGolden(t *testing.T) {
 		{"list_versions", fixtureHosts(), []string{"list", "--fields=serial,mayu,yochu,docker,etcd,fleet,rkt,k8s,cabinet,hostname"}},
 		{"list_no_legend", fixtureHosts(), []string{"list", "--no-legend"}},
 		{"list_no_legend_fields", fixtureHosts(), []string{"list", "--no-legend", "--fields=ip,serial"}},
+		{"list_instance", fixtureHosts(), []string{"list", "--fields=serial,state,instance"}},
 		{"list_empty", nil, []string{"list"}},
 	}
 	for _, tc := range tests {
@@ -247,7 +249,7 @@ func TestBadInput(t *testing.T) {
 		prefix bool
 	}{
 		{"unknown field", f.args("list", "--fields=ip,bogus"), 2,
-			`mayuctl: list: unknown field "bogus" (valid fields: ip,serial,profile,ipmiaddr,providerid,etcdtoken,metadata,coreos,state,lastboot,machineid,hostname,cabinet,mayu,yochu,docker,etcd,fleet,rkt,k8s)`, false},
+			`mayuctl: list: unknown field "bogus" (valid fields: ip,serial,profile,ipmiaddr,providerid,etcdtoken,metadata,coreos,state,lastboot,machineid,hostname,cabinet,mayu,yochu,docker,etcd,fleet,rkt,k8s,instance)`, false},
 		{"empty fields", f.args("list", "--fields="), 2, "mayuctl: list: --fields is empty", true},
 		{"list with argument", f.args("list", "extra"), 2,
 			"mayuctl: list: takes no arguments, got 1 (see 'mayuctl list --help')", false},

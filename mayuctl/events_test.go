@@ -51,10 +51,12 @@ func TestEventsOfOneMachineAndOfAll(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(strings.Split(r.stdout, "\n")[1]), &e))
 	assert.Equal(t, timeline.RenderFailed, e.Kind)
 
-	// The explanation joins mayuctl status, after Mayu 0.11's lines.
+	// The explanation joins mayuctl status, after Mayu 0.11's lines and
+	// the serving instance's.
 	r = mayuctl(t, f.args("status", "s-0042")...)
 	require.Equal(t, 0, r.code, r.stderr)
 	assert.True(t, strings.HasSuffix(r.stdout, "Enabled:             true\n"+
+		"Instance:            rack-7:4080\n"+
 		"Last step:           first-stage\n"+
 		`Explanation:         final config render failed: template: last_stage: map has no entry for key "x"`+"\n"), r.stdout)
 

@@ -24,7 +24,7 @@ const lastBootFormat = "2006-01-02 15:04:05"
 func listFieldNames() []string {
 	return []string{"ip", "serial", "profile", "ipmiaddr", "providerid", "etcdtoken", "metadata",
 		"coreos", "state", "lastboot", "machineid", "hostname", "cabinet", "mayu", "yochu", "docker",
-		"etcd", "fleet", "rkt", "k8s"}
+		"etcd", "fleet", "rkt", "k8s", "instance"}
 }
 
 // listCell returns the function printing one column, and false for an
@@ -89,6 +89,10 @@ func listCell(field string) (func(h host.Host) string, bool) {
 		return func(h host.Host) string { return h.RktVersion }, true
 	case "k8s":
 		return func(h host.Host) string { return h.K8sVersion }, true
+	case "instance":
+		// The mayu instance that last wrote the record (an etcd store
+		// shared by several); "-" for a record of one mayu.
+		return func(h host.Host) string { return dash(h.Instance) }, true
 	}
 	return nil, false
 }
@@ -296,6 +300,11 @@ func writeStatus(w io.Writer, h host.Host) error {
 		{"K8s", h.K8sVersion},
 		{"LastBoot", h.LastBoot.String()},
 		{"Enabled", strconv.FormatBool(h.Enabled)},
+	}
+	if h.Instance != "" {
+		// Only records of an etcd store shared by several instances have
+		// one, so the status of a record of one mayu stays 0.11's.
+		lines = append(lines, struct{ key, value string }{"Instance", h.Instance})
 	}
 	var b strings.Builder
 	for _, l := range lines {

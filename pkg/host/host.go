@@ -44,6 +44,11 @@ type Host struct {
 	RktVersion         string                 `json:",omitempty"`
 	K8sVersion         string                 `json:",omitempty"`
 	YochuVersion       string                 `json:",omitempty"`
+	// Instance names the mayu instance that last wrote the record when
+	// several share an etcd store (--instance-name); empty, and so absent
+	// from the JSON, in a cluster directory of one mayu. Mayu 0.11's
+	// readers (encoding/json) ignore it.
+	Instance string `json:",omitempty"`
 }
 
 // Clone returns a deep copy, so a caller can mutate it without touching the

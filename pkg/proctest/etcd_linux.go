@@ -2,8 +2,11 @@ package proctest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -28,13 +31,20 @@ type Etcd struct {
 // test failed. Without etcd it is RequireE2E.
 func StartEtcd(t testing.TB, name string, args ...string) *Etcd {
 	t.Helper()
-	bin := RequireCommand(t, "etcd", "etcd-server")
-	dir := t.TempDir()
 	e := &Etcd{Name: name,
 		ClientURL: fmt.Sprintf("http://127.0.0.1:%d", FreePort(t)),
 		PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", FreePort(t))}
+	e.start(t, args...)
+	return e
+}
+
+// start runs etcd as e (its name and URLs set) with args.
+func (e *Etcd) start(t testing.TB, args ...string) {
+	t.Helper()
+	bin := RequireCommand(t, "etcd", "etcd-server")
+	dir := t.TempDir()
 	all := append([]string{
-		"--name", name,
+		"--name", e.Name,
 		"--data-dir", filepath.Join(dir, "data"),
 		"--listen-client-urls", e.ClientURL, "--advertise-client-urls", e.ClientURL,
 		"--listen-peer-urls", e.PeerURL, "--initial-advertise-peer-urls", e.PeerURL,
@@ -48,19 +58,147 @@ func StartEtcd(t testing.TB, name string, args ...string) *Etcd {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	p, err := Start(cmd, nil)
 	if err != nil {
-		t.Fatalf("start etcd %s: %v", name, err)
+		t.Fatalf("start etcd %s: %v", e.Name, err)
 	}
 	e.Proc = p
-	t.Logf("started etcd %s pid %d client %s peer %s", name, cmd.Process.Pid, e.ClientURL, e.PeerURL)
+	t.Logf("started etcd %s pid %d client %s peer %s", e.Name, cmd.Process.Pid, e.ClientURL, e.PeerURL)
 	t.Cleanup(func() {
 		if err := p.Kill(10 * time.Second); err != nil {
-			t.Errorf("etcd %s: %v", name, err)
+			t.Errorf("etcd %s: %v", e.Name, err)
 		}
 		if t.Failed() {
-			t.Logf("log of etcd %s (last 40 lines):\n%s", name, TailLines(e.Log(), 40))
+			t.Logf("log of etcd %s (last 40 lines):\n%s", e.Name, TailLines(e.Log(), 40))
 		}
 	})
-	return e
+}
+
+// StartEtcdCluster runs an etcd cluster of n members named
+// <name>-0 ... <name>-<n-1> on loopback (each as StartEtcd: its own data
+// directory and free ports, killed by PID at the end of the test) and
+// waits (1 minute at most) until every member answers /health with a
+// leader elected.
+func StartEtcdCluster(t testing.TB, name string, n int) []*Etcd {
+	t.Helper()
+	members := make([]*Etcd, n)
+	var initial []string
+	for i := range members {
+		members[i] = &Etcd{Name: fmt.Sprintf("%s-%d", name, i),
+			ClientURL: fmt.Sprintf("http://127.0.0.1:%d", FreePort(t)),
+			PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", FreePort(t))}
+		initial = append(initial, members[i].Name+"="+members[i].PeerURL)
+	}
+	token := fmt.Sprintf("%s-%d-%d", name, os.Getpid(), time.Now().UnixNano())
+	for _, m := range members {
+		m.start(t, "--initial-cluster", strings.Join(initial, ","), "--initial-cluster-state", "new",
+			"--initial-cluster-token", token)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, m := range members {
+		if err := m.WaitHealthy(ctx); err != nil {
+			t.Fatalf("etcd cluster %s: %v\n%s", name, err, TailLines(m.Log(), 40))
+		}
+	}
+	return members
+}
+
+// WaitHealthy polls the member's /health until it answers
+// {"health":"true"} (a leader is known and the member serves), until ctx
+// ends or the member exits.
+func (e *Etcd) WaitHealthy(ctx context.Context) error {
+	client := &http.Client{Timeout: 3 * time.Second}
+	var last string
+	for {
+		if e.Exited() {
+			return fmt.Errorf("etcd %s exited: %v", e.Name, e.Err())
+		}
+		resp, err := client.Get(e.ClientURL + "/health")
+		if err == nil {
+			var h struct{ Health string }
+			err = json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&h)
+			resp.Body.Close()
+			if err == nil && h.Health == "true" {
+				return nil
+			}
+			last = fmt.Sprintf("%s health %q %v", resp.Status, h.Health, err)
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("etcd %s not healthy: %s", e.Name, last)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// EtcdStatus is what a member says of itself through etcd's JSON gateway
+// (POST /v3/maintenance/status): its member ID and the leader's.
+type EtcdStatus struct {
+	Member string // decimal member ID
+	Leader string // decimal member ID of the leader
+}
+
+// Status asks the member for its status (5 s at most).
+func (e *Etcd) Status() (EtcdStatus, error) {
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Post(e.ClientURL+"/v3/maintenance/status", "application/json", strings.NewReader("{}"))
+	if err != nil {
+		return EtcdStatus{}, fmt.Errorf("etcd %s status: %w", e.Name, err)
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Header struct {
+			MemberID string `json:"member_id"`
+		}
+		Leader string
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&st); err != nil || resp.StatusCode != http.StatusOK {
+		return EtcdStatus{}, fmt.Errorf("etcd %s status: %s: %v", e.Name, resp.Status, err)
+	}
+	return EtcdStatus{Member: st.Header.MemberID, Leader: st.Leader}, nil
+}
+
+// Leader returns the member the members agree leads, asking each live
+// one (10 s at most).
+func Leader(members []*Etcd) (*Etcd, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	var last error
+	for time.Now().Before(deadline) {
+		byID := map[string]*Etcd{}
+		leaders := map[string]int{}
+		for _, m := range members {
+			if m.Exited() {
+				continue
+			}
+			st, err := m.Status()
+			if err != nil {
+				last = err
+				continue
+			}
+			byID[st.Member] = m
+			if st.Leader != "0" && st.Leader != "" {
+				leaders[st.Leader]++
+			}
+		}
+		for id := range leaders {
+			if l, ok := byID[id]; ok && len(leaders) == 1 {
+				return l, nil
+			}
+		}
+		last = fmt.Errorf("no agreed leader among %v", leaders)
+		time.Sleep(100 * time.Millisecond)
+	}
+	return nil, last
+}
+
+// Endpoints are the members' client addresses as host:port, comma-separated.
+func Endpoints(members []*Etcd) string {
+	var eps []string
+	for _, m := range members {
+		eps = append(eps, strings.TrimPrefix(m.ClientURL, "http://"))
+	}
+	return strings.Join(eps, ",")
 }
 
 // StartEtcdV2 is StartEtcd for a single-member cluster serving the v2 keys

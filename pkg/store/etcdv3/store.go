@@ -60,7 +60,12 @@ type Options struct {
 	// reservations: they vanish that long after the instance dies
 	// (DefaultSessionTTL when 0; whole seconds, at least 5).
 	SessionTTL time.Duration
-	Logger     *slog.Logger
+	// Instance, when set, names this instance in every record it writes
+	// (host.Host.Instance), so that any instance shows which one served a
+	// machine last. Empty leaves the field as the steps leave it (mayu
+	// migrate copies records unchanged).
+	Instance string
+	Logger   *slog.Logger
 }
 
 // Store is the etcd v3 store.Store. It is safe for concurrent use, by any
@@ -71,6 +76,7 @@ type Store struct {
 	timeout   time.Duration
 	ttl       int64
 	endpoints string
+	instance  string
 	log       *slog.Logger
 
 	ctx  context.Context // canceled by Close
@@ -145,7 +151,7 @@ func Open(o Options) (*Store, error) {
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	s := &Store{
-		cli: cli, keys: keys{o.Prefix}, timeout: o.Timeout, ttl: ttl,
+		cli: cli, keys: keys{o.Prefix}, timeout: o.Timeout, ttl: ttl, instance: o.Instance,
 		endpoints: strings.Join(o.Endpoints, ","), log: log.With("component", "store", "etcd", strings.Join(o.Endpoints, ","), "prefix", o.Prefix),
 		ctx: ctx, stop: stop, done: make(chan struct{}),
 		table: store.NewTable(), revs: map[string]int64{}, held: map[netip.Addr]bool{},
@@ -259,6 +265,7 @@ func (s *Store) create(serial string, steps []store.Step, r *reservation) (host.
 		// audited as the git-backed store commits it.
 		snaps, msgs = []host.Host{bare}, []string{"host created"}
 	}
+	s.stamp(snaps)
 	final := snaps[len(snaps)-1]
 	ops, err := s.writeOps(nil, final, snaps, msgs, r)
 	if err != nil {
@@ -317,6 +324,7 @@ func (s *Store) Update(serial string, steps ...store.Step) (host.Host, error) {
 		final := cur
 		var ops []clientv3.Op
 		if len(snaps) > 0 {
+			s.stamp(snaps)
 			final = snaps[len(snaps)-1]
 			if ops, err = s.writeOps(&cur, final, snaps, msgs, nil); err != nil {
 				return host.Host{}, err
@@ -341,6 +349,17 @@ func (s *Store) Update(serial string, steps ...store.Step) (host.Host, error) {
 		if attempt == maxCAS {
 			return host.Host{}, fmt.Errorf("%w: %s changed in etcd %d times while this change was tried", store.ErrConflict, serial, maxCAS)
 		}
+	}
+}
+
+// stamp names this instance in the records the steps left (snaps, in
+// place), when it has a name.
+func (s *Store) stamp(snaps []host.Host) {
+	if s.instance == "" {
+		return
+	}
+	for i := range snaps {
+		snaps[i].Instance = s.instance
 	}
 }
 

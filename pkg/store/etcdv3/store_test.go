@@ -7,6 +7,7 @@ package etcdv3_test
 // fail instead under MAYU_E2E=required (CI).
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -366,4 +367,45 @@ func drain(c chan struct{}) {
 			return
 		}
 	}
+}
+
+// An instance with a name stamps it on every record it writes, and in the
+// audit record of every step; a write that changes nothing leaves the
+// previous writer's name; a store without a name leaves the field alone.
+func TestInstanceStamp(t *testing.T) {
+	ep := startEtcd(t)
+	prefix := fmt.Sprintf("/t%d/", prefixes.Add(1))
+	named := func(name string) *etcdv3.Store {
+		s, err := etcdv3.Open(etcdv3.Options{Endpoints: []string{ep}, Prefix: prefix, Timeout: 3 * time.Second, Instance: name})
+		require.NoError(t, err)
+		t.Cleanup(func() { assert.NoError(t, s.Close()) })
+		return s
+	}
+	a, b := named("site-a:4080"), named("site-b:4080")
+	h, err := a.Create("m1", set("host created", func(h *host.Host) { h.Profile = "core" }))
+	require.NoError(t, err)
+	assert.Equal(t, "site-a:4080", h.Instance)
+	require.Eventually(t, func() bool { _, err := b.Get("m1"); return err == nil }, 10*time.Second, 20*time.Millisecond)
+
+	h, err = b.Update("m1", set("nothing", func(h *host.Host) {}))
+	require.NoError(t, err)
+	assert.Equal(t, "site-a:4080", h.Instance, "a write without changes writes nothing")
+	h, err = b.Update("m1", set("updated state", func(h *host.Host) { h.State = host.Running }))
+	require.NoError(t, err)
+	assert.Equal(t, "site-b:4080", h.Instance)
+	require.Eventually(t, func() bool { g, _ := a.Get("m1"); return g.Instance == "site-b:4080" }, 10*time.Second, 20*time.Millisecond)
+
+	recs, err := a.Audit(0)
+	require.NoError(t, err)
+	require.Len(t, recs, 2)
+	for i, want := range []string{"site-a:4080", "site-b:4080"} {
+		var rec host.Host
+		require.NoError(t, json.Unmarshal([]byte(recs[i].Record), &rec))
+		assert.Equal(t, want, rec.Instance, recs[i].Subject())
+	}
+
+	anon := open(t, ep, prefix)
+	h, err = anon.Update("m1", set("updated profile", func(h *host.Host) { h.Profile = "worker" }))
+	require.NoError(t, err)
+	assert.Equal(t, "site-b:4080", h.Instance, "an unnamed store (mayu migrate) copies the field as it is")
 }
