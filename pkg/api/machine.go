@@ -58,13 +58,8 @@ func (s *Server) ipxeBootScript(c echo.Context) error {
 			return c.Blob(http.StatusOK, textPlain, []byte(localBootScript(h)))
 		}
 	}
-	pin := ""
-	if s.cfg.TLSPin != "" {
-		pin = " mayu-pin=" + s.cfg.TLSPin
-	}
 	script := "#!ipxe\n" +
-		"kernel " + boot + "/images/vmlinuz coreos.autologin maybe-install-coreos=stable console=ttyS0,115200n8 mayu=" + b +
-		" next-script=" + b + "/first-stage-script/__SERIAL__" + pin + "\n" +
+		"kernel " + boot + "/images/vmlinuz " + provision.InstallKernelArgs(b, s.cfg.TLSPin) + "\n" +
 		"initrd " + boot + "/images/initrd.cpio.gz\n" +
 		"boot\n"
 	return c.Blob(http.StatusOK, textPlain, []byte(script))
