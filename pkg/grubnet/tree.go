@@ -53,6 +53,9 @@ type Config struct {
 	Dir string
 	// LoaderRoot is mayu's tftproot (--tftproot): iPXE, shim and GRUB.
 	LoaderRoot string
+	// Loaders are files LoaderRoot must hold (config.ShimBootFile and
+	// config.GRUBBootFile): New fails naming the ones missing.
+	Loaders []string
 	// Images returns the PXE kernel and initrd machines install with (the
 	// default OS version's files); asked on every Sync, so a reloaded
 	// default_coreos_version is followed.
@@ -185,6 +188,16 @@ func (t *Tree) linkLoaders() error {
 	entries, err := os.ReadDir(root)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrTree, err)
+	}
+	var missing []string
+	for _, f := range t.cfg.Loaders {
+		if _, err := os.Stat(filepath.Join(root, f)); err != nil {
+			missing = append(missing, f)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: %s has no %s (Debian's shim-signed and grub-efi-amd64-signed; see the README's Secure Boot section)",
+			ErrTree, root, strings.Join(missing, ", "))
 	}
 	for _, e := range entries {
 		if e.Name() == "grub" || e.Name() == "images" {

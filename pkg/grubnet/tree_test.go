@@ -47,7 +47,7 @@ func TestTree(t *testing.T) {
 
 	tree := filepath.Join(dir, "tftp")
 	tr, err := New(Config{
-		Dir: tree, LoaderRoot: loaders, KernelArgs: "mayu=x",
+		Dir: tree, LoaderRoot: loaders, KernelArgs: "mayu=x", Loaders: []string{"shimx64.efi", "grubx64.efi"},
 		Images: func() (string, string) { return kernel, initrd },
 		Local:  func(h host.Host) bool { return h.State == host.Running },
 	})
@@ -82,4 +82,10 @@ func TestNewRefusesMissingLoaderRoot(t *testing.T) {
 	require.ErrorIs(t, err, ErrTree)
 	_, err = New(Config{})
 	require.ErrorIs(t, err, ErrTree)
+
+	empty := t.TempDir()
+	_, err = New(Config{Dir: t.TempDir(), LoaderRoot: empty, Loaders: []string{"shimx64.efi", "grubx64.efi"},
+		Images: func() (string, string) { return "", "" }, Local: func(host.Host) bool { return false }})
+	require.ErrorIs(t, err, ErrTree)
+	assert.Contains(t, err.Error(), "has no shimx64.efi, grubx64.efi")
 }
