@@ -326,6 +326,9 @@ func newMachineGuard(o options, p *prepared, prov *provision.Provisioner, log *s
 		return nil, err
 	}
 	log.Info("machine routes checked", "machine_auth", string(o.machineAuth), "dhcp_leases", leasesFile)
+	if leasesFile == "" && p.cfg != nil && p.cfg.Network.ProxyDHCP && o.machineAuth == machineauth.ModeLease {
+		log.Info("network.proxy_dhcp: mayu leases no addresses, so a serial is bound to the address that first asks for it (trust on first use, bounded by --anonymous-limit); --dhcp-leases-file=<the site's dnsmasq lease file> or --machine-auth=credential bind machines closer")
+	}
 	return g, nil
 }
 

@@ -130,9 +130,14 @@ const (
 var InstalledBoots = []string{InstalledBootIgnore, InstalledBootLocal}
 
 // BootsInstalledLocally tells whether DHCP answers installed and running
-// machines and the boot script sends them to their local disk
-// (network.installed_boot: local).
-func (n Network) BootsInstalledLocally() bool { return n.InstalledBoot == InstalledBootLocal }
+// machines and the boot script sends them to their local disk:
+// network.installed_boot local, and always with network.proxy_dhcp, since
+// a proxyDHCP dnsmasq answers a MAC its hosts file marks "ignore" all the
+// same (dnsmasq 2.90, pkg/dnsmasq TestNetInstalledBoot): ignoring cannot
+// keep an installed machine from iPXE there, so the boot script must.
+func (n Network) BootsInstalledLocally() bool {
+	return n.InstalledBoot == InstalledBootLocal || n.ProxyDHCP
+}
 
 // BaseURL is the URL machines reach mayu at on the provisioning network,
 // http(s)://<bind_addr>:<port> without a trailing slash: port is
@@ -299,6 +304,9 @@ func (c *Config) check(k *checker) *addrPlan {
 	if n.ProxyDHCP {
 		if !n.PXE {
 			k.add("network.proxy_dhcp", "network.proxy_dhcp needs network.pxe: true: a proxyDHCP server hands out nothing but boot information")
+		}
+		if _, explicit := k.lines["network.installed_boot"]; explicit && n.InstalledBoot == InstalledBootIgnore {
+			k.warn("network.installed_boot", "network.installed_boot ignore acts as local with network.proxy_dhcp: a proxyDHCP server cannot leave a machine unanswered, so the boot script sends installed machines to their disk")
 		}
 		if n.BootstrapRange.Start != "" || n.BootstrapRange.End != "" {
 			k.warn("network.bootstrap_range", "network.bootstrap_range is not leased with network.proxy_dhcp: the site's DHCP server hands out the addresses")

@@ -69,6 +69,12 @@ func TestFirmwareOptions(t *testing.T) {
 	require.Len(t, c.Warnings, 1)
 	assert.Contains(t, c.Warnings[0], "network.bootstrap_range is not leased with network.proxy_dhcp")
 
+	assert.True(t, c.Network.BootsInstalledLocally(), "proxyDHCP cannot ignore: installed machines boot locally through iPXE")
+	c, err = Parse([]byte(strings.Replace(proxy, "  proxy_dhcp: true", "  proxy_dhcp: true\n  installed_boot: ignore", 1)))
+	require.NoError(t, err)
+	require.Len(t, c.Warnings, 1)
+	assert.Contains(t, c.Warnings[0], "network.installed_boot ignore acts as local with network.proxy_dhcp")
+
 	// Without proxy_dhcp the bootstrap range stays required with PXE.
 	_, err = Parse([]byte(strings.Replace(valid, "  bootstrap_range: {start: 192.168.2.100, end: 192.168.2.200}\n", "", 1)))
 	require.ErrorContains(t, err, "network.bootstrap_range is required")

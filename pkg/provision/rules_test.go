@@ -507,6 +507,8 @@ func TestIgnoredByDHCP(t *testing.T) {
 		assert.Equal(t, s.IgnoredByDHCP(), IgnoredByDHCP(ignore, h), s)
 		assert.Equal(t, s.IgnoredByDHCP(), IgnoredByDHCP(config.Network{}, h), "unset is ignore: %s", s)
 		assert.False(t, IgnoredByDHCP(local, h), s)
+		assert.False(t, IgnoredByDHCP(config.Network{ProxyDHCP: true, InstalledBoot: config.InstalledBootIgnore}, h),
+			"a proxyDHCP server cannot ignore: %s", s)
 	}
 
 	p, st := newTest(t, "192.168.2.99")
