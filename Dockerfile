@@ -29,7 +29,7 @@ RUN apt-get update \
 # --- runtime: everything but the binaries ----------------------------------
 FROM debian:bookworm-slim AS runtime
 # dnsmasq-base: the DHCP/TFTP/DNS server mayu supervises. ipxe only lends its
-# undionly.kpxe and ipxe.efi to tftproot and is purged again. No git: mayu
+# undionly.kpxe, ipxe.efi and snponly.efi to tftproot and is purged again. No git: mayu
 # commits to the cluster directory itself. No config: mayu refuses to start
 # without the one mounted at /etc/mayu/config.yaml, rather than provision
 # from an example. mayuctl lives once, in static_html (served to machines),
@@ -37,7 +37,7 @@ FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends dnsmasq-base ipxe \
  && mkdir -p /usr/lib/mayu/tftproot /usr/lib/mayu/images /usr/lib/mayu/yochu /usr/lib/mayu/static_html /var/lib/mayu /etc/mayu \
- && cp /usr/lib/ipxe/undionly.kpxe /usr/lib/ipxe/ipxe.efi /usr/lib/mayu/tftproot/ \
+ && cp /usr/lib/ipxe/undionly.kpxe /usr/lib/ipxe/ipxe.efi /usr/lib/ipxe/snponly.efi /usr/lib/mayu/tftproot/ \
  && apt-get purge -y --auto-remove ipxe \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log \
  && ln -s /usr/lib/mayu/static_html/mayuctl /usr/bin/mayuctl

@@ -24,6 +24,7 @@ import (
 	"mayu/pkg/config"
 	"mayu/pkg/discovery"
 	"mayu/pkg/dnsmasq"
+	"mayu/pkg/host"
 	"mayu/pkg/machineauth"
 	"mayu/pkg/provision"
 	"mayu/pkg/render"
@@ -95,6 +96,7 @@ func prepare(o options, log *slog.Logger) (*prepared, error) {
 				NoTLS:      o.noTLS,
 				HTTPPort:   o.httpPort,
 				BootPort:   o.bootHTTPPort,
+				Ignores:    func(h host.Host) bool { return provision.IgnoredByDHCP(cfg.Network, h) },
 				Logger:     log, // the package tags its lines component=dnsmasq
 			})
 			if err == nil {
@@ -261,6 +263,8 @@ func newServer(o options, p *prepared, prov *provision.Provisioner, disc discove
 		Renderer:          p.renderer,
 		Discovery:         disc,
 		ImagesDir:         o.imagesDir,
+		TFTPRoot:          o.tftpRoot,
+		BootFiles:         dnsmasq.BootFiles,
 		YochuDir:          o.yochuPath,
 		StaticHTMLDir:     o.staticHTMLPath,
 		UseIgnition:       o.useIgnition,
@@ -283,13 +287,11 @@ const machineAuthDir = ".machine-auth"
 
 // newMachineGuard builds the check of machine routes. Its lease table is
 // --dhcp-leases-file, else the lease file of the dnsmasq mayu runs; with
-// --no-dnsmasq and no lease file, a serial's first requester binds it.
+// --no-dnsmasq or network.proxy_dhcp (mayu's dnsmasq leases nothing) and no
+// lease file, a serial's first requester binds it.
 func newMachineGuard(o options, p *prepared, prov *provision.Provisioner, log *slog.Logger) (*machineauth.Guard, error) {
 	var leases machineauth.Leases
-	leasesFile := o.leasesFile
-	if leasesFile == "" && p.dnsmasq != nil {
-		_, _, leasesFile = p.dnsmasq.Paths()
-	}
+	leasesFile := machineLeasesFile(o, p)
 	if leasesFile != "" {
 		leases = machineauth.NewLeaseFile(leasesFile, log.With("component", "machineauth"))
 	}
@@ -304,7 +306,25 @@ func newMachineGuard(o options, p *prepared, prov *provision.Provisioner, log *s
 		return nil, err
 	}
 	log.Info("machine routes checked", "machine_auth", string(o.machineAuth), "dhcp_leases", leasesFile)
+	if leasesFile == "" && p.cfg != nil && p.cfg.Network.ProxyDHCP && o.machineAuth == machineauth.ModeLease {
+		log.Info("network.proxy_dhcp: mayu leases no addresses, so a serial is bound to the address that first asks for it (trust on first use, bounded by --anonymous-limit); --dhcp-leases-file=<the site's dnsmasq lease file> or --machine-auth=credential bind machines closer")
+	}
 	return g, nil
+}
+
+// machineLeasesFile is the DHCP lease file that ties machines' addresses
+// to their MACs: --dhcp-leases-file, else that of the dnsmasq mayu runs,
+// unless that dnsmasq is a proxyDHCP server (network.proxy_dhcp), which
+// leases nothing: then, as with --no-dnsmasq, "" (no lease table).
+func machineLeasesFile(o options, p *prepared) string {
+	if o.leasesFile != "" {
+		return o.leasesFile
+	}
+	if p.dnsmasq == nil || (p.cfg != nil && p.cfg.Network.ProxyDHCP) {
+		return ""
+	}
+	_, _, leases := p.dnsmasq.Paths()
+	return leases
 }
 
 // adminAccess loads (or creates) the admin API's token file and the client

@@ -5,7 +5,7 @@
 DIST_NAME := mayu.$(VERSION)-linux-amd64
 DIST_DIR  := dist/$(DIST_NAME)
 DIST_TAR  := dist/$(DIST_NAME).tar.gz
-# undionly.kpxe and ipxe.efi come from Debian's ipxe package, not our tree.
+# undionly.kpxe, ipxe.efi and snponly.efi come from Debian's ipxe package, not our tree.
 IPXE_DIR  ?= /usr/lib/ipxe
 # Reproducible tarballs: every entry gets the time of the last commit.
 DIST_MTIME ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
@@ -22,7 +22,7 @@ TEST_TARGETS += test-scripts test-dist
 
 .PHONY: dist
 dist: build ## release tree dist/mayu.<version>-linux-amd64/ and its .tar.gz
-	@for f in $(IPXE_DIR)/undionly.kpxe $(IPXE_DIR)/ipxe.efi; do \
+	@for f in $(IPXE_DIR)/undionly.kpxe $(IPXE_DIR)/ipxe.efi $(IPXE_DIR)/snponly.efi; do \
 	  [ -r "$$f" ] || { echo "make dist: $$f is missing: install Debian's ipxe package (apt-get install ipxe) or set IPXE_DIR" >&2; exit 1; }; \
 	done
 	@for f in templates template_snippets static_html/index.html config.yaml.example Dockerfile .dockerignore; do \
@@ -33,7 +33,7 @@ dist: build ## release tree dist/mayu.<version>-linux-amd64/ and its .tar.gz
 	install -m 0755 bin/mayu bin/mayuctl $(DIST_DIR)/
 	install -m 0755 bin/mayuctl bin/infopusher $(DIST_DIR)/static_html/
 	install -m 0644 static_html/index.html $(DIST_DIR)/static_html/
-	install -m 0644 $(IPXE_DIR)/undionly.kpxe $(IPXE_DIR)/ipxe.efi $(DIST_DIR)/tftproot/
+	install -m 0644 $(IPXE_DIR)/undionly.kpxe $(IPXE_DIR)/ipxe.efi $(IPXE_DIR)/snponly.efi $(DIST_DIR)/tftproot/
 	cp -R templates template_snippets $(DIST_DIR)/
 	install -m 0644 config.yaml.example Dockerfile .dockerignore VERSION $(DIST_DIR)/
 	install -m 0755 $(addprefix scripts/,$(DIST_EXEC_SCRIPTS)) $(DIST_DIR)/

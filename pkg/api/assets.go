@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -85,6 +86,17 @@ func (s *Server) dirFile(dir func() string) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		return s.serveFileIn(c, dir(), c.Param("*"))
 	}
+}
+
+// bootFile serves one of the boot loaders of tftproot (Config.BootFiles)
+// over HTTP, for UEFI HTTP boot: the name must be one of them exactly, so
+// nothing else of tftproot, and nothing outside it, is reachable.
+func (s *Server) bootFile(c echo.Context) error {
+	name := c.Param("file")
+	if s.cfg.TFTPRoot == "" || !slices.Contains(s.cfg.BootFiles, name) {
+		return fmt.Errorf("%w: %q is not a boot loader mayu serves", errNotServed, name)
+	}
+	return s.serveFileIn(c, s.cfg.TFTPRoot, name)
 }
 
 // serveFileIn serves name from dir. Name is cleaned as a rooted path first,

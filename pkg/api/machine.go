@@ -39,10 +39,31 @@ func (s *Server) welcome(c echo.Context) error {
 // key, by which the PXE image checks mayu before it trusts anything from
 // it; the kernel and initrd come from the boot URL (plain HTTP when
 // ServeBoot serves them).
+//
+// With network.installed_boot local, DHCP answers installed machines too,
+// and the script decides by the machine's MAC (the ?mac= parameter): a
+// request without one is answered with a script that asks again with the
+// MAC of the NIC iPXE booted from (${netX/mac}); an installed or running
+// machine is told to boot its local disk (localBootScript); every other
+// machine gets the install script.
 func (s *Server) ipxeBootScript(c echo.Context) error {
 	b, boot := s.base, s.cfg.BootBaseURL
 	if boot == "" {
 		boot = b
+	}
+	if s.prov.BootsInstalledLocally() {
+		mac := c.QueryParam("mac")
+		if mac == "" {
+			script := "#!ipxe\nchain " + boot + "/ipxebootscript?mac=${netX/mac}\n"
+			return c.Blob(http.StatusOK, textPlain, []byte(script))
+		}
+		h, local, err := s.prov.LocalBoot(mac)
+		if err != nil {
+			return err
+		}
+		if local {
+			return c.Blob(http.StatusOK, textPlain, []byte(localBootScript(h)))
+		}
 	}
 	pin := ""
 	if s.cfg.TLSPin != "" {
@@ -54,6 +75,19 @@ func (s *Server) ipxeBootScript(c echo.Context) error {
 		"initrd " + boot + "/images/initrd.cpio.gz\n" +
 		"boot\n"
 	return c.Blob(http.StatusOK, textPlain, []byte(script))
+}
+
+// localBootScript sends iPXE to the machine's local disk (iPXE manual:
+// sanboot, exit; the ${platform} setting is "pcbios" or "efi"). Under a
+// BIOS, sanboot boots the first hard disk (0x80) through INT 13h without
+// describing it as a SAN disk; under UEFI, exit returns to the firmware,
+// which goes on with its next boot entry, the installed system's. If the
+// BIOS sanboot fails, exit hands over to the BIOS boot order the same way.
+func localBootScript(h host.Host) string {
+	return "#!ipxe\n" +
+		"echo mayu: " + h.Serial + " is " + string(h.State) + ": booting from the local disk (network.installed_boot: local)\n" +
+		"iseq ${platform} pcbios && sanboot --no-describe --drive 0x80 ||\n" +
+		"exit\n"
 }
 
 // firstStageScript registers the machine on first sight and answers its

@@ -47,7 +47,12 @@ type Config struct {
 	Renderer    Renderer
 	Discovery   Discovery // nil: no /etcd routes
 
-	ImagesDir     string // --images-cache-dir
+	ImagesDir string // --images-cache-dir
+	// TFTPRoot (--tftproot) and BootFiles: the boot loaders in it that
+	// are served over HTTP too, under /tftproot/<name> (UEFI HTTP boot
+	// fetches the iPXE EFI binary so). Only these exact names are served.
+	TFTPRoot      string
+	BootFiles     []string
 	YochuDir      string // --yochu-path
 	StaticHTMLDir string // --static-html-path
 
@@ -181,6 +186,7 @@ func (s *Server) routes() {
 	file("/images/:serial/install_image.bin.bz2", s.hostImage(installImage), image)
 	file("/images/:serial/qemu/:file", s.qemuImage, image)
 	file("/yochu/*", s.dirFile(func() string { return s.cfg.YochuDir }))
+	file("/tftproot/:file", s.bootFile)
 
 	// The admin routes need a credential (auth.go), but for the two that
 	// installing machines call, with no credential in Mayu 0.11's
@@ -207,11 +213,13 @@ func (s *Server) routes() {
 	})
 }
 
-// bootRoutes are what ServeBoot answers: what iPXE fetches before anything
-// can check mayu's certificate (the boot script, the PXE kernel and
-// initrd), as unauthenticated as DHCP and TFTP before them.
+// bootRoutes are what ServeBoot answers: what firmware and iPXE fetch
+// before anything can check mayu's certificate (the boot loaders of
+// tftproot, the boot script, the PXE kernel and initrd), as unauthenticated as DHCP and TFTP before them.
 func (s *Server) bootRoutes(e *echo.Echo) {
 	e.GET("/ipxebootscript", s.ipxeBootScript)
+	e.GET("/tftproot/:file", s.bootFile)
+	e.HEAD("/tftproot/:file", s.bootFile)
 	for path, name := range map[string]string{"/images/vmlinuz": pxeKernel, "/images/initrd.cpio.gz": pxeInitrd} {
 		e.GET(path, s.defaultImage(name))
 		e.HEAD(path, s.defaultImage(name))

@@ -63,6 +63,50 @@ type Network struct {
 	SubnetSize     string   `yaml:"subnet_size"`
 	SubnetGateway  string   `yaml:"subnet_gateway"`
 	NetworkModel   string   `yaml:"network_model"`
+
+	// EFIBootFile is the iPXE binary x86-64 UEFI clients (DHCP option 93
+	// arch 7 or 9, and HTTP boot clients by URL) are given from tftproot:
+	// one of EFIBootFiles, DefaultEFIBootFile when empty.
+	EFIBootFile string `yaml:"efi_boot_file"`
+	// ProxyDHCP makes mayu's dnsmasq a proxyDHCP server (RFC 4578's PXE
+	// "proxy DHCP", dnsmasq's dhcp-range=<net>,proxy): it hands out no
+	// addresses, only boot information, beside the site's DHCP server.
+	ProxyDHCP bool `yaml:"proxy_dhcp"`
+	// InstalledBoot is what DHCP does for installed and running machines:
+	// InstalledBootIgnore (the default, as Mayu 0.11) leaves them
+	// unanswered; InstalledBootLocal answers them and the boot script tells
+	// iPXE to boot the local disk.
+	InstalledBoot string `yaml:"installed_boot"`
+}
+
+// The values of network.efi_boot_file: Debian's ipxe package ships both;
+// snponly.efi drives the NIC through the firmware's own network stack,
+// ipxe.efi carries iPXE's drivers.
+const (
+	DefaultEFIBootFile = "ipxe.efi"
+	SNPOnlyEFIBootFile = "snponly.efi"
+)
+
+// EFIBootFiles are the accepted network.efi_boot_file values.
+var EFIBootFiles = []string{DefaultEFIBootFile, SNPOnlyEFIBootFile}
+
+// The values of network.installed_boot.
+const (
+	InstalledBootIgnore = "ignore"
+	InstalledBootLocal  = "local"
+)
+
+// InstalledBoots are the accepted network.installed_boot values.
+var InstalledBoots = []string{InstalledBootIgnore, InstalledBootLocal}
+
+// BootsInstalledLocally tells whether DHCP answers installed and running
+// machines and the boot script sends them to their local disk:
+// network.installed_boot local, and always with network.proxy_dhcp, since
+// a proxyDHCP dnsmasq answers a MAC its hosts file marks "ignore" all the
+// same (dnsmasq 2.90, pkg/dnsmasq TestNetInstalledBoot): ignoring cannot
+// keep an installed machine from iPXE there, so the boot script must.
+func (n Network) BootsInstalledLocally() bool {
+	return n.InstalledBoot == InstalledBootLocal || n.ProxyDHCP
 }
 
 // BaseURL is the URL machines reach mayu at on the provisioning network,
@@ -163,6 +207,12 @@ func (c *Config) applyDefaults() {
 	if c.Network.NetworkModel == "" {
 		c.Network.NetworkModel = "singlenic"
 	}
+	if c.Network.EFIBootFile == "" {
+		c.Network.EFIBootFile = DefaultEFIBootFile
+	}
+	if c.Network.InstalledBoot == "" {
+		c.Network.InstalledBoot = InstalledBootIgnore
+	}
 	if c.TemplatesEnv == nil {
 		c.TemplatesEnv = map[string]interface{}{}
 	}
@@ -213,7 +263,28 @@ func (c *Config) check(k *checker) *addrPlan {
 	if _, ok := prefixLen(n.SubnetSize); !ok {
 		k.add("network.subnet_size", "network.subnet_size %q is neither a prefix length 0-32 nor a dotted netmask such as 255.255.255.0", n.SubnetSize)
 	}
-	boot, bootOK := k.ipRange(n.BootstrapRange, "network.bootstrap_range", n.PXE)
+	// In proxyDHCP mode the site's DHCP server leases the addresses: a
+	// bootstrap range is then neither needed nor used.
+	boot, bootOK := k.ipRange(n.BootstrapRange, "network.bootstrap_range", n.PXE && !n.ProxyDHCP)
+	if n.ProxyDHCP {
+		if !n.PXE {
+			k.add("network.proxy_dhcp", "network.proxy_dhcp needs network.pxe: true: a proxyDHCP server hands out nothing but boot information")
+		}
+		if _, explicit := k.lines["network.installed_boot"]; explicit && n.InstalledBoot == InstalledBootIgnore {
+			k.warn("network.installed_boot", "network.installed_boot ignore acts as local with network.proxy_dhcp: a proxyDHCP server cannot leave a machine unanswered, so the boot script sends installed machines to their disk")
+		}
+		if n.BootstrapRange.Start != "" || n.BootstrapRange.End != "" {
+			k.warn("network.bootstrap_range", "network.bootstrap_range is not leased with network.proxy_dhcp: the site's DHCP server hands out the addresses")
+		}
+	}
+	if !contains(EFIBootFiles, n.EFIBootFile) {
+		k.add("network.efi_boot_file", "network.efi_boot_file %q is not an iPXE EFI binary mayu ships (want one of %s)",
+			n.EFIBootFile, strings.Join(EFIBootFiles, ", "))
+	}
+	if !contains(InstalledBoots, n.InstalledBoot) {
+		k.add("network.installed_boot", "network.installed_boot %q is unknown (want one of %s)",
+			n.InstalledBoot, strings.Join(InstalledBoots, ", "))
+	}
 	ips, ipsOK := k.ipRange(n.IPRange, "network.ip_range", true)
 	if !contains(NetworkModels, n.NetworkModel) {
 		k.add("network.network_model", "network.network_model %q is unknown (want one of %s)",

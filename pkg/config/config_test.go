@@ -44,6 +44,42 @@ func TestParseValid(t *testing.T) {
 	assert.NotNil(t, c.TemplatesEnv["ssh_authorized_keys"])
 }
 
+func TestFirmwareOptions(t *testing.T) {
+	c, err := Parse([]byte(valid))
+	require.NoError(t, err)
+	assert.Equal(t, "ipxe.efi", c.Network.EFIBootFile, "default EFI binary")
+	assert.Equal(t, "ignore", c.Network.InstalledBoot, "default is Mayu 0.11's behaviour")
+	assert.False(t, c.Network.ProxyDHCP)
+	assert.False(t, c.Network.BootsInstalledLocally())
+
+	c, err = Parse([]byte(strings.Replace(valid, "  pxe: true", "  pxe: true\n  efi_boot_file: snponly.efi\n  installed_boot: local", 1)))
+	require.NoError(t, err)
+	assert.Equal(t, "snponly.efi", c.Network.EFIBootFile)
+	assert.True(t, c.Network.BootsInstalledLocally())
+
+	// proxyDHCP: no bootstrap range needed; one given is not leased.
+	proxy := strings.Replace(valid, "  bootstrap_range: {start: 192.168.2.100, end: 192.168.2.200}\n", "", 1)
+	proxy = strings.Replace(proxy, "  pxe: true", "  pxe: true\n  proxy_dhcp: true", 1)
+	c, err = Parse([]byte(proxy))
+	require.NoError(t, err)
+	assert.True(t, c.Network.ProxyDHCP)
+	assert.Empty(t, c.Warnings)
+	c, err = Parse([]byte(strings.Replace(valid, "  pxe: true", "  pxe: true\n  proxy_dhcp: true", 1)))
+	require.NoError(t, err)
+	require.Len(t, c.Warnings, 1)
+	assert.Contains(t, c.Warnings[0], "network.bootstrap_range is not leased with network.proxy_dhcp")
+
+	assert.True(t, c.Network.BootsInstalledLocally(), "proxyDHCP cannot ignore: installed machines boot locally through iPXE")
+	c, err = Parse([]byte(strings.Replace(proxy, "  proxy_dhcp: true", "  proxy_dhcp: true\n  installed_boot: ignore", 1)))
+	require.NoError(t, err)
+	require.Len(t, c.Warnings, 1)
+	assert.Contains(t, c.Warnings[0], "network.installed_boot ignore acts as local with network.proxy_dhcp")
+
+	// Without proxy_dhcp the bootstrap range stays required with PXE.
+	_, err = Parse([]byte(strings.Replace(valid, "  bootstrap_range: {start: 192.168.2.100, end: 192.168.2.200}\n", "", 1)))
+	require.ErrorContains(t, err, "network.bootstrap_range is required")
+}
+
 func TestShippedExampleIsValid(t *testing.T) {
 	b, err := os.ReadFile("../../config.yaml.example")
 	require.NoError(t, err)
@@ -81,6 +117,16 @@ func TestValidationReportsEveryProblem(t *testing.T) {
 			[]string{"network_model \"tripleNIC\" is unknown"}},
 		{"several at once", strings.NewReplacer("bind_addr: 192.168.2.2", "bind_addr: x", "quantity: 3", "quantity: -2", "default_coreos_version: 1068.6.0", "").Replace(valid),
 			[]string{"3 problem(s)", "default_coreos_version is required", "bind_addr \"x\"", "quantity -2"}},
+		{"unknown EFI boot file", strings.Replace(valid, "  pxe: true", "  pxe: true\n  efi_boot_file: grub.efi", 1),
+			[]string{"line 5: network.efi_boot_file \"grub.efi\" is not an iPXE EFI binary mayu ships (want one of ipxe.efi, snponly.efi)"}},
+		{"unknown installed_boot", strings.Replace(valid, "  pxe: true", "  pxe: true\n  installed_boot: disk", 1),
+			[]string{"line 5: network.installed_boot \"disk\" is unknown (want one of ignore, local)"}},
+		{"proxy_dhcp without pxe", strings.Replace(valid, "  pxe: true", "  pxe: false\n  proxy_dhcp: true", 1),
+			[]string{"line 5: network.proxy_dhcp needs network.pxe: true"}},
+		{"proxy_dhcp not a bool", strings.Replace(valid, "  pxe: true", "  pxe: true\n  proxy_dhcp: sometimes", 1),
+			[]string{"line 5", "cannot unmarshal"}},
+		{"every firmware problem at once", strings.Replace(valid, "  pxe: true", "  pxe: false\n  proxy_dhcp: true\n  efi_boot_file: x.efi\n  installed_boot: pxe", 1),
+			[]string{"3 problem(s)", "line 5: network.proxy_dhcp", "line 6: network.efi_boot_file", "line 7: network.installed_boot"}},
 		{"empty", "", []string{"empty"}},
 		{"wrong type", strings.Replace(valid, "quantity: 3", "quantity: three", 1), []string{"cannot unmarshal"}},
 	}

@@ -17,8 +17,8 @@ type hostSet struct {
 	Static  []StaticHost
 }
 
-// computeHostSet derives ignored MACs (every MAC of a host whose state
-// DHCP ignores, host.State.IgnoredByDHCP) and static hosts (those
+// computeHostSet derives ignored MACs (every MAC of a host that DHCP
+// ignores by the rule ignores, Config.Ignores) and static hosts (those
 // MACs with the InternalAddr their host configures on itself). Machines
 // still being provisioned are deliberately not static: a machine learns its
 // MACs' owner only when it asks for its final config, mid-install, and a
@@ -26,13 +26,13 @@ type hostSet struct {
 // bootstrap lease and move its address under the running installer.
 // Invalid MACs are returned separately so the caller can log them; they
 // never reach dnsmasq.
-func computeHostSet(hosts []host.Host) (hostSet, []string) {
+func computeHostSet(hosts []host.Host, ignores func(host.Host) bool) (hostSet, []string) {
 	var set hostSet
 	var bad []string
 	ignored := map[string]bool{}
 	static := map[string]string{}
 	for _, h := range hosts {
-		ignore := h.State.IgnoredByDHCP()
+		ignore := ignores(h)
 		ip := h.InternalAddr.To4()
 		for _, m := range h.MacAddresses {
 			mac, err := host.NormalizeMAC(m)
@@ -98,7 +98,7 @@ func renderHostsFile(set hostSet) []byte {
 // .Network.IgnoredHosts or .StaticHosts, as Mayu 0.11 templates do), the
 // configuration is re-rendered and dnsmasq restarted instead.
 func (s *Supervisor) Sync(hosts []host.Host) {
-	set, bad := computeHostSet(hosts)
+	set, bad := computeHostSet(hosts, s.cfg.Ignores)
 	s.mu.Lock()
 	for _, b := range bad {
 		// Sync runs on every change of any host: say it once per MAC.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -79,7 +80,7 @@ type confFacts struct {
 	listen     []string // listen-address=
 	tftp       bool     // enable-tftp
 	tftpRoots  []string // tftp-root=
-	bootFiles  []string // dhcp-boot= files served by our TFTP (no URLs, no other server)
+	bootFiles  []string // dhcp-boot= and pxe-service= files served by our TFTP (no URLs, no other server)
 	rangeStart []net.IP // first address of each IPv4 dhcp-range=
 }
 
@@ -113,6 +114,10 @@ func parseConf(conf []byte) confFacts {
 			if file, ok := localBootFile(val); ok {
 				f.bootFiles = append(f.bootFiles, file)
 			}
+		case "pxe-service":
+			if file, ok := pxeServiceFile(val); ok {
+				f.bootFiles = append(f.bootFiles, file)
+			}
 		case "dhcp-range":
 			for _, field := range splitList(val) {
 				if ip := net.ParseIP(field).To4(); ip != nil {
@@ -140,6 +145,33 @@ func localBootFile(val string) (string, bool) {
 		return "", false
 	}
 	return fields[0], true
+}
+
+// pxeServiceFile picks the file a PXE client fetches from our TFTP for a
+// pxe-service value ([tag:x,]<CSA>,<menu text>[,<basename>|<boot service
+// type>][,<server>]). As dnsmasq's manual says, a basename without a suffix
+// gets the PXE layer's ".0"; a name with one is sent as it is. A boot
+// service type (a number), a local-boot entry (no basename) or another
+// server's file is not ours to check.
+func pxeServiceFile(val string) (string, bool) {
+	fields := splitList(val)
+	for len(fields) > 0 && strings.HasPrefix(fields[0], "tag:") {
+		fields = fields[1:]
+	}
+	if len(fields) < 3 || len(fields) > 3 {
+		return "", false
+	}
+	base := strings.Trim(fields[2], `"`)
+	if base == "" || strings.Contains(base, "://") {
+		return "", false
+	}
+	if _, err := strconv.Atoi(base); err == nil {
+		return "", false
+	}
+	if !strings.Contains(base, ".") {
+		base += ".0"
+	}
+	return base, true
 }
 
 func splitList(v string) []string {
@@ -326,7 +358,12 @@ func checkTFTP(f confFacts, o origins, euid int) []string {
 			problems = append(problems, fmt.Sprintf("%s %s: not readable by uid %d, which dnsmasq runs as", o.tftp(dir), dir, euid))
 			continue
 		}
+		seen := map[string]bool{}
 		for _, name := range f.bootFiles {
+			if seen[name] {
+				continue // named by dhcp-boot and pxe-service alike: one problem
+			}
+			seen[name] = true
 			p := name
 			if !filepath.IsAbs(p) {
 				p = filepath.Join(dir, name)

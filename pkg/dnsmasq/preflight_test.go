@@ -55,7 +55,7 @@ func tftpRoot(t *testing.T) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "tftproot")
 	require.NoError(t, os.Mkdir(dir, 0o755))
-	for _, f := range []string{biosBootFile, uefiBootFile} {
+	for _, f := range BootFiles {
 		require.NoError(t, os.WriteFile(filepath.Join(dir, f), []byte("boot"), 0o644))
 	}
 	return dir
@@ -148,15 +148,17 @@ func TestPreflightTFTPRoot(t *testing.T) {
 		setup func(dir string)
 		want  []string // problems, with DIR for the TFTP root
 	}{
-		{"boot loader missing", false, 0, func(dir string) { require.NoError(t, os.Remove(filepath.Join(dir, biosBootFile))) },
+		{"boot loader missing", false, 0, func(dir string) { require.NoError(t, os.Remove(filepath.Join(dir, BIOSBootFile))) },
 			[]string{"--tftproot DIR: boot file undionly.kpxe: no such file or directory"}},
-		{"UEFI needs both loaders", true, 0, func(dir string) { require.NoError(t, os.Remove(filepath.Join(dir, uefiBootFile))) },
+		{"every client is answered: the EFI loader is needed without network.uefi too", false, 0, func(dir string) { require.NoError(t, os.Remove(filepath.Join(dir, config.DefaultEFIBootFile))) },
 			[]string{"--tftproot DIR: boot file ipxe.efi: no such file or directory"}},
-		{"not world-readable as root", false, 0, func(dir string) { require.NoError(t, os.Chmod(filepath.Join(dir, biosBootFile), 0o600)) },
+		{"UEFI needs both loaders", true, 0, func(dir string) { require.NoError(t, os.Remove(filepath.Join(dir, config.DefaultEFIBootFile))) },
+			[]string{"--tftproot DIR: boot file ipxe.efi: no such file or directory"}},
+		{"not world-readable as root", false, 0, func(dir string) { require.NoError(t, os.Chmod(filepath.Join(dir, BIOSBootFile), 0o600)) },
 			[]string{"--tftproot DIR: boot file undionly.kpxe: mode 0600, not readable by others; dnsmasq running as root serves only world-readable files: chmod o+r"}},
 		{"closed directory is fine as root", false, 0, func(dir string) { require.NoError(t, os.Chmod(dir, 0o700)) }, nil},
 		{"boot loader is a directory", false, 0, func(dir string) {
-			p := filepath.Join(dir, biosBootFile)
+			p := filepath.Join(dir, BIOSBootFile)
 			require.NoError(t, os.Remove(p))
 			require.NoError(t, os.Mkdir(p, 0o755))
 		}, []string{"--tftproot DIR: boot file undionly.kpxe: not a regular file"}},
@@ -189,6 +191,20 @@ func TestPreflightTFTPRoot(t *testing.T) {
 	})
 }
 
+// TestPreflightProxyDHCP: in proxy mode the PXE menu's files are checked
+// too, each named once.
+func TestPreflightProxyDHCP(t *testing.T) {
+	n := seedNetwork()
+	n.ProxyDHCP = true
+	n.BootstrapRange = config.IPRange{}
+	n.EFIBootFile = config.SNPOnlyEFIBootFile
+	dir := tftpRoot(t)
+	s := shippedSupervisor(t, n, dir, seedMachine(t), &logSink{})
+	require.NoError(t, s.Preflight())
+	require.NoError(t, os.Remove(filepath.Join(dir, config.SNPOnlyEFIBootFile)))
+	assert.Equal(t, []string{"--tftproot " + dir + ": boot file snponly.efi: no such file or directory"}, problems(t, s.Preflight()))
+}
+
 // TestPreflightTFTPRootAsOtherUser: run by a user other than root, dnsmasq
 // needs to read the directory and the files itself. The check asks the
 // kernel (access(2) as the effective user); as root the test takes the
@@ -202,7 +218,8 @@ func TestPreflightTFTPRootAsOtherUser(t *testing.T) {
 	}
 	dir := filepath.Join(base, "tftproot")
 	require.NoError(t, os.Mkdir(dir, 0o755))
-	require.NoError(t, os.WriteFile(filepath.Join(dir, biosBootFile), []byte("boot"), 0o200))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, BIOSBootFile), []byte("boot"), 0o200))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, config.DefaultEFIBootFile), []byte("boot"), 0o644))
 	t.Cleanup(func() { _ = os.Chmod(dir, 0o755) })
 	sys := seedMachine(t)
 	sys.euid = os.Geteuid()

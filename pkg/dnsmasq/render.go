@@ -55,19 +55,34 @@ type GlobalContext struct {
 	// them again.
 	HostsFile string
 	LeaseFile string
-	// PXEFile is the boot loader for clients that are not iPXE yet:
-	// ipxe.efi with network.uefi, else undionly.kpxe.
+	// PXEFile is the boot loader of Mayu 0.11 and 1.x templates, one for
+	// every client that is not iPXE yet: EFIBootFile with network.uefi,
+	// else BIOSBootFile.
 	PXEFile string
 	// BootScriptURL is http(s)://<bind_addr>:<port>/ipxebootscript, or
 	// with a boot port (Config.BootPort) http://<bind_addr>:<boot port>/ipxebootscript.
 	BootScriptURL string
+	// BIOSBootFile is the iPXE binary for BIOS PXE ROMs (client
+	// architecture 0, RFC 4578), served from TFTPRoot: undionly.kpxe.
+	BIOSBootFile string
+	// EFIBootFile is the iPXE binary for x86-64 UEFI firmware (client
+	// architecture 7 and 9), served from TFTPRoot: network.efi_boot_file.
+	EFIBootFile string
+	// HTTPBootURL is EFIBootFile over HTTP, the boot file of UEFI HTTP
+	// boot clients (vendor class "HTTPClient", architecture 16):
+	// <boot base>/tftproot/<EFIBootFile>, where the boot base is
+	// http://<bind_addr>:<boot port> with a boot port, else mayu's base URL
+	// (https without --no-tls: the firmware must then trust mayu's CA).
+	HTTPBootURL string
 }
 
-// The boot loaders in tftproot.
-const (
-	biosBootFile = "undionly.kpxe"
-	uefiBootFile = "ipxe.efi"
-)
+// BIOSBootFile is the iPXE binary for BIOS PXE ROMs in tftproot.
+const BIOSBootFile = "undionly.kpxe"
+
+// BootFiles are the boot loaders a shipped tftproot holds (Debian's ipxe
+// package): the BIOS one and every network.efi_boot_file choice. mayu
+// serves exactly these over HTTP too (for UEFI HTTP boot).
+var BootFiles = append([]string{BIOSBootFile}, config.EFIBootFiles...)
 
 // render executes the template with the current network and host state.
 func (s *Supervisor) render() ([]byte, error) {
@@ -100,13 +115,17 @@ func (s *Supervisor) contextLocked() TemplateContext {
 }
 
 func (s *Supervisor) global(n config.Network) GlobalContext {
-	pxeFile := biosBootFile
-	if n.UEFI {
-		pxeFile = uefiBootFile
+	efiFile := n.EFIBootFile
+	if efiFile == "" {
+		efiFile = config.DefaultEFIBootFile
 	}
-	bootURL := bootScriptURL(n, s.cfg.HTTPPort, s.cfg.NoTLS)
+	pxeFile := BIOSBootFile
+	if n.UEFI {
+		pxeFile = efiFile
+	}
+	bootBase := n.BaseURL(s.cfg.HTTPPort, s.cfg.NoTLS)
 	if s.cfg.BootPort != 0 {
-		bootURL = bootScriptURL(n, s.cfg.BootPort, true)
+		bootBase = n.BaseURL(s.cfg.BootPort, true)
 	}
 	return GlobalContext{
 		Executable:    s.cfg.Binary,
@@ -118,9 +137,16 @@ func (s *Supervisor) global(n config.Network) GlobalContext {
 		HostsFile:     s.hostsPath,
 		LeaseFile:     s.leasePath,
 		PXEFile:       pxeFile,
-		BootScriptURL: bootURL,
+		BootScriptURL: bootBase + "/ipxebootscript",
+		BIOSBootFile:  BIOSBootFile,
+		EFIBootFile:   efiFile,
+		HTTPBootURL:   bootBase + BootFilePath + efiFile,
 	}
 }
+
+// BootFilePath is the HTTP path under which mayu serves BootFiles from
+// tftproot: <base>/tftproot/<file>.
+const BootFilePath = "/tftproot/"
 
 // parseTemplate reads and parses the dnsmasq template.
 func parseTemplate(path string) (*template.Template, error) {
@@ -143,10 +169,4 @@ func renderConfig(t *template.Template, ctx TemplateContext) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %w", ErrTemplate, err)
 	}
 	return b.Bytes(), nil
-}
-
-// bootScriptURL is where iPXE fetches its script: mayu's HTTP(S) port on the
-// provisioning network's address.
-func bootScriptURL(n config.Network, port int, noTLS bool) string {
-	return n.BaseURL(port, noTLS) + "/ipxebootscript"
 }

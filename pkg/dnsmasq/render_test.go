@@ -41,6 +41,11 @@ func TestRenderShippedTemplate(t *testing.T) {
 	noRouter.DNS = nil
 	uefi := seedNetwork()
 	uefi.UEFI = true
+	proxy := seedNetwork()
+	proxy.ProxyDHCP = true
+	proxy.BootstrapRange = config.IPRange{}
+	snp := seedNetwork()
+	snp.EFIBootFile = config.SNPOnlyEFIBootFile
 	tests := []struct {
 		name    string
 		network config.Network
@@ -50,6 +55,8 @@ func TestRenderShippedTemplate(t *testing.T) {
 		{"pxe-tls", seedNetwork(), false, 4080},
 		{"pxe-notls", seedNetwork(), true, 8080},
 		{"pxe-uefi", uefi, true, 4080},
+		{"pxe-proxy", proxy, true, 4080},
+		{"pxe-snponly", snp, true, 4080},
 		{"nopxe", noPXE, true, 4080},
 		{"norouter-nodns", noRouter, true, 4080},
 	}
@@ -82,7 +89,10 @@ func TestShippedTemplateAcceptedByDnsmasq(t *testing.T) {
 	noPXE.PXE = false
 	uefi := seedNetwork()
 	uefi.UEFI = true
-	for name, n := range map[string]config.Network{"pxe": seedNetwork(), "nopxe": noPXE, "uefi": uefi} {
+	proxy := seedNetwork()
+	proxy.ProxyDHCP = true
+	proxy.BootstrapRange = config.IPRange{}
+	for name, n := range map[string]config.Network{"pxe": seedNetwork(), "nopxe": noPXE, "uefi": uefi, "proxy": proxy} {
 		t.Run(name, func(t *testing.T) {
 			s, err := New(Config{Binary: bin, Template: shippedTemplate, RuntimeDir: t.TempDir(),
 				Network: n, TFTPRoot: "/srv/tftproot", HTTPPort: 4080})
@@ -146,7 +156,7 @@ func TestComputeHostSet(t *testing.T) {
 		{Serial: "fresh", State: host.Configured},
 		{Serial: "broken", State: host.Installed, MacAddresses: []string{"not-a-mac"}},
 	}
-	set, bad := computeHostSet(hosts)
+	set, bad := computeHostSet(hosts, func(h host.Host) bool { return h.State.IgnoredByDHCP() })
 	assert.Equal(t, []string{"00:11:22:33:44:01", "00:11:22:33:44:02", "00:11:22:33:44:03"}, set.Ignored)
 	// Only installed/running hosts are static: a configured host's address
 	// must not appear as a dhcp-host line (see computeHostSet).
@@ -156,6 +166,13 @@ func TestComputeHostSet(t *testing.T) {
 	}, set.Static)
 	assert.Equal(t, []string{`broken: "not-a-mac"`}, bad)
 	golden(t, filepath.Join("testdata", "hosts"), renderHostsFile(set))
+
+	// The rule is the caller's (network.installed_boot: local ignores no
+	// one): nothing ignored, nothing static, bad MACs still reported.
+	set, bad = computeHostSet(hosts, func(host.Host) bool { return false })
+	assert.Empty(t, set.Ignored)
+	assert.Empty(t, set.Static)
+	assert.Equal(t, []string{`broken: "not-a-mac"`}, bad)
 }
 
 // TestLegacyTemplateSeesHosts: a Mayu 0.11 template that ranges over the
@@ -195,9 +212,53 @@ dhcp-boot=tag:ipxe,http{{if not .Global.NoTLS}}s{{end}}://{{.Network.BindAddr}}:
 {{range $staticHost := .Network.StaticHosts}}dhcp-host={{$staticHost.MacAddr}},{{$staticHost.IP}}
 {{end}}`
 
-func TestBootScriptURL(t *testing.T) {
-	assert.Equal(t, "https://192.168.2.2:4080/ipxebootscript", bootScriptURL(config.Network{BindAddr: "192.168.2.2"}, 4080, false))
-	assert.Equal(t, "http://192.168.2.2:8080/ipxebootscript", bootScriptURL(config.Network{BindAddr: "192.168.2.2"}, 8080, true))
+func TestGlobalContext(t *testing.T) {
+	tests := []struct {
+		name             string
+		network          func(*config.Network)
+		noTLS            bool
+		bootPort         int
+		pxe, script, efi string
+		httpBoot         string
+	}{
+		{"defaults, TLS", func(*config.Network) {}, false, 0, "undionly.kpxe",
+			"https://192.168.2.2:4080/ipxebootscript", "ipxe.efi", "https://192.168.2.2:4080/tftproot/ipxe.efi"},
+		{"no TLS, snponly", func(n *config.Network) { n.EFIBootFile = "snponly.efi" }, true, 0, "undionly.kpxe",
+			"http://192.168.2.2:4080/ipxebootscript", "snponly.efi", "http://192.168.2.2:4080/tftproot/snponly.efi"},
+		{"boot port", func(*config.Network) {}, false, 8081, "undionly.kpxe",
+			"http://192.168.2.2:8081/ipxebootscript", "ipxe.efi", "http://192.168.2.2:8081/tftproot/ipxe.efi"},
+		{"network.uefi: 0.11 templates' PXEFile is the EFI binary", func(n *config.Network) { n.UEFI = true; n.EFIBootFile = "snponly.efi" },
+			true, 0, "snponly.efi", "http://192.168.2.2:4080/ipxebootscript", "snponly.efi", "http://192.168.2.2:4080/tftproot/snponly.efi"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n := seedNetwork()
+			tt.network(&n)
+			s, err := New(Config{Template: shippedTemplate, RuntimeDir: t.TempDir(), Network: n, TFTPRoot: "/srv/tftproot",
+				NoTLS: tt.noTLS, HTTPPort: 4080, BootPort: tt.bootPort})
+			require.NoError(t, err)
+			g := s.global(n)
+			assert.Equal(t, tt.pxe, g.PXEFile)
+			assert.Equal(t, tt.script, g.BootScriptURL)
+			assert.Equal(t, "undionly.kpxe", g.BIOSBootFile)
+			assert.Equal(t, tt.efi, g.EFIBootFile)
+			assert.Equal(t, tt.httpBoot, g.HTTPBootURL)
+		})
+	}
+}
+
+func TestPXEServiceFile(t *testing.T) {
+	for val, want := range map[string]string{
+		`tag:!ipxe,x86PC,"mayu: iPXE (BIOS)",undionly.kpxe`: "undionly.kpxe",
+		`x86PC,"Boot",pxelinux`:                             "pxelinux.0",
+		`x86PC,"Boot from disk"`:                            "",
+		`x86PC,"Search",1`:                                  "",
+		`x86PC,"Elsewhere",pxelinux,10.0.0.1`:               "",
+	} {
+		got, ok := pxeServiceFile(val)
+		assert.Equal(t, want != "", ok, val)
+		assert.Equal(t, want, got, val)
+	}
 }
 
 func golden(t *testing.T, path string, got []byte) {

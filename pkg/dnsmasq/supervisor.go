@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"mayu/pkg/config"
+	"mayu/pkg/host"
 )
 
 // Errors callers can match with errors.Is.
@@ -98,6 +99,11 @@ type Config struct {
 	// boot script on (--boot-http-port): iPXE is pointed there, as it
 	// cannot check mayu's certificate unless it was built with it.
 	BootPort int
+	// Ignores is the rule of which hosts DHCP leaves unanswered (their
+	// MACs go into the hosts file as "<mac>,ignore"); the provisioner owns
+	// it (provision.IgnoredByDHCP). Nil is host.State.IgnoredByDHCP,
+	// Mayu 0.11's rule.
+	Ignores func(host.Host) bool
 	// Logger receives the supervisor's messages and every line dnsmasq
 	// prints, all with component=dnsmasq. Nil discards.
 	Logger *slog.Logger
@@ -171,6 +177,9 @@ func New(cfg Config) (*Supervisor, error) {
 	}
 	if cfg.StartTimeout <= 0 {
 		cfg.StartTimeout = DefaultStartTimeout
+	}
+	if cfg.Ignores == nil {
+		cfg.Ignores = func(h host.Host) bool { return h.State.IgnoredByDHCP() }
 	}
 	var problems []string
 	if cfg.Template == "" {

@@ -153,7 +153,7 @@ func (e *fakeEnv) supervisor(t *testing.T) *Supervisor {
 	// The fake dnsmasq serves a made-up machine with seedNetwork's
 	// interface and addresses, from a TFTP root that has the boot loader.
 	s.sys = seedMachine(t)
-	require.NoError(t, os.WriteFile(filepath.Join(e.dir, biosBootFile), []byte("boot"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(e.dir, BIOSBootFile), []byte("boot"), 0o644))
 	return s
 }
 

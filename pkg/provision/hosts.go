@@ -2,8 +2,10 @@ package provision
 
 import (
 	"errors"
+	"fmt"
 	"net"
 
+	"mayu/pkg/config"
 	"mayu/pkg/host"
 	"mayu/pkg/store"
 )
@@ -75,3 +77,35 @@ func (p *Provisioner) HostByIP(ip net.IP) (host.Host, bool) {
 // refuses a vendor placeholder or an unsubstituted template marker
 // (host.CheckSerial); the error wraps ErrInvalid.
 func MachineSerial(serial string) (string, error) { return machineSerial(serial) }
+
+// IgnoredByDHCP is the rule of which hosts DHCP leaves unanswered, so
+// that they boot from their disk without mayu: installed and running ones
+// (host.State.IgnoredByDHCP), unless network.installed_boot is local, when
+// DHCP answers every machine and the boot script sends installed ones to
+// their disk (LocalBoot). dnsmasq's hosts file follows it.
+func IgnoredByDHCP(n config.Network, h host.Host) bool {
+	return h.State.IgnoredByDHCP() && !n.BootsInstalledLocally()
+}
+
+// LocalBoot tells whether the machine with this MAC (any form
+// host.NormalizeMAC reads) is to boot from its local disk: with
+// network.installed_boot local, a host that is installed or running. It
+// returns that host. A malformed MAC is ErrInvalid.
+func (p *Provisioner) LocalBoot(mac string) (host.Host, bool, error) {
+	norm, err := host.NormalizeMAC(mac)
+	if err != nil {
+		return host.Host{}, false, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if !p.cfg.Network.BootsInstalledLocally() {
+		return host.Host{}, false, nil
+	}
+	h, ok := p.HostByMAC(norm)
+	if !ok || !h.State.IgnoredByDHCP() {
+		return host.Host{}, false, nil
+	}
+	return h, true, nil
+}
+
+// BootsInstalledLocally is network.installed_boot == local: the boot script
+// asks for the machine's MAC to decide (LocalBoot).
+func (p *Provisioner) BootsInstalledLocally() bool { return p.cfg.Network.BootsInstalledLocally() }

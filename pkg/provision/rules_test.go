@@ -495,3 +495,40 @@ func TestRenderGivesUpOnAHotRecord(t *testing.T) {
 	assert.Equal(t, host.Configured, h.State)
 	assert.Empty(t, h.MacAddresses)
 }
+
+// TestIgnoredByDHCP: with network.installed_boot ignore (the default)
+// installed and running hosts are left to their disk by DHCP; with local
+// DHCP answers every host and LocalBoot names those that boot their disk.
+func TestIgnoredByDHCP(t *testing.T) {
+	ignore := config.Network{InstalledBoot: config.InstalledBootIgnore}
+	local := config.Network{InstalledBoot: config.InstalledBootLocal}
+	for _, s := range host.States {
+		h := host.Host{State: s}
+		assert.Equal(t, s.IgnoredByDHCP(), IgnoredByDHCP(ignore, h), s)
+		assert.Equal(t, s.IgnoredByDHCP(), IgnoredByDHCP(config.Network{}, h), "unset is ignore: %s", s)
+		assert.False(t, IgnoredByDHCP(local, h), s)
+		assert.False(t, IgnoredByDHCP(config.Network{ProxyDHCP: true, InstalledBoot: config.InstalledBootIgnore}, h),
+			"a proxyDHCP server cannot ignore: %s", s)
+	}
+
+	p, st := newTest(t, "192.168.2.99")
+	_, _, err := p.LocalBoot("nonsense")
+	require.ErrorIs(t, err, ErrInvalid)
+	_, err = st.Create("m1", store.Step{Message: "test", Apply: func(h *host.Host) error {
+		h.State, h.MacAddresses = host.Installed, []string{"00:11:22:33:44:55"}
+		return nil
+	}})
+	require.NoError(t, err)
+	_, local1, err := p.LocalBoot("00:11:22:33:44:55")
+	require.NoError(t, err)
+	assert.False(t, local1, "installed_boot ignore: the boot script never sends a machine to its disk")
+
+	p.cfg.Network.InstalledBoot = config.InstalledBootLocal
+	h, ok, err := p.LocalBoot("00-11-22-33-44-55")
+	require.NoError(t, err)
+	assert.True(t, ok)
+	assert.Equal(t, "m1", h.Serial)
+	_, ok, err = p.LocalBoot("00:11:22:33:44:56")
+	require.NoError(t, err)
+	assert.False(t, ok, "unknown MAC installs")
+}

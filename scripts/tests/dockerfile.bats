@@ -159,7 +159,7 @@ stages() {
   instructions | grep -P '^runtime\tRUN ' | grep -qF 'apt-get purge -y --auto-remove ipxe'
   instructions | grep -P '^certs\tRUN ' | grep -qF 'apt-get install -y --no-install-recommends ca-certificates'
   copies runtime | grep -qxP 'certs\t/etc/ssl/certs/ca-certificates.crt\t/etc/ssl/certs/'
-  instructions | grep -qF 'cp /usr/lib/ipxe/undionly.kpxe /usr/lib/ipxe/ipxe.efi /usr/lib/mayu/tftproot/'
+  instructions | grep -qF 'cp /usr/lib/ipxe/undionly.kpxe /usr/lib/ipxe/ipxe.efi /usr/lib/ipxe/snponly.efi /usr/lib/mayu/tftproot/'
   # A config at the wrong path must not be hidden by one in the image.
   run ! grep -E '^COPY .*[[:space:]]/etc/mayu/' "$DOCKERFILE"
   [ "$(json_instruction VOLUME | tr '\n' ' ')" = "/var/lib/mayu /usr/lib/mayu/images /usr/lib/mayu/yochu " ]
@@ -196,7 +196,7 @@ stages() {
 image_root() {
   local root=$1 from src dest
   mkdir -p "$root/usr/lib/mayu/tftproot" "$root/usr/bin" "$root/var/lib/mayu" "$root/etc/mayu"
-  cp /usr/lib/ipxe/undionly.kpxe /usr/lib/ipxe/ipxe.efi "$root/usr/lib/mayu/tftproot/"
+  cp /usr/lib/ipxe/undionly.kpxe /usr/lib/ipxe/ipxe.efi /usr/lib/ipxe/snponly.efi "$root/usr/lib/mayu/tftproot/"
   instructions | grep -P '^runtime\tRUN ' | grep -qF 'ln -s /usr/lib/mayu/static_html/mayuctl /usr/bin/mayuctl'
   ln -s "$root/usr/lib/mayu/static_html/mayuctl" "$root/usr/bin/mayuctl"
   while IFS=$'\t' read -r from src dest; do

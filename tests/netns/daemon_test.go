@@ -44,10 +44,16 @@ type mayuProc struct {
 // real dnsmasq, serving HTTP on the lab's provisioning address.
 func startMayu(t *testing.T, l *netlab.Lab, extra ...string) *mayuProc {
 	t.Helper()
+	return startMayuWith(t, l, netConfig, extra...)
+}
+
+// startMayuWith is startMayu with config.yaml text config.
+func startMayuWith(t *testing.T, l *netlab.Lab, config string, extra ...string) *mayuProc {
+	t.Helper()
 	bin := proctest.Build(t)
 	dir := t.TempDir()
 	run := filepath.Join(dir, "run")
-	f, args := proctest.MayuArgs(t, proctest.Flags{Dir: dir, ConfigText: netConfig, Host: netlab.ProvAddr, Port: 4080,
+	f, args := proctest.MayuArgs(t, proctest.Flags{Dir: dir, ConfigText: config, Host: netlab.ProvAddr, Port: 4080,
 		TFTPRoot: l.TFTPRoot, Dnsmasq: dnsmasq.DefaultBinary}, append([]string{"--no-tls", "--runtime-dir", run}, extra...)...)
 	cmd := exec.Command("ip", append([]string{"netns", "exec", l.Prov, bin.Mayu}, args...)...)
 	d := proctest.StartDaemon(t, cmd, "http://"+netlab.ProvAddr+":4080")

@@ -47,6 +47,10 @@ const (
 	PXEVendor      = "PXEClient:Arch:00000:UNDI:002001"
 )
 
+// BootFiles are the boot loaders of the repository's tftproot (Debian's
+// ipxe package) that a lab's TFTPRoot holds.
+var BootFiles = []string{"undionly.kpxe", "ipxe.efi", "snponly.efi"}
+
 // Lab is a provisioning segment: namespace Prov with bridge br0 at
 // ProvAddr/24, namespace Cli with veths on that bridge: c0 (static
 // TFTPClient, the TFTP client), c1 (MacMachine), c2 (MacOther).
@@ -55,7 +59,7 @@ type Lab struct {
 	Prov     string // provisioning namespace
 	Cli      string // client namespace
 	Dir      string // the lab's scratch directory
-	TFTPRoot string // Dir/tftproot, holding the repository's undionly.kpxe
+	TFTPRoot string // Dir/tftproot, holding the repository's BootFiles
 	script   string // udhcpc script that records the lease
 }
 
@@ -93,9 +97,11 @@ func New(t *testing.T) *Lab {
 
 	l.TFTPRoot = filepath.Join(l.Dir, "tftproot")
 	require.NoError(t, os.MkdirAll(l.TFTPRoot, 0o755))
-	kpxe, err := os.ReadFile(proctest.RepoPath(t, "tftproot", "undionly.kpxe"))
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(filepath.Join(l.TFTPRoot, "undionly.kpxe"), kpxe, 0o644))
+	for _, f := range BootFiles {
+		b, err := os.ReadFile(proctest.RepoPath(t, "tftproot", f))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(l.TFTPRoot, f), b, 0o644))
+	}
 
 	l.script = filepath.Join(l.Dir, "udhcpc.script")
 	require.NoError(t, os.WriteFile(l.script, []byte("#!/bin/sh\n[ \"$1\" = bound ] && env > \"$MAYU_DHCP_OUT\"\nexit 0\n"), 0o755))
