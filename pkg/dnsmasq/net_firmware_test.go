@@ -46,22 +46,15 @@ func (l *lab) serve(t *testing.T, edit func(n *config.Network), ignores func(hos
 	require.NoError(t, s.Check(), "the real dnsmasq rejects the rendered configuration")
 	require.NoError(t, s.Preflight())
 	s.Sync(hosts)
-	ctx, cancel := context.WithCancel(context.Background())
-	require.NoError(t, s.Start(ctx))
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
 	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			assert.NoError(t, err)
-		case <-time.After(20 * time.Second):
-			t.Error("Run did not return within 20s of cancel")
-		}
 		if t.Failed() {
 			t.Logf("last log lines:\n%s", sink.tail(60))
 		}
 	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	require.NoError(t, s.Start(ctx))
+	runUntilCleanup(t, s)
 	return s
 }
 

@@ -42,6 +42,24 @@ func (l liar) Interfaces() ([]netIface, error) {
 	return append(ifs, netIface{Name: "br9", Addrs: []*net.IPNet{n}}), err
 }
 
+// runUntilCleanup runs the started supervisor's Run loop until the test
+// ends, then stops it (20s at most) and checks that Run returned cleanly.
+func runUntilCleanup(t *testing.T, s *Supervisor) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			assert.NoError(t, err)
+		case <-time.After(20 * time.Second):
+			t.Error("Run did not return within 20s of cancel")
+		}
+	})
+}
+
 // startOnce runs Start with a bound and checks that a failed start leaves
 // nothing running.
 func startOnce(t *testing.T, l *lab, s *Supervisor) error {
@@ -125,19 +143,9 @@ func TestNetStartAndReload(t *testing.T) {
 	assert.Less(t, bound, sink.index("dnsmasq serving"))
 	assert.Less(t, sink.index("TFTP root is"), sink.index("dnsmasq serving"))
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			assert.NoError(t, err)
-		case <-time.After(20 * time.Second):
-			t.Error("Run did not return within 20s of cancel")
-		}
-		assert.Empty(t, l.NSPIDs(t), "processes left in the provisioning namespace")
-	})
+	// Cleanups run last first: this one after runUntilCleanup's stop.
+	t.Cleanup(func() { assert.Empty(t, l.NSPIDs(t), "processes left in the provisioning namespace") })
+	runUntilCleanup(t, s)
 	require.NotNil(t, l.DHCP(t, "c1", 10), "no DHCP right after Start")
 
 	t.Run("reload with a bad interface keeps dnsmasq", func(t *testing.T) {
