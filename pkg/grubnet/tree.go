@@ -108,7 +108,12 @@ func (t *Tree) Sync(hosts []host.Host) error {
 	defer t.mu.Unlock()
 	kernel, initrd := t.cfg.Images()
 	for name, target := range map[string]string{"vmlinuz": kernel, "initrd.cpio.gz": initrd} {
-		if err := link(target, filepath.Join(t.cfg.Dir, "images", name)); err != nil {
+		// A relative target would be read from the link's own directory.
+		abs, err := filepath.Abs(target)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrTree, err)
+		}
+		if err := link(abs, filepath.Join(t.cfg.Dir, "images", name)); err != nil {
 			return err
 		}
 	}

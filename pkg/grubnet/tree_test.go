@@ -61,6 +61,15 @@ func TestTree(t *testing.T) {
 		require.NoError(t, err, name)
 		assert.Equal(t, want, string(b), name)
 	}
+	// A relative images path is linked absolutely (mayu's working
+	// directory is not the tree's).
+	t.Chdir(dir)
+	require.NoError(t, tr.Sync(nil))
+	tr.cfg.Images = func() (string, string) { return "images/1.0/k", "images/1.0/i" }
+	require.NoError(t, tr.Sync(nil))
+	target, err := os.Readlink(filepath.Join(tree, "images", "vmlinuz"))
+	require.NoError(t, err)
+	assert.Equal(t, kernel, target)
 	cfg := func() string {
 		b, err := os.ReadFile(filepath.Join(tree, "grub", "grub.cfg"))
 		require.NoError(t, err)
