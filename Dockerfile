@@ -29,7 +29,10 @@ RUN apt-get update \
 # --- runtime: everything but the binaries ----------------------------------
 FROM debian:bookworm-slim AS runtime
 # dnsmasq-base: the DHCP/TFTP/DNS server mayu supervises. ipxe only lends its
-# undionly.kpxe, ipxe.efi and snponly.efi to tftproot and is purged again. No git: mayu
+# undionly.kpxe, ipxe.efi and snponly.efi to tftproot and is purged again; the
+# Secure Boot chain's shimx64.efi and grubx64.efi are unpacked from Debian's
+# shim-signed and grub-efi-amd64-signed (not installed: their scripts would
+# set up this container's own boot). No git: mayu
 # commits to the cluster directory itself. No config: mayu refuses to start
 # without the one mounted at /etc/mayu/config.yaml, rather than provision
 # from an example. mayuctl lives once, in static_html (served to machines),
@@ -39,6 +42,12 @@ RUN apt-get update \
  && mkdir -p /usr/lib/mayu/tftproot /usr/lib/mayu/images /usr/lib/mayu/yochu /usr/lib/mayu/static_html /var/lib/mayu /etc/mayu \
  && cp /usr/lib/ipxe/undionly.kpxe /usr/lib/ipxe/ipxe.efi /usr/lib/ipxe/snponly.efi /usr/lib/mayu/tftproot/ \
  && apt-get purge -y --auto-remove ipxe \
+ && mkdir /tmp/secureboot && cd /tmp/secureboot \
+ && apt-get download shim-signed grub-efi-amd64-signed \
+ && for deb in ./*.deb; do dpkg-deb -x "$deb" .; done \
+ && cp usr/lib/shim/shimx64.efi.signed /usr/lib/mayu/tftproot/shimx64.efi \
+ && cp usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed /usr/lib/mayu/tftproot/grubx64.efi \
+ && cd / && rm -rf /tmp/secureboot \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log \
  && ln -s /usr/lib/mayu/static_html/mayuctl /usr/bin/mayuctl
 COPY --from=certs /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/

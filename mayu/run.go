@@ -24,6 +24,7 @@ import (
 	"mayu/pkg/config"
 	"mayu/pkg/discovery"
 	"mayu/pkg/dnsmasq"
+	"mayu/pkg/grubnet"
 	"mayu/pkg/host"
 	"mayu/pkg/machineauth"
 	"mayu/pkg/metrics"
@@ -40,6 +41,7 @@ type prepared struct {
 	site     provision.Site // what machines are told about mayu
 	renderer *render.Renderer
 	dnsmasq  *dnsmasq.Supervisor // nil with --no-dnsmasq
+	grub     *grubnet.Tree       // the Secure Boot chain's TFTP tree; nil unless secure_boot is set
 	tlsPin   string              // the pin of mayu's key; "" without TLS
 	tokens   *auth.Tokens        // nil with --no-admin-auth
 	metrics  *metrics.Metrics
@@ -97,16 +99,21 @@ func prepare(o options, log *slog.Logger) (*prepared, error) {
 			problems = append(problems, err.Error())
 		} else {
 			p.runDir, p.cleanup = runDir, cleanup
+			tftpRoot, secureBoot, err := secureBootChain(o, p, log)
+			if err != nil {
+				problems = append(problems, err.Error())
+			}
 			p.dnsmasq, err = dnsmasq.New(dnsmasq.Config{
 				Binary:     o.dnsmasqBinary,
 				Template:   o.dnsmasqTemplate,
 				RuntimeDir: runDir,
 				Network:    cfg.Network,
-				TFTPRoot:   o.tftpRoot,
+				TFTPRoot:   tftpRoot,
 				NoTLS:      o.noTLS,
 				HTTPPort:   o.httpPort,
 				BootPort:   o.bootHTTPPort,
 				Ignores:    func(h host.Host) bool { return provision.IgnoredByDHCP(cfg.Network, h) },
+				SecureBoot: secureBoot,
 				Logger:     log, // the package tags its lines component=dnsmasq
 				OnEvent:    func(e timeline.Event) { p.timeline.Publish(e) },
 			})
@@ -217,6 +224,12 @@ func run(parent context.Context, o options, log *slog.Logger) error {
 	if p.dnsmasq != nil {
 		// "started" means machines get DHCP and TFTP: wait until dnsmasq
 		// serves, and give up with its reason if it cannot.
+		if p.grub != nil {
+			if err := p.grub.Sync(prov.Hosts()); err != nil {
+				ln.Close()
+				return err
+			}
+		}
 		p.dnsmasq.Sync(prov.Hosts())
 		if err := p.dnsmasq.Start(ctx); err != nil {
 			ln.Close()
@@ -239,6 +252,13 @@ func run(parent context.Context, o options, log *slog.Logger) error {
 	if p.dnsmasq != nil {
 		sup := p.dnsmasq
 		st.Subscribe(func() { sup.Sync(prov.Hosts()) })
+		if grub := p.grub; grub != nil {
+			st.Subscribe(func() {
+				if err := grub.Sync(prov.Hosts()); err != nil {
+					log.Error("GRUB configuration of the Secure Boot chain not updated", "err", err)
+				}
+			})
+		}
 		g.Go(func() error { return sup.Run(gctx) })
 	}
 	g.Go(func() error { return reloadOnHangup(gctx, p, log) })

@@ -7,6 +7,11 @@ DIST_DIR  := dist/$(DIST_NAME)
 DIST_TAR  := dist/$(DIST_NAME).tar.gz
 # undionly.kpxe, ipxe.efi and snponly.efi come from Debian's ipxe package, not our tree.
 IPXE_DIR  ?= /usr/lib/ipxe
+# The Secure Boot chain: Debian's shim-signed (Microsoft-signed shim) and
+# grub-efi-amd64-signed (Debian-signed GRUB network image, under the name
+# shim loads: grubx64.efi).
+SHIM_EFI  ?= /usr/lib/shim/shimx64.efi.signed
+GRUB_EFI  ?= /usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed
 # Reproducible tarballs: every entry gets the time of the last commit.
 DIST_MTIME ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 BATS ?= bats
@@ -25,6 +30,9 @@ dist: build ## release tree dist/mayu.<version>-linux-amd64/ and its .tar.gz
 	@for f in $(IPXE_DIR)/undionly.kpxe $(IPXE_DIR)/ipxe.efi $(IPXE_DIR)/snponly.efi; do \
 	  [ -r "$$f" ] || { echo "make dist: $$f is missing: install Debian's ipxe package (apt-get install ipxe) or set IPXE_DIR" >&2; exit 1; }; \
 	done
+	@for f in $(SHIM_EFI) $(GRUB_EFI); do \
+	  [ -r "$$f" ] || { echo "make dist: $$f is missing: install Debian's shim-signed and grub-efi-amd64-signed (or set SHIM_EFI, GRUB_EFI)" >&2; exit 1; }; \
+	done
 	@for f in templates template_snippets config.yaml.example Dockerfile .dockerignore; do \
 	  [ -e "$$f" ] || { echo "make dist: $$f is missing from the tree" >&2; exit 1; }; \
 	done
@@ -33,6 +41,8 @@ dist: build ## release tree dist/mayu.<version>-linux-amd64/ and its .tar.gz
 	install -m 0755 bin/mayu bin/mayuctl $(DIST_DIR)/
 	install -m 0755 bin/mayuctl bin/infopusher $(DIST_DIR)/static_html/
 	install -m 0644 $(IPXE_DIR)/undionly.kpxe $(IPXE_DIR)/ipxe.efi $(IPXE_DIR)/snponly.efi $(DIST_DIR)/tftproot/
+	install -m 0644 $(SHIM_EFI) $(DIST_DIR)/tftproot/shimx64.efi
+	install -m 0644 $(GRUB_EFI) $(DIST_DIR)/tftproot/grubx64.efi
 	cp -R templates template_snippets $(DIST_DIR)/
 	install -m 0644 config.yaml.example Dockerfile .dockerignore VERSION $(DIST_DIR)/
 	install -m 0755 $(addprefix scripts/,$(DIST_EXEC_SCRIPTS)) $(DIST_DIR)/

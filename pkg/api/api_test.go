@@ -176,7 +176,7 @@ func TestWelcomeAndBootScript(t *testing.T) {
 	rec = e.do("GET", "/ipxebootscript", "")
 	assert.Equal(t, 200, rec.Code)
 	assert.Equal(t, "#!ipxe\n"+
-		"kernel http://192.168.2.2:4080/images/vmlinuz coreos.autologin maybe-install-coreos=stable console=ttyS0,115200n8 mayu=http://192.168.2.2:4080 next-script=http://192.168.2.2:4080/first-stage-script/__SERIAL__\n"+
+		"kernel http://192.168.2.2:4080/images/vmlinuz initrd=initrd.cpio.gz coreos.autologin maybe-install-coreos=stable console=ttyS0,115200n8 mayu=http://192.168.2.2:4080 next-script=http://192.168.2.2:4080/first-stage-script/__SERIAL__\n"+
 		"initrd http://192.168.2.2:4080/images/initrd.cpio.gz\n"+
 		"boot\n", rec.Body.String())
 

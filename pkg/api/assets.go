@@ -17,11 +17,13 @@ import (
 	"mayu/pkg/provision"
 )
 
-// The image files of one OS version, under images/<version>/.
+// The image files of one OS version, under images/<version>/: the PXE
+// kernel and initrd (exported for the Secure Boot chain's TFTP tree, which
+// links them), and the install image.
 const (
-	pxeKernel    = "coreos_production_pxe.vmlinuz"
-	pxeInitrd    = "coreos_production_pxe_image.cpio.gz"
-	installImage = "coreos_production_image.bin.bz2"
+	PXEKernelFile = "coreos_production_pxe.vmlinuz"
+	PXEInitrdFile = "coreos_production_pxe_image.cpio.gz"
+	installImage  = "coreos_production_image.bin.bz2"
 )
 
 // qemuFiles are the files served under /images/<serial>/qemu/.

@@ -238,7 +238,7 @@ func (s *Server) imageMissing(version string) bool {
 	if s.cfg.ImagesDir == "" {
 		return false
 	}
-	for _, name := range []string{pxeKernel, pxeInitrd, installImage} {
+	for _, name := range []string{PXEKernelFile, PXEInitrdFile, installImage} {
 		if fi, err := os.Stat(filepath.Join(s.cfg.ImagesDir, version, name)); err != nil || !fi.Mode().IsRegular() {
 			return true
 		}

@@ -28,6 +28,13 @@ func (s *Server) welcome(c echo.Context) error {
 
 // ipxeBootScript is what iPXE runs after its second DHCP: boot the PXE
 // kernel and initrd, which fetch the first-stage script for their serial.
+// initrd=initrd.cpio.gz names the initrd (iPXE names an image by the last
+// part of its URL) for a kernel that iPXE starts as an EFI program: its
+// EFI stub loads the initrd named there from iPXE's file system, and iPXE
+// builds without the initrd media protocol give it no other way (iPXE
+// manual, "kernel"/"initrd" commands; Linux,
+// Documentation/admin-guide/efi-stub.rst). In BIOS mode iPXE passes the
+// initrd itself and the kernel ignores the word.
 // With TLS the kernel command line carries mayu-pin=, the pin of mayu's
 // key, by which the PXE image checks mayu before it trusts anything from
 // it; the kernel and initrd come from the boot URL (plain HTTP when
@@ -58,13 +65,8 @@ func (s *Server) ipxeBootScript(c echo.Context) error {
 			return c.Blob(http.StatusOK, textPlain, []byte(localBootScript(h)))
 		}
 	}
-	pin := ""
-	if s.cfg.TLSPin != "" {
-		pin = " mayu-pin=" + s.cfg.TLSPin
-	}
 	script := "#!ipxe\n" +
-		"kernel " + boot + "/images/vmlinuz coreos.autologin maybe-install-coreos=stable console=ttyS0,115200n8 mayu=" + b +
-		" next-script=" + b + "/first-stage-script/__SERIAL__" + pin + "\n" +
+		"kernel " + boot + "/images/vmlinuz initrd=initrd.cpio.gz " + provision.InstallKernelArgs(b, s.cfg.TLSPin) + "\n" +
 		"initrd " + boot + "/images/initrd.cpio.gz\n" +
 		"boot\n"
 	return c.Blob(http.StatusOK, textPlain, []byte(script))

@@ -204,11 +204,11 @@ func (s *Server) routes() {
 	e.POST("/final-cloud-config.yaml", s.finalConfig(false))
 	e.POST("/final-ignition-config.json", s.finalConfig(true))
 
-	file("/images/vmlinuz", s.defaultImage(pxeKernel))
-	file("/images/initrd.cpio.gz", s.defaultImage(pxeInitrd))
+	file("/images/vmlinuz", s.defaultImage(PXEKernelFile))
+	file("/images/initrd.cpio.gz", s.defaultImage(PXEInitrdFile))
 	image := s.machineRoute(machineauth.Image)
-	file("/images/:serial/vmlinuz", s.hostImage(pxeKernel), image)
-	file("/images/:serial/initrd.cpio.gz", s.hostImage(pxeInitrd), image)
+	file("/images/:serial/vmlinuz", s.hostImage(PXEKernelFile), image)
+	file("/images/:serial/initrd.cpio.gz", s.hostImage(PXEInitrdFile), image)
 	file("/images/:serial/install_image.bin.bz2", s.hostImage(installImage), image)
 	file("/images/:serial/qemu/:file", s.qemuImage, image)
 	file("/yochu/*", s.dirFile(func() string { return s.cfg.YochuDir }))
@@ -255,7 +255,7 @@ func (s *Server) bootRoutes(e *echo.Echo) {
 	e.GET("/ipxebootscript", s.ipxeBootScript)
 	e.GET("/tftproot/:file", s.bootFile)
 	e.HEAD("/tftproot/:file", s.bootFile)
-	for path, name := range map[string]string{"/images/vmlinuz": pxeKernel, "/images/initrd.cpio.gz": pxeInitrd} {
+	for path, name := range map[string]string{"/images/vmlinuz": PXEKernelFile, "/images/initrd.cpio.gz": PXEInitrdFile} {
 		e.GET(path, s.defaultImage(name))
 		e.HEAD(path, s.defaultImage(name))
 	}

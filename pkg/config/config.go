@@ -77,6 +77,36 @@ type Network struct {
 	// unanswered; InstalledBootLocal answers them and the boot script tells
 	// iPXE to boot the local disk.
 	InstalledBoot string `yaml:"installed_boot"`
+	// SecureBoot sends every x86-64 UEFI PXE client (DHCP option 93 arch 7
+	// or 9) the Secure Boot chain instead of iPXE: ShimBootFile, which
+	// loads GRUBBootFile, which reads its configuration and the kernel over
+	// TFTP. Firmware does not tell DHCP whether Secure Boot is on, so this
+	// is configured, not detected; profiles[].secure_boot picks machines
+	// one by one instead.
+	SecureBoot bool `yaml:"secure_boot"`
+}
+
+// The Secure Boot chain's files in tftproot (Debian's shim-signed and
+// grub-efi-amd64-signed): the Microsoft-signed shim, and the
+// Debian-signed GRUB network image under the name shim loads next to
+// itself.
+const (
+	ShimBootFile = "shimx64.efi"
+	GRUBBootFile = "grubx64.efi"
+)
+
+// SecureBootAnywhere tells whether any machine may get the Secure Boot
+// chain: network.secure_boot or a profile's secure_boot.
+func (c *Config) SecureBootAnywhere() bool {
+	if c.Network.SecureBoot {
+		return true
+	}
+	for _, p := range c.Profiles {
+		if p.SecureBoot {
+			return true
+		}
+	}
+	return false
 }
 
 // The values of network.efi_boot_file: Debian's ipxe package ships both;
@@ -137,6 +167,11 @@ type Profile struct {
 	DisableEngine    bool     `yaml:"disable_engine"`
 	CoreOSVersion    string   `yaml:"coreos_version"`
 	EtcdClusterToken string   `yaml:"etcd_cluster_token"`
+	// SecureBoot gives the machines of this profile the Secure Boot chain
+	// (see Network.SecureBoot) from their next PXE boot on: DHCP knows a
+	// machine's profile only once it has registered, so a new machine
+	// needs network.secure_boot for its first boot.
+	SecureBoot bool `yaml:"secure_boot"`
 }
 
 // Load reads, decodes and validates the file at path.
@@ -285,6 +320,9 @@ func (c *Config) check(k *checker) *addrPlan {
 		k.add("network.installed_boot", "network.installed_boot %q is unknown (want one of %s)",
 			n.InstalledBoot, strings.Join(InstalledBoots, ", "))
 	}
+	if c.SecureBootAnywhere() && !n.PXE {
+		k.add("network.secure_boot", "secure_boot (network or profile) needs network.pxe: true: the chain is served over TFTP")
+	}
 	ips, ipsOK := k.ipRange(n.IPRange, "network.ip_range", true)
 	if !contains(NetworkModels, n.NetworkModel) {
 		k.add("network.network_model", "network.network_model %q is unknown (want one of %s)",
@@ -316,6 +354,9 @@ func (c *Config) check(k *checker) *addrPlan {
 		if p.EtcdClusterToken != "" && !discovery.ValidToken(p.EtcdClusterToken) {
 			k.add(path+".etcd_cluster_token", "%s.etcd_cluster_token %q is not a discovery token (letters, digits, '-' and '_', at most 128, first a letter or digit): it becomes a URL path element",
 				what, p.EtcdClusterToken)
+		}
+		if p.SecureBoot && n.ProxyDHCP {
+			k.add(path+".secure_boot", "%s.secure_boot is not supported with network.proxy_dhcp (the per-machine choice is a tag in dnsmasq's hosts file, not proven in proxyDHCP answers); use network.secure_boot", what)
 		}
 	}
 

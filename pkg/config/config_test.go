@@ -206,3 +206,32 @@ func envStrings(v interface{}) []string {
 	}
 	return out
 }
+
+func TestSecureBootOptions(t *testing.T) {
+	c, err := Parse([]byte(valid))
+	require.NoError(t, err)
+	assert.False(t, c.SecureBootAnywhere(), "off unless configured")
+
+	c, err = Parse([]byte(strings.Replace(valid, "  pxe: true", "  pxe: true\n  secure_boot: true", 1)))
+	require.NoError(t, err)
+	assert.True(t, c.Network.SecureBoot)
+	assert.True(t, c.SecureBootAnywhere())
+
+	c, err = Parse([]byte(strings.Replace(valid, "  - name: default", "  - name: default\n    secure_boot: true", 1)))
+	require.NoError(t, err)
+	p, ok := c.Profile("default")
+	require.True(t, ok)
+	assert.True(t, p.SecureBoot)
+	assert.True(t, c.SecureBootAnywhere())
+
+	// The chain is TFTP: no PXE, no Secure Boot.
+	_, err = Parse([]byte(strings.Replace(strings.Replace(valid, "  pxe: true", "  pxe: false", 1), "  - name: default", "  - name: default\n    secure_boot: true", 1)))
+	require.ErrorContains(t, err, "secure_boot (network or profile) needs network.pxe: true")
+
+	// Per profile in proxyDHCP mode is refused, the global switch is not.
+	proxy := strings.Replace(valid, "  pxe: true", "  pxe: true\n  proxy_dhcp: true", 1)
+	_, err = Parse([]byte(strings.Replace(proxy, "  - name: default", "  - name: default\n    secure_boot: true", 1)))
+	require.ErrorContains(t, err, "profiles[1].secure_boot is not supported with network.proxy_dhcp")
+	_, err = Parse([]byte(strings.Replace(proxy, "  pxe: true", "  pxe: true\n  secure_boot: true", 1)))
+	require.NoError(t, err)
+}

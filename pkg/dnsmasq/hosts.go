@@ -15,7 +15,15 @@ import (
 type hostSet struct {
 	Ignored []string
 	Static  []StaticHost
+	// SecureBoot are the MACs DHCP answers with the Secure Boot chain
+	// (Config.SecureBoot), none of them ignored.
+	SecureBoot []string
 }
+
+// SecureBootTag is the dnsmasq tag the hosts file sets for the MACs of
+// Config.SecureBoot; the shipped template gives x86-64 UEFI clients with
+// it the shim.
+const SecureBootTag = "secureboot"
 
 // computeHostSet derives ignored MACs (every MAC of a host that DHCP
 // ignores by the rule ignores, Config.Ignores) and static hosts (those
@@ -26,19 +34,24 @@ type hostSet struct {
 // bootstrap lease and move its address under the running installer.
 // Invalid MACs are returned separately so the caller can log them; they
 // never reach dnsmasq.
-func computeHostSet(hosts []host.Host, ignores func(host.Host) bool) (hostSet, []string) {
+func computeHostSet(hosts []host.Host, ignores, secureBoot func(host.Host) bool) (hostSet, []string) {
 	var set hostSet
 	var bad []string
 	ignored := map[string]bool{}
 	static := map[string]string{}
+	shim := map[string]bool{}
 	for _, h := range hosts {
 		ignore := ignores(h)
+		chain := !ignore && secureBoot != nil && secureBoot(h)
 		ip := h.InternalAddr.To4()
 		for _, m := range h.MacAddresses {
 			mac, err := host.NormalizeMAC(m)
 			if err != nil {
 				bad = append(bad, fmt.Sprintf("%s: %q", h.Serial, m))
 				continue
+			}
+			if chain {
+				shim[mac] = true
 			}
 			if !ignore {
 				continue
@@ -53,6 +66,12 @@ func computeHostSet(hosts []host.Host, ignores func(host.Host) bool) (hostSet, [
 		set.Ignored = append(set.Ignored, mac)
 	}
 	sort.Strings(set.Ignored)
+	for mac := range shim {
+		if !ignored[mac] { // a MAC two hosts claim: ignoring wins
+			set.SecureBoot = append(set.SecureBoot, mac)
+		}
+	}
+	sort.Strings(set.SecureBoot)
 	for mac, ip := range static {
 		set.Static = append(set.Static, StaticHost{IP: ip, MacAddr: mac})
 	}
@@ -61,8 +80,13 @@ func computeHostSet(hosts []host.Host, ignores func(host.Host) bool) (hostSet, [
 }
 
 func (a hostSet) equal(b hostSet) bool {
-	if len(a.Ignored) != len(b.Ignored) || len(a.Static) != len(b.Static) {
+	if len(a.Ignored) != len(b.Ignored) || len(a.Static) != len(b.Static) || len(a.SecureBoot) != len(b.SecureBoot) {
 		return false
+	}
+	for i := range a.SecureBoot {
+		if a.SecureBoot[i] != b.SecureBoot[i] {
+			return false
+		}
 	}
 	for i := range a.Ignored {
 		if a.Ignored[i] != b.Ignored[i] {
@@ -80,12 +104,16 @@ func (a hostSet) equal(b hostSet) bool {
 // renderHostsFile writes the --dhcp-hostsfile dnsmasq re-reads on SIGHUP:
 // "<mac>,ignore" for every ignored MAC, so an installed machine is not
 // answered at all and boots from its disk. Static hosts need no line: they
-// are ignored hosts.
+// are ignored hosts. "<mac>,set:secureboot" tags a machine whose profile
+// asks for the Secure Boot chain (dnsmasq manual, --dhcp-host set:<tag>).
 func renderHostsFile(set hostSet) []byte {
 	var b bytes.Buffer
 	b.WriteString("# Written by mayu from the host records; rewritten on every change. Do not edit.\n")
 	for _, mac := range set.Ignored {
 		fmt.Fprintf(&b, "%s,ignore\n", mac)
+	}
+	for _, mac := range set.SecureBoot {
+		fmt.Fprintf(&b, "%s,set:%s\n", mac, SecureBootTag)
 	}
 	return b.Bytes()
 }
@@ -98,7 +126,7 @@ func renderHostsFile(set hostSet) []byte {
 // .Network.IgnoredHosts or .StaticHosts, as Mayu 0.11 templates do), the
 // configuration is re-rendered and dnsmasq restarted instead.
 func (s *Supervisor) Sync(hosts []host.Host) {
-	set, bad := computeHostSet(hosts, s.cfg.Ignores)
+	set, bad := computeHostSet(hosts, s.cfg.Ignores, s.cfg.SecureBoot)
 	s.mu.Lock()
 	for _, b := range bad {
 		// Sync runs on every change of any host: say it once per MAC.

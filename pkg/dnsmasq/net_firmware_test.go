@@ -26,16 +26,21 @@ import (
 // serve starts the shipped template on the lab with network n (edited from
 // the lab's PXE network) and hosts, and runs the supervisor until the test
 // ends. HTTP port 4080 without TLS: the URLs below say so.
-func (l *lab) serve(t *testing.T, edit func(n *config.Network), ignores func(host.Host) bool, hosts []host.Host) *Supervisor {
+// opts edit the supervisor's Config (a SecureBoot rule).
+func (l *lab) serve(t *testing.T, edit func(n *config.Network), ignores func(host.Host) bool, hosts []host.Host, opts ...func(*Config)) *Supervisor {
 	t.Helper()
 	n := l.Network(true)
 	edit(&n)
 	sink := &logSink{}
-	s, err := New(Config{
+	cfg := Config{
 		Binary: l.wrapper, Template: shippedTemplate, RuntimeDir: filepath.Join(l.Dir, "run"),
 		Network: n, TFTPRoot: l.TFTPRoot, NoTLS: true, HTTPPort: 4080, Ignores: ignores,
 		Logger: slog.New(sink), RestartBackoff: 100 * time.Millisecond, StopTimeout: 5 * time.Second,
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	s, err := New(cfg)
 	require.NoError(t, err)
 	s.sys = nsSys{ns: l.Prov}
 	require.NoError(t, s.Check(), "the real dnsmasq rejects the rendered configuration")
@@ -254,7 +259,7 @@ func mustMAC(t *testing.T, s string) net.HardwareAddr {
 func TestNetBootLoadersOverTFTP(t *testing.T) {
 	l := newLab(t)
 	l.serve(t, func(*config.Network) {}, nil, nil)
-	for _, name := range netlab.BootFiles {
+	for _, name := range append(append([]string{}, netlab.BootFiles...), netlab.SecureBootFiles...) {
 		got := filepath.Join(l.Dir, name+".tftp")
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		out, err := exec.CommandContext(ctx, "ip", "netns", "exec", l.Cli, "busybox", "tftp", "-g", "-b", "1468",
@@ -263,4 +268,63 @@ func TestNetBootLoadersOverTFTP(t *testing.T) {
 		require.NoError(t, err, "tftp %s: %s", name, out)
 		assert.Equal(t, netlab.SHA256(t, filepath.Join(l.TFTPRoot, name)), netlab.SHA256(t, got), name)
 	}
+}
+
+// TestNetSecureBoot: the Secure Boot chain's shim goes to x86-64 UEFI PXE
+// clients whose host's profile asks for it (a hosts-file tag), or to every
+// one with network.secure_boot; BIOS, HTTP boot and iPXE clients keep
+// their answers. Firmware does not say whether Secure Boot is on, so the
+// choice is mayu's configuration, and this is all DHCP can show of it.
+func TestNetSecureBoot(t *testing.T) {
+	hosts := []host.Host{{Serial: "m1", Profile: "secure", State: host.Installing, MacAddresses: []string{netlab.MacMachine}}}
+	byProfile := func(c *Config) {
+		c.SecureBoot = func(h host.Host) bool { return h.Profile == "secure" }
+	}
+	t.Run("per profile", func(t *testing.T) {
+		l := newLab(t)
+		s := l.serve(t, func(*config.Network) {}, nil, hosts, byProfile)
+		_, hostsPath, _ := s.Paths()
+		require.Eventually(t, func() bool {
+			b, err := os.ReadFile(hostsPath)
+			return err == nil && strings.Contains(string(b), netlab.MacMachine+",set:secureboot")
+		}, 10*time.Second, 20*time.Millisecond, "hosts file")
+		for _, tt := range []struct {
+			name, iface string
+			fw          netlab.Firmware
+			want        string
+		}{
+			{"tagged UEFI arch 7", "c1", netlab.FwEFI7, config.ShimBootFile},
+			{"tagged UEFI arch 9", "c1", netlab.FwEFI9, config.ShimBootFile},
+			{"tagged BIOS", "c1", netlab.FwBIOS, "undionly.kpxe"},
+			{"tagged iPXE", "c1", netlab.FwIPXEEFI, bootScript},
+			{"bystander UEFI", "c2", netlab.FwEFI7, "ipxe.efi"},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				o := l.Discover(t, tt.iface, tt.fw, 10)
+				require.NotNil(t, o, "no OFFER")
+				t.Logf("answer: %s", netlab.Describe(o))
+				assert.Equal(t, tt.want, o.BootFileName)
+			})
+		}
+	})
+	t.Run("network.secure_boot", func(t *testing.T) {
+		l := newLab(t)
+		l.serve(t, func(n *config.Network) { n.SecureBoot = true }, nil, nil)
+		for _, tt := range []struct {
+			name string
+			fw   netlab.Firmware
+			want string
+		}{
+			{"UEFI arch 7", netlab.FwEFI7, config.ShimBootFile},
+			{"BIOS", netlab.FwBIOS, "undionly.kpxe"},
+			{"HTTP boot stays on iPXE", netlab.FwHTTPBoot, httpBoot + "ipxe.efi"},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				o := l.Discover(t, "c2", tt.fw, 10)
+				require.NotNil(t, o, "no OFFER")
+				t.Logf("answer: %s", netlab.Describe(o))
+				assert.Equal(t, tt.want, o.BootFileName)
+			})
+		}
+	})
 }

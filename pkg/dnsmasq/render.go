@@ -65,9 +65,18 @@ type GlobalContext struct {
 	// BIOSBootFile is the iPXE binary for BIOS PXE ROMs (client
 	// architecture 0, RFC 4578), served from TFTPRoot: undionly.kpxe.
 	BIOSBootFile string
-	// EFIBootFile is the iPXE binary for x86-64 UEFI firmware (client
-	// architecture 7 and 9), served from TFTPRoot: network.efi_boot_file.
+	// EFIBootFile is the boot loader for x86-64 UEFI firmware (client
+	// architecture 7 and 9), served from TFTPRoot: the iPXE binary
+	// network.efi_boot_file, or with network.secure_boot ShimBootFile.
 	EFIBootFile string
+	// ShimBootFile is the first stage of the Secure Boot chain,
+	// config.ShimBootFile, for clients tagged SecureBootTag.
+	ShimBootFile string
+	// SecureBootTag is the tag the hosts file sets for machines whose
+	// profile asks for the Secure Boot chain; empty when no rule picks
+	// machines (Config.SecureBoot is nil), so that a tftproot without the
+	// shim stays valid.
+	SecureBootTag string
 	// HTTPBootURL is EFIBootFile over HTTP, the boot file of UEFI HTTP
 	// boot clients (vendor class "HTTPClient", architecture 16):
 	// <boot base>/tftproot/<EFIBootFile>, where the boot base is
@@ -123,6 +132,11 @@ func (s *Supervisor) global(n config.Network) GlobalContext {
 	if efiFile == "" {
 		efiFile = config.DefaultEFIBootFile
 	}
+	// UEFI HTTP boot stays on iPXE: Debian's signed GRUB reads no HTTP.
+	httpFile := efiFile
+	if n.SecureBoot {
+		efiFile = config.ShimBootFile
+	}
 	pxeFile := BIOSBootFile
 	if n.UEFI {
 		pxeFile = efiFile
@@ -144,9 +158,18 @@ func (s *Supervisor) global(n config.Network) GlobalContext {
 		BootScriptURL: bootBase + "/ipxebootscript",
 		BIOSBootFile:  BIOSBootFile,
 		EFIBootFile:   efiFile,
-		HTTPBootURL:   bootBase + BootFilePath + efiFile,
+		ShimBootFile:  config.ShimBootFile,
+		SecureBootTag: s.secureBootTag(),
+		HTTPBootURL:   bootBase + BootFilePath + httpFile,
 		Limits:        Size(n),
 	}
+}
+
+func (s *Supervisor) secureBootTag() string {
+	if s.cfg.SecureBoot == nil {
+		return ""
+	}
+	return SecureBootTag
 }
 
 // BootFilePath is the HTTP path under which mayu serves BootFiles from

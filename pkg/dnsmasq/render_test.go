@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -46,6 +47,10 @@ func TestRenderShippedTemplate(t *testing.T) {
 	proxy.BootstrapRange = config.IPRange{}
 	snp := seedNetwork()
 	snp.EFIBootFile = config.SNPOnlyEFIBootFile
+	secure := seedNetwork()
+	secure.SecureBoot = true
+	secureProxy := proxy
+	secureProxy.SecureBoot = true
 	tests := []struct {
 		name    string
 		network config.Network
@@ -57,6 +62,9 @@ func TestRenderShippedTemplate(t *testing.T) {
 		{"pxe-uefi", uefi, true, 4080},
 		{"pxe-proxy", proxy, true, 4080},
 		{"pxe-snponly", snp, true, 4080},
+		{"pxe-secureboot", secure, true, 4080},
+		{"pxe-proxy-secureboot", secureProxy, true, 4080},
+		{"pxe-secureboot-by-profile", seedNetwork(), true, 4080},
 		{"nopxe", noPXE, true, 4080},
 		{"norouter-nodns", noRouter, true, 4080},
 	}
@@ -65,6 +73,7 @@ func TestRenderShippedTemplate(t *testing.T) {
 			s, err := New(Config{
 				Binary: "/usr/sbin/dnsmasq", Template: shippedTemplate, RuntimeDir: t.TempDir(),
 				Network: tt.network, TFTPRoot: "/usr/lib/mayu/tftproot", NoTLS: tt.noTLS, HTTPPort: tt.port,
+				SecureBoot: secureBootRule(tt.name),
 			})
 			require.NoError(t, err)
 			// Host state must not show in the shipped template's output:
@@ -81,6 +90,15 @@ func TestRenderShippedTemplate(t *testing.T) {
 	}
 }
 
+// secureBootRule is a profile-based rule for the test cases named
+// "...-by-profile", nil (no profile asks) for the others.
+func secureBootRule(name string) func(host.Host) bool {
+	if !strings.HasSuffix(name, "-by-profile") {
+		return nil
+	}
+	return func(h host.Host) bool { return h.Profile == "secure" }
+}
+
 // TestShippedTemplateAcceptedByDnsmasq runs dnsmasq --test (no root needed)
 // on every rendering of the shipped template.
 func TestShippedTemplateAcceptedByDnsmasq(t *testing.T) {
@@ -92,10 +110,13 @@ func TestShippedTemplateAcceptedByDnsmasq(t *testing.T) {
 	proxy := seedNetwork()
 	proxy.ProxyDHCP = true
 	proxy.BootstrapRange = config.IPRange{}
-	for name, n := range map[string]config.Network{"pxe": seedNetwork(), "nopxe": noPXE, "uefi": uefi, "proxy": proxy} {
+	secure := proxy
+	secure.SecureBoot = true
+	for name, n := range map[string]config.Network{"pxe": seedNetwork(), "nopxe": noPXE, "uefi": uefi, "proxy": proxy,
+		"proxy-secureboot": secure, "secureboot-by-profile": seedNetwork()} {
 		t.Run(name, func(t *testing.T) {
 			s, err := New(Config{Binary: bin, Template: shippedTemplate, RuntimeDir: t.TempDir(),
-				Network: n, TFTPRoot: "/srv/tftproot", HTTPPort: 4080})
+				Network: n, TFTPRoot: "/srv/tftproot", HTTPPort: 4080, SecureBoot: secureBootRule(name)})
 			require.NoError(t, err)
 			require.NoError(t, s.Check())
 		})
@@ -156,7 +177,7 @@ func TestComputeHostSet(t *testing.T) {
 		{Serial: "fresh", State: host.Configured},
 		{Serial: "broken", State: host.Installed, MacAddresses: []string{"not-a-mac"}},
 	}
-	set, bad := computeHostSet(hosts, func(h host.Host) bool { return h.State.IgnoredByDHCP() })
+	set, bad := computeHostSet(hosts, func(h host.Host) bool { return h.State.IgnoredByDHCP() }, nil)
 	assert.Equal(t, []string{"00:11:22:33:44:01", "00:11:22:33:44:02", "00:11:22:33:44:03"}, set.Ignored)
 	// Only installed/running hosts are static: a configured host's address
 	// must not appear as a dhcp-host line (see computeHostSet).
@@ -169,10 +190,33 @@ func TestComputeHostSet(t *testing.T) {
 
 	// The rule is the caller's (network.installed_boot: local ignores no
 	// one): nothing ignored, nothing static, bad MACs still reported.
-	set, bad = computeHostSet(hosts, func(host.Host) bool { return false })
+	set, bad = computeHostSet(hosts, func(host.Host) bool { return false }, nil)
 	assert.Empty(t, set.Ignored)
 	assert.Empty(t, set.Static)
+	assert.Empty(t, set.SecureBoot)
 	assert.Equal(t, []string{`broken: "not-a-mac"`}, bad)
+}
+
+// TestComputeHostSetSecureBoot: hosts the rule picks are tagged for the
+// shim, unless DHCP ignores them (they then get no answer at all).
+func TestComputeHostSetSecureBoot(t *testing.T) {
+	hosts := []host.Host{
+		{Serial: "sb-installing", Profile: "sb", State: host.Installing, MacAddresses: []string{"00:11:22:33:44:05"}},
+		{Serial: "sb-running", Profile: "sb", State: host.Running, MacAddresses: []string{"00:11:22:33:44:06"}},
+		{Serial: "plain", Profile: "default", State: host.Configured, MacAddresses: []string{"00:11:22:33:44:07"}},
+	}
+	sb := func(h host.Host) bool { return h.Profile == "sb" }
+	set, bad := computeHostSet(hosts, func(h host.Host) bool { return h.State.IgnoredByDHCP() }, sb)
+	assert.Empty(t, bad)
+	assert.Equal(t, []string{"00:11:22:33:44:06"}, set.Ignored)
+	assert.Equal(t, []string{"00:11:22:33:44:05"}, set.SecureBoot)
+	assert.Equal(t, "# Written by mayu from the host records; rewritten on every change. Do not edit.\n"+
+		"00:11:22:33:44:06,ignore\n00:11:22:33:44:05,set:secureboot\n", string(renderHostsFile(set)))
+
+	// installed_boot local: the running machine is answered, with the shim.
+	set, _ = computeHostSet(hosts, func(host.Host) bool { return false }, sb)
+	assert.Equal(t, []string{"00:11:22:33:44:05", "00:11:22:33:44:06"}, set.SecureBoot)
+	assert.False(t, set.equal(hostSet{Ignored: set.Ignored, Static: set.Static}), "a change of tags is a change")
 }
 
 // TestLegacyTemplateSeesHosts: a Mayu 0.11 template that ranges over the

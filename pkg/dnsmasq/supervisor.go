@@ -105,6 +105,12 @@ type Config struct {
 	// it (provision.IgnoredByDHCP). Nil is host.State.IgnoredByDHCP,
 	// Mayu 0.11's rule.
 	Ignores func(host.Host) bool
+	// SecureBoot is the rule of which hosts get the Secure Boot chain
+	// (provision.SecureBoot): their MACs go into the hosts file as
+	// "<mac>,set:secureboot", and an x86-64 UEFI PXE client with that tag
+	// is given ShimBootFile instead of the iPXE binary. Nil gives nobody the
+	// chain by MAC (network.secure_boot still gives it to every client).
+	SecureBoot func(host.Host) bool
 	// Logger receives the supervisor's messages and every line dnsmasq
 	// prints, all with component=dnsmasq. Nil discards.
 	Logger *slog.Logger

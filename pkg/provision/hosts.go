@@ -100,7 +100,7 @@ func (p *Provisioner) LocalBoot(mac string) (host.Host, bool, error) {
 		return host.Host{}, false, nil
 	}
 	h, ok := p.HostByMAC(norm)
-	if !ok || !h.State.IgnoredByDHCP() {
+	if !ok || !BootsLocally(p.cfg.Network, h) {
 		return host.Host{}, false, nil
 	}
 	return h, true, nil

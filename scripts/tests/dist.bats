@@ -40,7 +40,7 @@ teardown() {
     templates/dnsmasq_template.conf templates/first_stage_script.sh templates/first_stage_cloudconfig.yaml \
     templates/last_stage_cloudconfig.yaml templates/ignition/gs_install.yaml \
     template_snippets/cloudconfig template_snippets/ignition \
-    tftproot/undionly.kpxe tftproot/ipxe.efi tftproot/snponly.efi \
+    tftproot/undionly.kpxe tftproot/ipxe.efi tftproot/snponly.efi tftproot/shimx64.efi tftproot/grubx64.efi \
     static_html/mayuctl static_html/infopusher \
     contrib/systemd/mayu.service contrib/systemd/mayu-native.service contrib/mayu.init contrib/docker/healthcheck; do
     [ -e "$REL/$f" ] || {
@@ -58,6 +58,8 @@ teardown() {
   cmp "$REL/tftproot/undionly.kpxe" /usr/lib/ipxe/undionly.kpxe
   cmp "$REL/tftproot/ipxe.efi" /usr/lib/ipxe/ipxe.efi
   cmp "$REL/tftproot/snponly.efi" /usr/lib/ipxe/snponly.efi
+  cmp "$REL/tftproot/shimx64.efi" /usr/lib/shim/shimx64.efi.signed
+  cmp "$REL/tftproot/grubx64.efi" /usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed
   cmp "$REL/static_html/mayuctl" "$REL/mayuctl"
 }
 

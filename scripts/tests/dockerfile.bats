@@ -160,6 +160,9 @@ stages() {
   instructions | grep -P '^certs\tRUN ' | grep -qF 'apt-get install -y --no-install-recommends ca-certificates'
   copies runtime | grep -qxP 'certs\t/etc/ssl/certs/ca-certificates.crt\t/etc/ssl/certs/'
   instructions | grep -qF 'cp /usr/lib/ipxe/undionly.kpxe /usr/lib/ipxe/ipxe.efi /usr/lib/ipxe/snponly.efi /usr/lib/mayu/tftproot/'
+  instructions | grep -qF 'apt-get download shim-signed grub-efi-amd64-signed'
+  instructions | grep -qF 'cp usr/lib/shim/shimx64.efi.signed /usr/lib/mayu/tftproot/shimx64.efi'
+  instructions | grep -qF 'cp usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed /usr/lib/mayu/tftproot/grubx64.efi'
   # A config at the wrong path must not be hidden by one in the image.
   run ! grep -E '^COPY .*[[:space:]]/etc/mayu/' "$DOCKERFILE"
   [ "$(json_instruction VOLUME | tr '\n' ' ')" = "/var/lib/mayu /usr/lib/mayu/images /usr/lib/mayu/yochu " ]
@@ -197,6 +200,8 @@ image_root() {
   local root=$1 from src dest
   mkdir -p "$root/usr/lib/mayu/tftproot" "$root/usr/bin" "$root/var/lib/mayu" "$root/etc/mayu"
   cp /usr/lib/ipxe/undionly.kpxe /usr/lib/ipxe/ipxe.efi /usr/lib/ipxe/snponly.efi "$root/usr/lib/mayu/tftproot/"
+  cp /usr/lib/shim/shimx64.efi.signed "$root/usr/lib/mayu/tftproot/shimx64.efi"
+  cp /usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed "$root/usr/lib/mayu/tftproot/grubx64.efi"
   instructions | grep -P '^runtime\tRUN ' | grep -qF 'ln -s /usr/lib/mayu/static_html/mayuctl /usr/bin/mayuctl'
   ln -s "$root/usr/lib/mayu/static_html/mayuctl" "$root/usr/bin/mayuctl"
   while IFS=$'\t' read -r from src dest; do

@@ -48,8 +48,14 @@ const (
 )
 
 // BootFiles are the boot loaders of the repository's tftproot (Debian's
-// ipxe package) that a lab's TFTPRoot holds.
+// ipxe package) that a lab's TFTPRoot holds; mayu serves them over HTTP
+// too.
 var BootFiles = []string{"undionly.kpxe", "ipxe.efi", "snponly.efi"}
+
+// SecureBootFiles are the Secure Boot chain's loaders of the repository's
+// tftproot (Debian's shim-signed and grub-efi-amd64-signed), which a lab's
+// TFTPRoot holds too; they are served over TFTP only.
+var SecureBootFiles = []string{"shimx64.efi", "grubx64.efi"}
 
 // Lab is a provisioning segment: namespace Prov with bridge br0 at
 // ProvAddr/24, namespace Cli with veths on that bridge: c0 (static
@@ -59,7 +65,7 @@ type Lab struct {
 	Prov     string // provisioning namespace
 	Cli      string // client namespace
 	Dir      string // the lab's scratch directory
-	TFTPRoot string // Dir/tftproot, holding the repository's BootFiles
+	TFTPRoot string // Dir/tftproot, holding the repository's BootFiles and SecureBootFiles
 	script   string // udhcpc script that records the lease
 }
 
@@ -97,7 +103,7 @@ func New(t *testing.T) *Lab {
 
 	l.TFTPRoot = filepath.Join(l.Dir, "tftproot")
 	require.NoError(t, os.MkdirAll(l.TFTPRoot, 0o755))
-	for _, f := range BootFiles {
+	for _, f := range append(append([]string{}, BootFiles...), SecureBootFiles...) {
 		b, err := os.ReadFile(proctest.RepoPath(t, "tftproot", f))
 		require.NoError(t, err)
 		require.NoError(t, os.WriteFile(filepath.Join(l.TFTPRoot, f), b, 0o644))
