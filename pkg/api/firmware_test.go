@@ -66,7 +66,7 @@ func TestLocalBootScript(t *testing.T) {
 	want := "#!ipxe\n" +
 		"echo mayu: " + s + " is installed: booting from the local disk (network.installed_boot: local)\n" +
 		"iseq ${platform} pcbios && sanboot --no-describe --drive 0x80 ||\n" +
-		"exit\n"
+		"exit 1\n"
 	for _, mac := range []string{"08:00:27:8e:15:8a", "08-00-27-8E-15-8B"} {
 		assert.Equal(t, want, e.do("GET", "/ipxebootscript?mac="+mac, "").Body.String(), mac)
 	}

@@ -75,14 +75,18 @@ func (s *Server) ipxeBootScript(c echo.Context) error {
 // localBootScript sends iPXE to the machine's local disk (iPXE manual:
 // sanboot, exit; the ${platform} setting is "pcbios" or "efi"). Under a
 // BIOS, sanboot boots the first hard disk (0x80) through INT 13h without
-// describing it as a SAN disk; under UEFI, exit returns to the firmware,
-// which goes on with its next boot entry, the installed system's. If the
-// BIOS sanboot fails, exit hands over to the BIOS boot order the same way.
+// describing it as a SAN disk; under UEFI, exit 1 returns to the firmware
+// with a failure, so that it goes on with its next boot entry, the
+// installed system's: a boot entry that returns success ends the boot
+// order and the firmware shows its boot menu instead (UEFI specification
+// 2.10, 3.1.1 "Boot Manager Programming"; seen with OVMF in the sandbox).
+// If the BIOS sanboot fails, exit hands over to the BIOS boot order the
+// same way.
 func localBootScript(h host.Host) string {
 	return "#!ipxe\n" +
 		"echo mayu: " + h.Serial + " is " + string(h.State) + ": booting from the local disk (network.installed_boot: local)\n" +
 		"iseq ${platform} pcbios && sanboot --no-describe --drive 0x80 ||\n" +
-		"exit\n"
+		"exit 1\n"
 }
 
 // firstStageScript registers the machine on first sight and answers its
