@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -14,13 +15,32 @@ import (
 )
 
 // listHosts answers the JSON array of every record, as text/plain like
-// Mayu 0.11 (see textPlain).
+// Mayu 0.11 (see textPlain). The array is written host by host, the same
+// bytes json.Marshal gives for it: at 10,000 hosts the answer is 3.7 MB,
+// and encoding it whole held that twice over per request on top of the
+// records' copy.
 func (s *Server) listHosts(c echo.Context) error {
-	b, err := json.Marshal(s.prov.Hosts())
-	if err != nil {
-		return err
+	hosts := s.prov.Hosts()
+	// A record has only strings, numbers, times and lists of them, which
+	// always encode; were one to fail after the status went out, the
+	// answer ends there, not valid JSON, and the error is logged.
+	res := c.Response()
+	res.Header().Set(echo.HeaderContentType, textPlain)
+	res.WriteHeader(http.StatusOK)
+	w := bufio.NewWriterSize(res, 64<<10)
+	w.WriteByte('[')
+	for i := range hosts {
+		if i > 0 {
+			w.WriteByte(',')
+		}
+		b, err := json.Marshal(&hosts[i])
+		if err != nil {
+			return err
+		}
+		w.Write(b)
 	}
-	return c.Blob(http.StatusOK, textPlain, append(b, '\n'))
+	w.WriteString("]\n")
+	return w.Flush()
 }
 
 // pool answers provision.Pool as JSON: the addresses of ip_range left,

@@ -534,3 +534,31 @@ func TestUnreachableStoreIs503(t *testing.T) {
 	_, err = mem.Get("new")
 	assert.ErrorIs(t, err, store.ErrNotFound)
 }
+
+// GET /admin/hosts is written host by host; its bytes are still exactly
+// json.Marshal's of the list, with the final newline, for none, one and
+// several hosts.
+func TestListHostsIsTheMarshalledListByteForByte(t *testing.T) {
+	e := newEnvWithRange(t, "192.168.2.90")
+	check := func(n int) {
+		t.Helper()
+		rec := e.do("GET", "/admin/hosts", "")
+		require.Equal(t, 200, rec.Code)
+		assert.Equal(t, textPlain, rec.Header().Get("Content-Type"))
+		list := e.store.List()
+		if list == nil {
+			list = []host.Host{}
+		}
+		require.Len(t, list, n)
+		want, err := json.Marshal(list)
+		require.NoError(t, err)
+		assert.Equal(t, string(want)+"\n", rec.Body.String())
+	}
+	check(0)
+	require.Equal(t, 200, e.do("GET", "/first-stage-script/m1", "").Code)
+	check(1)
+	for _, s := range []string{"m3", "m2", "m4"} {
+		require.Equal(t, 200, e.do("GET", "/first-stage-script/"+s, "").Code)
+	}
+	check(4)
+}
