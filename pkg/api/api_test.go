@@ -535,9 +535,9 @@ func TestUnreachableStoreIs503(t *testing.T) {
 	assert.ErrorIs(t, err, store.ErrNotFound)
 }
 
-// GET /admin/hosts is written host by host; its bytes are still exactly
-// json.Marshal's of the list, with the final newline, for none, one and
-// several hosts.
+// GET /admin/hosts is written in batches; its bytes are still exactly
+// json.Marshal's of the list, with the final newline, for none, one,
+// several hosts and more than a batch.
 func TestListHostsIsTheMarshalledListByteForByte(t *testing.T) {
 	e := newEnvWithRange(t, "192.168.2.90")
 	check := func(n int) {
@@ -561,4 +561,12 @@ func TestListHostsIsTheMarshalledListByteForByte(t *testing.T) {
 		require.Equal(t, 200, e.do("GET", "/first-stage-script/"+s, "").Code)
 	}
 	check(4)
+	for i := 0; i < 2*listBatch; i++ {
+		_, err := e.store.Create(fmt.Sprintf("batch-%04d", i), store.Step{Message: "host created", Apply: func(h *host.Host) error {
+			h.MacAddresses = []string{fmt.Sprintf("52:54:00:00:%02x:%02x", i>>8, i&0xff)}
+			return nil
+		}})
+		require.NoError(t, err)
+	}
+	check(4 + 2*listBatch)
 }
