@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -27,6 +28,7 @@ import (
 	"mayu/pkg/grubnet"
 	"mayu/pkg/host"
 	"mayu/pkg/machineauth"
+	"mayu/pkg/memlimit"
 	"mayu/pkg/metrics"
 	"mayu/pkg/provision"
 	"mayu/pkg/render"
@@ -240,6 +242,8 @@ func run(parent context.Context, o options, log *slog.Logger) error {
 			return err
 		}
 	}
+	mem := &memlimit.Tuner{}
+	logMemoryLimit(log, mem.Start())
 	log.Info("mayu started", "version", version, "listen", ln.Addr().String(), "base_url", prov.BaseURL(),
 		"store", o.store.describe(o.clusterDir), "cluster_directory", o.clusterDir, "git", !o.noGit, "ignition", o.useIgnition, "dnsmasq", p.dnsmasq != nil)
 
@@ -262,6 +266,7 @@ func run(parent context.Context, o options, log *slog.Logger) error {
 		g.Go(func() error { return sup.Run(gctx) })
 	}
 	g.Go(func() error { return reloadOnHangup(gctx, p, log) })
+	g.Go(func() error { return mem.Run(gctx) })
 	if auditor != nil {
 		g.Go(func() error { return gitaudit.Run(gctx, *auditor) })
 	}
@@ -271,6 +276,23 @@ func run(parent context.Context, o options, log *slog.Logger) error {
 		return err
 	}
 	return nil
+}
+
+// logMemoryLimit says which soft memory limit the Go runtime keeps:
+// GOMEMLIMIT's, or the one memlimit derives from the live heap (the store
+// loaded) and follows as the fleet grows.
+func logMemoryLimit(log *slog.Logger, st memlimit.State) {
+	const mib = 1 << 20
+	if st.FromEnv {
+		if st.Limit == math.MaxInt64 {
+			log.Info("memory limit: none (GOMEMLIMIT=off)")
+			return
+		}
+		log.Info("memory limit from GOMEMLIMIT", "limit_mib", st.Limit/mib)
+		return
+	}
+	log.Info("memory limit follows the live heap (set GOMEMLIMIT to fix one)", "limit_mib", st.Limit/mib,
+		"live_heap_mib", st.LiveHeap/mib, "factor", memlimit.DefaultFactor, "headroom_mib", memlimit.DefaultHeadroom/mib)
 }
 
 // newProvisioner builds the etcd discovery service the flags ask for and

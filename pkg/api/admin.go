@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -14,14 +15,36 @@ import (
 )
 
 // listHosts answers the JSON array of every record, as text/plain like
-// Mayu 0.11 (see textPlain).
+// Mayu 0.11 (see textPlain). The array is encoded listBatch records at a
+// time, the same bytes json.Marshal gives for the whole: at 10,000 hosts
+// the answer is 3.7 MB, and encoding it whole held that twice over per
+// request on top of the records' copy.
 func (s *Server) listHosts(c echo.Context) error {
-	b, err := json.Marshal(s.prov.Hosts())
-	if err != nil {
-		return err
+	hosts := s.prov.Hosts()
+	// A record has only strings, numbers, times and lists of them, which
+	// always encode; were one to fail after the status went out, the
+	// answer ends there, not valid JSON, and the error is logged.
+	res := c.Response()
+	res.Header().Set(echo.HeaderContentType, textPlain)
+	res.WriteHeader(http.StatusOK)
+	w := bufio.NewWriterSize(res, 64<<10)
+	w.WriteByte('[')
+	for i := 0; i < len(hosts); i += listBatch {
+		b, err := json.Marshal(hosts[i:min(i+listBatch, len(hosts))])
+		if err != nil {
+			return err
+		}
+		if i > 0 {
+			w.WriteByte(',')
+		}
+		w.Write(b[1 : len(b)-1]) // without the batch's brackets
 	}
-	return c.Blob(http.StatusOK, textPlain, append(b, '\n'))
+	w.WriteString("]\n")
+	return w.Flush()
 }
+
+// listBatch is how many records listHosts encodes at once (~90 KB).
+const listBatch = 256
 
 // pool answers provision.Pool as JSON: the addresses of ip_range left,
 // each profile's free slots and the machines by state and profile (the

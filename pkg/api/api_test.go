@@ -534,3 +534,39 @@ func TestUnreachableStoreIs503(t *testing.T) {
 	_, err = mem.Get("new")
 	assert.ErrorIs(t, err, store.ErrNotFound)
 }
+
+// GET /admin/hosts is written in batches; its bytes are still exactly
+// json.Marshal's of the list, with the final newline, for none, one,
+// several hosts and more than a batch.
+func TestListHostsIsTheMarshalledListByteForByte(t *testing.T) {
+	e := newEnvWithRange(t, "192.168.2.90")
+	check := func(n int) {
+		t.Helper()
+		rec := e.do("GET", "/admin/hosts", "")
+		require.Equal(t, 200, rec.Code)
+		assert.Equal(t, textPlain, rec.Header().Get("Content-Type"))
+		list := e.store.List()
+		if list == nil {
+			list = []host.Host{}
+		}
+		require.Len(t, list, n)
+		want, err := json.Marshal(list)
+		require.NoError(t, err)
+		assert.Equal(t, string(want)+"\n", rec.Body.String())
+	}
+	check(0)
+	require.Equal(t, 200, e.do("GET", "/first-stage-script/m1", "").Code)
+	check(1)
+	for _, s := range []string{"m3", "m2", "m4"} {
+		require.Equal(t, 200, e.do("GET", "/first-stage-script/"+s, "").Code)
+	}
+	check(4)
+	for i := 0; i < 2*listBatch; i++ {
+		_, err := e.store.Create(fmt.Sprintf("batch-%04d", i), store.Step{Message: "host created", Apply: func(h *host.Host) error {
+			h.MacAddresses = []string{fmt.Sprintf("52:54:00:00:%02x:%02x", i>>8, i&0xff)}
+			return nil
+		}})
+		require.NoError(t, err)
+	}
+	check(4 + 2*listBatch)
+}

@@ -4,12 +4,15 @@ import (
 	"sort"
 	"sync"
 	"time"
+	"unsafe"
 )
 
 // Defaults of Config, chosen so a cluster of a few thousand machines keeps
-// a whole boot per machine in a few tens of megabytes at most (an event is
-// about 300 bytes; rings grow only as events arrive).
+// a whole boot per machine (an event is about 300 bytes; rings grow only
+// as events arrive) and no fleet makes the timeline hold more than
+// DefaultMaxBytes: 4,096 full host rings alone would be about 300 MB.
 const (
+	DefaultMaxBytes         = 16 << 20
 	DefaultPerHost          = 256
 	DefaultMaxHosts         = 4096
 	DefaultMaxUnknownMACs   = 1024
@@ -22,6 +25,11 @@ const (
 
 // Config bounds a Timeline. Zero fields take the defaults above.
 type Config struct {
+	// MaxBytes bounds the memory of the host rings and the side table
+	// together, in bytes (estimated: allocated event slots plus the
+	// events' strings; Bytes). Past it the ring whose last event is
+	// oldest goes first, a host's or a MAC's alike.
+	MaxBytes int64
 	// PerHost is the number of events kept per host; the oldest go first.
 	PerHost int
 	// MaxHosts is the number of hosts with events kept; the host whose
@@ -60,8 +68,9 @@ type Timeline struct {
 
 	mu      sync.Mutex
 	seq     uint64
-	hosts   map[string]*ring // serial -> its events
-	unknown map[string]*ring // MAC -> events no host claims yet
+	hosts   rings // serial -> its events
+	unknown rings // MAC -> events no host claims yet
+	bytes   int64 // held by hosts and unknown (Bytes)
 	recent  *ring
 	leases  leases
 	subs    map[*Subscription]struct{}
@@ -78,6 +87,9 @@ func New(cfg Config) *Timeline {
 			*v = d
 		}
 	}
+	if cfg.MaxBytes <= 0 {
+		cfg.MaxBytes = DefaultMaxBytes
+	}
 	def(&cfg.PerHost, DefaultPerHost)
 	def(&cfg.MaxHosts, DefaultMaxHosts)
 	def(&cfg.MaxUnknownMACs, DefaultMaxUnknownMACs)
@@ -91,8 +103,8 @@ func New(cfg Config) *Timeline {
 	}
 	return &Timeline{
 		cfg:     cfg,
-		hosts:   map[string]*ring{},
-		unknown: map[string]*ring{},
+		hosts:   newRings(),
+		unknown: newRings(),
 		recent:  newRing(cfg.Recent),
 		leases:  leases{max: cfg.MaxLeases, mac: map[string]string{}},
 		subs:    map[*Subscription]struct{}{},
@@ -148,9 +160,9 @@ func (t *Timeline) Publish(e Event) Event {
 	t.recent.add(e)
 	switch {
 	case e.Serial != "":
-		t.hostRing(e.Serial).add(e)
+		t.add(&t.hosts, t.hostRing(e.Serial), e)
 	case e.MAC != "":
-		t.unknownRing(e.MAC).add(e)
+		t.add(&t.unknown, t.unknownRing(e.MAC), e)
 	}
 	for _, fn := range t.obs {
 		fn(e)
@@ -176,7 +188,7 @@ func (t *Timeline) Observe(fn func(Event)) {
 func (t *Timeline) Events(serial string) []Event {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if r, ok := t.hosts[serial]; ok {
+	if r, ok := t.hosts.m[serial]; ok {
 		return r.list()
 	}
 	return nil
@@ -187,8 +199,8 @@ func (t *Timeline) Events(serial string) []Event {
 func (t *Timeline) Unclaimed() map[string][]Event {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make(map[string][]Event, len(t.unknown))
-	for mac, r := range t.unknown {
+	out := make(map[string][]Event, len(t.unknown.m))
+	for mac, r := range t.unknown.m {
 		out[mac] = r.list()
 	}
 	return out
@@ -224,8 +236,8 @@ func (t *Timeline) Reattribute() {
 		t.mu.Unlock()
 		return
 	}
-	macs := make([]string, 0, len(t.unknown))
-	for mac := range t.unknown {
+	macs := make([]string, 0, len(t.unknown.m))
+	for mac := range t.unknown.m {
 		macs = append(macs, mac)
 	}
 	t.mu.Unlock()
@@ -248,11 +260,11 @@ func (t *Timeline) Reattribute() {
 func (t *Timeline) attachLocked(serial string, macs []string) {
 	var moved []Event
 	for _, mac := range macs {
-		r, ok := t.unknown[mac]
+		r, ok := t.unknown.m[mac]
 		if !ok {
 			continue
 		}
-		delete(t.unknown, mac)
+		t.drop(&t.unknown, r)
 		for _, e := range r.list() {
 			e.Serial = serial
 			moved = append(moved, e)
@@ -264,66 +276,169 @@ func (t *Timeline) attachLocked(serial string, macs []string) {
 	hr := t.hostRing(serial)
 	all := append(hr.list(), moved...)
 	sort.SliceStable(all, func(i, j int) bool { return all[i].Seq < all[j].Seq })
+	t.bytes -= hr.bytes
 	hr.reset()
+	t.bytes += hr.bytes
 	for _, e := range all {
-		hr.add(e)
+		t.add(&t.hosts, hr, e)
 	}
 }
 
-// hostRing returns serial's ring, making room under MaxHosts by dropping
-// the host whose last event is the oldest.
+// hostRing returns serial's ring, made if missing after dropping the least
+// recently active host when MaxHosts are kept.
 func (t *Timeline) hostRing(serial string) *ring {
-	return ringOf(t.hosts, serial, t.cfg.MaxHosts, t.cfg.PerHost)
+	return t.ringOf(&t.hosts, serial, t.cfg.MaxHosts, t.cfg.PerHost)
 }
 
 // unknownRing is hostRing for a MAC of the side table.
 func (t *Timeline) unknownRing(mac string) *ring {
-	return ringOf(t.unknown, mac, t.cfg.MaxUnknownMACs, t.cfg.PerUnknownMAC)
+	return t.ringOf(&t.unknown, mac, t.cfg.MaxUnknownMACs, t.cfg.PerUnknownMAC)
 }
 
-// ringOf returns m's ring of key, made (of size events) if missing, after
-// dropping the least recently active ring when m holds max of them.
-func ringOf(m map[string]*ring, key string, max, size int) *ring {
-	if r, ok := m[key]; ok {
+// ringOf returns l's ring of key, made (for size events, allocated as
+// they arrive) if missing, after dropping l's least recently active ring
+// when l holds max of them. O(1): l is kept in order of activity.
+func (t *Timeline) ringOf(l *rings, key string, max, size int) *ring {
+	if r, ok := l.m[key]; ok {
 		return r
 	}
-	if len(m) >= max {
-		delete(m, oldest(m))
+	if len(l.m) >= max {
+		t.drop(l, l.tail)
 	}
-	r := newRing(size)
-	m[key] = r
+	r := &ring{key: key, cap: size}
+	l.m[key] = r
+	l.pushFront(r)
 	return r
 }
 
-// oldest returns the key whose ring's last event has the lowest Seq. It is
-// linear in the number of rings, paid only when a bound is reached.
-func oldest(m map[string]*ring) string {
-	var key string
-	var low uint64
-	first := true
-	for k, r := range m {
-		if s := r.lastSeq(); first || s < low {
-			key, low, first = k, s, false
+// add appends e to r (of list l), marks r the most recently active of l
+// and drops the least recently active rings of either list, r excepted,
+// while the rings hold more than Config.MaxBytes.
+func (t *Timeline) add(l *rings, r *ring, e Event) {
+	before := r.bytes
+	r.add(e)
+	t.bytes += r.bytes - before
+	l.touch(r)
+	t.trim(r)
+}
+
+// trim drops whole rings, the one whose last event is oldest first (host
+// or side-table MAC alike), until the kept events fit Config.MaxBytes.
+// keep is never dropped: a single ring is bounded by its event count.
+func (t *Timeline) trim(keep *ring) {
+	for t.bytes > t.cfg.MaxBytes {
+		l, victim := &t.hosts, t.hosts.tail
+		if u := t.unknown.tail; u != nil && u != keep && (victim == nil || victim == keep || u.lastSeq() < victim.lastSeq()) {
+			l, victim = &t.unknown, u
 		}
+		if victim == nil || victim == keep {
+			return
+		}
+		t.drop(l, victim)
 	}
-	return key
+}
+
+// drop forgets r, of list l, and its events.
+func (t *Timeline) drop(l *rings, r *ring) {
+	if r == nil {
+		return
+	}
+	l.remove(r)
+	delete(l.m, r.key)
+	t.bytes -= r.bytes
+}
+
+// Bytes returns the estimated memory the host rings and the side table
+// hold, in bytes: their allocated event slots plus the strings of the
+// events kept. Config.MaxBytes bounds it.
+func (t *Timeline) Bytes() int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.bytes
+}
+
+// rings is a set of rings by key, in order of activity: head the ring
+// that got an event last, tail the one whose last event is oldest.
+type rings struct {
+	m          map[string]*ring
+	head, tail *ring
+}
+
+func newRings() rings { return rings{m: map[string]*ring{}} }
+
+func (l *rings) pushFront(r *ring) {
+	r.prev, r.next = nil, l.head
+	if l.head != nil {
+		l.head.prev = r
+	}
+	l.head = r
+	if l.tail == nil {
+		l.tail = r
+	}
+}
+
+func (l *rings) remove(r *ring) {
+	if r.prev != nil {
+		r.prev.next = r.next
+	} else {
+		l.head = r.next
+	}
+	if r.next != nil {
+		r.next.prev = r.prev
+	} else {
+		l.tail = r.prev
+	}
+	r.prev, r.next = nil, nil
+}
+
+func (l *rings) touch(r *ring) {
+	if l.head == r {
+		return
+	}
+	l.remove(r)
+	l.pushFront(r)
+}
+
+// eventSlot is the size of an Event in a ring's buffer, before the bytes
+// of its strings.
+const eventSlot = int64(unsafe.Sizeof(Event{}))
+
+// eventStrings estimates the bytes of e's strings (shared backing arrays
+// counted as if they were not, an upper bound).
+func eventStrings(e *Event) int64 {
+	return int64(len(e.Kind) + len(e.Serial) + len(e.MAC) + len(e.IP) + len(e.Interface) + len(e.File) +
+		len(e.Method) + len(e.Route) + len(e.From) + len(e.To) + len(e.Commit) + len(e.Message) +
+		len(e.Principal) + len(e.Reason))
 }
 
 // ring is a fixed-capacity circular buffer of events that allocates as it
-// fills.
+// fills (its buffer grows by doubling up to the capacity), and knows the
+// bytes it holds.
 type ring struct {
-	buf   []Event
-	cap   int
-	start int // index of the oldest event once full
+	key        string
+	buf        []Event
+	cap        int
+	start      int   // index of the oldest event once full
+	bytes      int64 // eventSlot per allocated slot plus the events' strings
+	prev, next *ring // its list's order of activity
 }
 
 func newRing(capacity int) *ring { return &ring{cap: capacity} }
 
 func (r *ring) add(e Event) {
 	if len(r.buf) < r.cap {
+		if len(r.buf) == cap(r.buf) {
+			n := min(max(2*cap(r.buf), 4), r.cap)
+			buf := make([]Event, len(r.buf), n)
+			copy(buf, r.buf)
+			r.bytes += int64(n-cap(r.buf)) * eventSlot
+			r.buf = buf
+		}
 		r.buf = append(r.buf, e)
+		r.bytes += eventStrings(&e)
 		return
 	}
+	r.bytes += eventStrings(&e) - eventStrings(&r.buf[r.start])
 	r.buf[r.start] = e
 	r.start = (r.start + 1) % r.cap
 }
@@ -348,7 +463,12 @@ func (r *ring) lastSeq() uint64 {
 	return r.buf[i].Seq
 }
 
-func (r *ring) reset() { r.buf, r.start = r.buf[:0], 0 }
+// reset empties r, keeping its buffer.
+func (r *ring) reset() {
+	clear(r.buf)
+	r.buf, r.start = r.buf[:0], 0
+	r.bytes = int64(cap(r.buf)) * eventSlot
+}
 
 // leases remembers the MAC of each address dnsmasq acknowledged, bounded,
 // the oldest address forgotten first.

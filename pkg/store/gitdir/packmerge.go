@@ -288,8 +288,8 @@ func copyObjects(pr *packReader, names []string, roots map[plumbing.Hash]bool, p
 // order, with its id (from the index) and type. An object stored whole
 // for which want is false comes as its raw entry (raw, payload nil); the
 // others come inflated (payload, raw nil), deltas applied (git's pack
-// format, gitformat-pack(5): OFS_DELTA and REF_DELTA, with go-git's
-// PatchDelta) to a base among the objects inflated last (scanCache), or
+// format, gitformat-pack(5): OFS_DELTA and REF_DELTA, with
+// gitenc.PatchDelta) to a base among the objects inflated last (scanCache), or
 // else read through p. fn must not modify a payload: later deltas may use
 // it as their base.
 func scanPack(path string, idx *idxfile.MemoryIndex, p *packfile.Packfile, want func(plumbing.Hash, plumbing.ObjectType) bool,
@@ -371,7 +371,7 @@ func scanPack(path string, idx *idxfile.MemoryIndex, p *packfile.Packfile, want 
 				}
 				bk = o.Type()
 			}
-			if data, err = packfile.PatchDelta(bp, data); err != nil {
+			if data, err = gitenc.PatchDelta(bp, data); err != nil {
 				return fmt.Errorf("%s: object %s: %w", name, e.h, err)
 			}
 			kind = bk
