@@ -95,8 +95,19 @@ func (s *Server) recordFetch(c echo.Context, start time.Time) {
 			serial, _ = provision.Serial(raw)
 		}
 	}
+	// The boot script's second request names the machine's MAC
+	// (?mac=${netX/mac}, with installed_boot local and in proxyDHCP mode):
+	// the one way to place it when mayu's dnsmasq leased the address no
+	// MAC (proxyDHCP). Like the DHCP lines the timeline is built from, it
+	// is what the client says, not proof of who it is.
+	var mac string
+	if route == "/ipxebootscript" {
+		if m, err := host.NormalizeMAC(c.QueryParam("mac")); err == nil {
+			mac = m
+		}
+	}
 	res := c.Response()
-	tl.Publish(timeline.Event{Kind: timeline.HTTP, Serial: serial, IP: c.RealIP(), Method: c.Request().Method,
+	tl.Publish(timeline.Event{Kind: timeline.HTTP, Serial: serial, MAC: mac, IP: c.RealIP(), Method: c.Request().Method,
 		Route: route, Status: res.Status, Bytes: res.Size, DurationSeconds: time.Since(start).Seconds()})
 }
 

@@ -334,3 +334,34 @@ func TestEventStreamsAreBounded(t *testing.T) {
 	defer second.Body.Close()
 	assert.Equal(t, 503, second.StatusCode)
 }
+
+// Without a DHCP ack of mayu's (proxyDHCP: the site's server leased the
+// address), the boot script's ?mac= places its fetch: on the host whose
+// record holds that MAC, once there is one. A malformed mac= places
+// nothing.
+func TestBootScriptFetchPlacedByItsMAC(t *testing.T) {
+	e, tl := newTimelineEnv(t)
+	const serial, mac = "0800278e158a-0", "08:00:27:8e:15:8a"
+	machine := func(method, path, body string) int {
+		return e.do(method, path, body, "Authorization", "").Code
+	}
+	require.Equal(t, 200, machine("GET", "/ipxebootscript?mac=08-00-27-8E-15-8A", ""), "before the record")
+	require.Equal(t, 200, machine("GET", "/ipxebootscript?mac=not-a-mac", ""))
+	require.Equal(t, 200, machine("GET", "/first-stage-script/"+serial, ""))
+	require.Equal(t, 200, machine("POST", "/final-cloud-config.yaml", facts), "records the MAC")
+	require.Equal(t, 200, machine("GET", "/ipxebootscript?mac="+mac, ""), "after the record")
+	tl.Reattribute()
+
+	got := decodeEvents(t, e.do("GET", "/admin/host/"+serial+"/events", "").Body.String())
+	var boots []timeline.Event
+	for _, ev := range got {
+		if ev.Kind == timeline.HTTP && ev.Route == "/ipxebootscript" {
+			boots = append(boots, ev)
+		}
+	}
+	require.Len(t, boots, 2, "both fetches that named its MAC, not the malformed one: %v", kinds(got))
+	for _, ev := range boots {
+		assert.Equal(t, mac, ev.MAC)
+		assert.Equal(t, serial, ev.Serial)
+	}
+}
