@@ -76,7 +76,7 @@ func TestFlagsArgs(t *testing.T) {
 }
 
 func TestProcStopAndKill(t *testing.T) {
-	p, err := Start(exec.Command("sh", "-c", "echo started; trap 'echo term; exit 3' TERM; while :; do sleep 0.05; done"), nil)
+	p, err := Start(exec.Command("sh", "-c", "trap 'echo term; exit 3' TERM; echo started; while :; do sleep 0.05; done"), nil)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return p.Out.Count("started") == 1 }, 10*time.Second, 10*time.Millisecond)
 	err = p.Stop(10 * time.Second)
