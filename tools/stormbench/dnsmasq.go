@@ -9,8 +9,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,7 +17,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"mayu/pkg/config"
@@ -62,34 +59,12 @@ func (b *bench) dnsmasqOuter(ctx context.Context, preload int) (*DnsmasqStorm, e
 	if _, err := os.Stat("/usr/sbin/dnsmasq"); err != nil {
 		return nil, fmt.Errorf("dnsmasq is not installed: %w", err)
 	}
-	suffix := make([]byte, 3)
-	_, _ = rand.Read(suffix)
-	ns := fmt.Sprintf("stormb-%d-%s", os.Getpid(), hex.EncodeToString(suffix))
-	ip := func(args ...string) error {
-		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		if out, err := exec.CommandContext(cctx, "ip", args...).CombinedOutput(); err != nil {
-			return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, out)
-		}
-		return nil
-	}
-	if err := ip("netns", "add", ns); err != nil {
+	ns := "stormb-" + nsTag()
+	remove, err := addNetns(ctx, ns)
+	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		// Whatever still runs in the namespace is ours: kill it by PID.
-		if out, err := exec.Command("ip", "netns", "pids", ns).Output(); err == nil {
-			for _, f := range strings.Fields(string(out)) {
-				var pid int
-				if _, err := fmt.Sscan(f, &pid); err == nil && pid > 1 {
-					_ = syscall.Kill(pid, syscall.SIGKILL)
-				}
-			}
-		}
-		if err := ip("netns", "del", ns); err != nil {
-			fmt.Fprintln(os.Stderr, "stormbench:", err)
-		}
-	}()
+	defer remove()
 	// A bridge with a veth pair on it (so it has carrier), and loopback;
 	// nothing connects the namespace to anything else.
 	for _, args := range [][]string{
@@ -102,7 +77,7 @@ func (b *bench) dnsmasqOuter(ctx context.Context, preload int) (*DnsmasqStorm, e
 		{"-n", ns, "link", "set", "v1", "up"},
 		{"-n", ns, "link", "set", "br0", "up"},
 	} {
-		if err := ip(args...); err != nil {
+		if err := runIP(ctx, args...); err != nil {
 			return nil, err
 		}
 	}

@@ -9,8 +9,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,7 +18,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 
 	"mayu/pkg/config"
@@ -77,35 +74,14 @@ func (b *bench) pxeOuter(ctx context.Context, machines int) (*PXEStorm, error) {
 			return nil, fmt.Errorf("the full-stack storm needs %s: %w", bin, err)
 		}
 	}
-	suffix := make([]byte, 3)
-	_, _ = rand.Read(suffix)
-	tag := fmt.Sprintf("%d-%s", os.Getpid(), hex.EncodeToString(suffix))
+	tag := nsTag()
 	srv, cli := "pxes-"+tag, "pxec-"+tag
-	ip := func(args ...string) error {
-		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		if out, err := exec.CommandContext(cctx, "ip", args...).CombinedOutput(); err != nil {
-			return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, out)
-		}
-		return nil
-	}
 	for _, ns := range []string{srv, cli} {
-		if err := ip("netns", "add", ns); err != nil {
+		remove, err := addNetns(ctx, ns)
+		if err != nil {
 			return nil, err
 		}
-		defer func() {
-			if out, err := exec.Command("ip", "netns", "pids", ns).Output(); err == nil {
-				for _, f := range strings.Fields(string(out)) {
-					var pid int
-					if _, err := fmt.Sscan(f, &pid); err == nil && pid > 1 {
-						_ = syscall.Kill(pid, syscall.SIGKILL)
-					}
-				}
-			}
-			if err := ip("netns", "del", ns); err != nil {
-				fmt.Fprintln(os.Stderr, "stormbench:", err)
-			}
-		}()
+		defer remove()
 	}
 	for _, args := range [][]string{
 		{"-n", srv, "link", "set", "lo", "up"},
@@ -127,13 +103,7 @@ func (b *bench) pxeOuter(ctx context.Context, machines int) (*PXEStorm, error) {
 		// answers are broadcasts and need none.
 		{"-n", srv, "route", "add", pxeBootCIDR, "via", pxeClient, "dev", "s0"},
 	} {
-		if len(args) > 1 && args[0] == "netns" {
-			if out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput(); err != nil {
-				return nil, fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, out)
-			}
-			continue
-		}
-		if err := ip(args...); err != nil {
+		if err := runIP(ctx, args...); err != nil {
 			return nil, err
 		}
 	}
