@@ -172,16 +172,7 @@ func concurrentRegistrations(t *testing.T, p *Provisioner, st store.Store, messa
 	}
 	hosts := st.List()
 	require.Len(t, hosts, machines)
-	ips := map[string]string{}
-	profiles := map[string]int{}
-	for _, h := range hosts {
-		if other, dup := ips[h.InternalAddr.String()]; dup {
-			t.Fatalf("%s and %s share %s", h.Serial, other, h.InternalAddr)
-		}
-		ips[h.InternalAddr.String()] = h.Serial
-		profiles[h.Profile]++
-	}
-	assert.Equal(t, map[string]int{"core-services": 3, "storage": 2, "default": machines - 5}, profiles)
+	storetest.CheckFleet(t, hosts, map[string]int{"core-services": 3, "storage": 2, "default": machines - 5})
 	created := 0
 	for _, m := range messages() {
 		if len(m) > 13 && m[len(m)-12:] == "host created" {

@@ -20,6 +20,7 @@ import (
 	"mayu/pkg/host"
 	"mayu/pkg/store"
 	"mayu/pkg/store/etcdv3"
+	"mayu/pkg/store/storetest"
 )
 
 // An instance killed while it holds a reservation (SIGKILL: no Release,
@@ -56,12 +57,12 @@ func TestKilledInstanceFreesReservationsWithItsLease(t *testing.T) {
 	_ = cmd.Wait()
 	killed := time.Now()
 
-	r, err := b.Reserve("after-kill", allocReq(9))
+	r, err := b.Reserve("after-kill", storetest.AllocRequest(9))
 	require.NoError(t, err)
-	assert.Equal(t, "10.0.0.2", r.Allocation().Addr.String(), "the dead instance's lease still holds 10.0.0.1")
+	assert.Equal(t, "10.0.0.3", r.Allocation().Addr.String(), "the dead instance's lease still holds 10.0.0.1")
 	r.Release()
 	require.Eventually(t, func() bool {
-		r, err := b.Reserve("after-ttl", allocReq(9))
+		r, err := b.Reserve("after-ttl", storetest.AllocRequest(9))
 		if err != nil {
 			return false
 		}
@@ -79,7 +80,7 @@ func TestReserveHelper(t *testing.T) {
 	}
 	s, err := etcdv3.Open(etcdv3.Options{Endpoints: []string{ep}, Prefix: "/fleet/", SessionTTL: 5 * time.Second})
 	require.NoError(t, err)
-	r, err := s.Reserve("doomed", allocReq(9))
+	r, err := s.Reserve("doomed", storetest.AllocRequest(9))
 	require.NoError(t, err)
 	fmt.Printf("RESERVED %s %s\n", r.Allocation().Addr, r.Allocation().Profile)
 	time.Sleep(time.Minute)
@@ -91,7 +92,7 @@ func TestReserveHelper(t *testing.T) {
 func TestHandWrittenRecords(t *testing.T) {
 	ep := startEtcd(t)
 	s := open(t, ep, "/fleet/")
-	_, err := register(s, "kept", allocReq(9))
+	_, err := storetest.Register(s, "kept", storetest.AllocRequest(9))
 	require.NoError(t, err)
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, DialTimeout: 5 * time.Second})
 	require.NoError(t, err)
@@ -116,9 +117,9 @@ func TestHandWrittenRecords(t *testing.T) {
 	require.ErrorIs(t, err, store.ErrStorage, "a change is not made on a copy etcd no longer holds")
 	assert.Contains(t, err.Error(), "/fleet/hosts/kept")
 	fresh := open(t, ep, "/fleet/")
-	r, err := fresh.Reserve("next", allocReq(9))
+	r, err := fresh.Reserve("next", storetest.AllocRequest(9))
 	require.NoError(t, err)
-	assert.Equal(t, "10.0.0.2", r.Allocation().Addr.String(), "an instance that never read the record: its address key still holds 10.0.0.1")
+	assert.Equal(t, "10.0.0.3", r.Allocation().Addr.String(), "an instance that never read the record: its address key still holds 10.0.0.1")
 	r.Release()
 
 	_, err = s.Create("gone", store.Step{Message: "host created", Apply: func(h *host.Host) error {

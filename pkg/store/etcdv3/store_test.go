@@ -8,7 +8,6 @@ package etcdv3_test
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -76,30 +75,6 @@ func set(msg string, fn func(h *host.Host)) store.Step {
 	return store.Step{Message: msg, Apply: func(h *host.Host) error { fn(h); return nil }}
 }
 
-// allocReq: 10.0.0.1-10.0.0.<last>, two "core" slots, one "storage", then
-// "worker".
-func allocReq(last int) store.AllocRequest {
-	return store.AllocRequest{
-		Profiles:  []store.ProfileQuota{{Name: "core", Quantity: 2}, {Name: "storage", Quantity: 1}},
-		Default:   "worker",
-		First:     net.ParseIP("10.0.0.1"),
-		Last:      net.IPv4(10, 0, 0, byte(last)),
-		RangeName: "test range",
-	}
-}
-
-func register(s store.Store, serial string, req store.AllocRequest) (host.Host, error) {
-	r, err := s.Reserve(serial, req)
-	if err != nil {
-		return host.Host{}, err
-	}
-	a := r.Allocation()
-	return r.Create(
-		set("host created", func(h *host.Host) { h.State = host.Configured }),
-		set("updated host InternalAddr", func(h *host.Host) { h.InternalAddr = a.Addr }),
-		set("updated host profile and metadata", func(h *host.Host) { h.Profile = a.Profile }))
-}
-
 // Two instances on one etcd registering machines at once never hand out
 // one address twice and fill the profile quantities exactly; each sees
 // every record, and an address range filled by both ends in ErrRangeFull
@@ -108,47 +83,15 @@ func TestTwoInstancesAllocate(t *testing.T) {
 	ep := startEtcd(t)
 	a := open(t, ep, "/fleet/")
 	b := open(t, ep, "/fleet/")
-	const perInstance, last = 40, 61 // 61 addresses for 80 machines
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	ok, full := 0, 0
-	for i := 0; i < perInstance; i++ {
-		for n, s := range []store.Store{a, b} {
-			wg.Add(1)
-			go func(s store.Store, serial string) {
-				defer wg.Done()
-				_, err := register(s, serial, allocReq(last))
-				mu.Lock()
-				defer mu.Unlock()
-				switch {
-				case err == nil:
-					ok++
-				case errors.Is(err, store.ErrRangeFull):
-					full++
-				default:
-					t.Errorf("%s: %v", serial, err)
-				}
-			}(s, fmt.Sprintf("m%d-%02d", n, i))
-		}
-	}
-	wg.Wait()
-	assert.Equal(t, last, ok)
-	assert.Equal(t, 2*perInstance-last, full)
+	const machines, last = 80, 62 // 61 addresses for 80 machines
+	got := storetest.RegisterAtOnce(t, []store.Store{a, b}, storetest.Serials("m", machines), storetest.AllocRequest(last))
+	assert.Equal(t, storetest.Outcome{OK: last - 1, RangeFull: machines - (last - 1)}, got)
 
 	for _, s := range []*etcdv3.Store{a, b} {
 		var hosts []host.Host
-		require.Eventually(t, func() bool { hosts = s.List(); return len(hosts) == last }, 10*time.Second, 20*time.Millisecond,
+		require.Eventually(t, func() bool { hosts = s.List(); return len(hosts) == last-1 }, 10*time.Second, 20*time.Millisecond,
 			"each instance sees every record")
-		addrs := map[string]string{}
-		profiles := map[string]int{}
-		for _, h := range hosts {
-			if other, dup := addrs[h.InternalAddr.String()]; dup {
-				t.Fatalf("%s and %s share %s", h.Serial, other, h.InternalAddr)
-			}
-			addrs[h.InternalAddr.String()] = h.Serial
-			profiles[h.Profile]++
-		}
-		assert.Equal(t, map[string]int{"core": 2, "storage": 1, "worker": last - 3}, profiles)
+		storetest.CheckFleet(t, hosts, map[string]int{"core": 2, "storage": 1, "worker": last - 4})
 		assert.Equal(t, 2, s.ProfileCount("core"))
 	}
 }
@@ -296,15 +239,15 @@ func TestClosedInstanceFreesReservations(t *testing.T) {
 	ep := startEtcd(t)
 	b := open(t, ep, "/fleet/")
 	a := dial(t, ep, "/fleet/")
-	r, err := a.Reserve("gone", allocReq(9))
+	r, err := a.Reserve("gone", storetest.AllocRequest(9))
 	require.NoError(t, err)
 	assert.Equal(t, store.Allocation{Profile: "core", Addr: net.ParseIP("10.0.0.1").To4()}, r.Allocation())
-	held, err := b.Reserve("other", allocReq(9))
+	held, err := b.Reserve("other", storetest.AllocRequest(9))
 	require.NoError(t, err)
-	assert.Equal(t, "10.0.0.2", held.Allocation().Addr.String(), "a's reservation holds 10.0.0.1 against b")
+	assert.Equal(t, "10.0.0.3", held.Allocation().Addr.String(), "a's reservation holds 10.0.0.1 against b (10.0.0.2 is not allocatable)")
 	held.Release()
 	require.NoError(t, a.Close()) // revokes a's lease
-	h, err := register(b, "next", allocReq(9))
+	h, err := storetest.Register(b, "next", storetest.AllocRequest(9))
 	require.NoError(t, err)
 	assert.Equal(t, "10.0.0.1", h.InternalAddr.String())
 	assert.Equal(t, "core", h.Profile)
@@ -331,7 +274,7 @@ func TestUnreachable(t *testing.T) {
 	for name, write := range map[string]func() error{
 		"update":  func() error { _, err := s.Update("kept", set("x", func(h *host.Host) { h.Cabinet = 9 })); return err },
 		"create":  func() error { _, err := s.Create("new", set("host created", func(*host.Host) {})); return err },
-		"reserve": func() error { _, err := s.Reserve("new", allocReq(9)); return err },
+		"reserve": func() error { _, err := s.Reserve("new", storetest.AllocRequest(9)); return err },
 		"cluster": func() error {
 			_, err := s.UpdateCluster("x", func(c *store.Cluster) error { c.Config.DefaultEtcdClusterToken = "y"; return nil })
 			return err
