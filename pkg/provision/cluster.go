@@ -51,8 +51,27 @@ func (p *Provisioner) EnsureClusterToken(ctx context.Context, size int) error {
 		}
 	}
 	if token != cl.DefaultEtcdClusterToken || cl.EtcdDiscoveryURL != "" {
-		if err := p.SetClusterToken(token); err != nil {
+		// Another instance sharing the store (--store=etcd) may have set a
+		// token since cl was read: the first one written wins, so that
+		// every instance hands out the same default. UpdateCluster runs
+		// apply again on what another instance wrote.
+		kept := ""
+		_, err := p.store.UpdateCluster(fmt.Sprintf(ClusterTokenMessage, token), func(c *store.Cluster) error {
+			if other := c.Config.DefaultEtcdClusterToken; other != "" && other != cl.DefaultEtcdClusterToken {
+				kept = other
+				return nil
+			}
+			kept = ""
+			c.Config.DefaultEtcdClusterToken = token
+			c.Config.EtcdDiscoveryURL = ""
+			return nil
+		})
+		if err != nil {
 			return err
+		}
+		if kept != "" {
+			p.log.Info("default etcd discovery token set meanwhile by another instance; keeping it", "token", kept, "unused", token)
+			return nil
 		}
 		p.log.Info("default etcd discovery token set", "token", token)
 	}

@@ -34,6 +34,18 @@ func (f *fakeDiscovery) NewToken(_ context.Context, size int) (string, error) {
 	return "f00dfeed", nil
 }
 
+// racingDiscovery runs meanwhile inside NewToken: another instance's
+// write landing between this one's read and its write.
+type racingDiscovery struct {
+	fakeDiscovery
+	meanwhile func()
+}
+
+func (r *racingDiscovery) NewToken(ctx context.Context, size int) (string, error) {
+	r.meanwhile()
+	return r.fakeDiscovery.NewToken(ctx, size)
+}
+
 // ensuringDiscovery holds registries itself, like the internal service.
 type ensuringDiscovery struct {
 	fakeDiscovery
@@ -198,6 +210,23 @@ func TestEnsureClusterToken(t *testing.T) {
 		assert.EqualError(t, err, "etcd discovery: etcd at 127.0.0.1:1 refused")
 		assert.Empty(t, disc.created)
 		assert.Empty(t, st.Cluster().Config.DefaultEtcdClusterToken)
+	})
+	t.Run("token set meanwhile by another instance is kept", func(t *testing.T) {
+		// The other instance writes its token while this one asks
+		// discovery for a new one (both started on an empty store).
+		disc := &racingDiscovery{}
+		p, st := newSiteTest(t, disc, true)
+		disc.meanwhile = func() {
+			_, err := st.UpdateCluster("Set default etcd cluster to 'beef0001'", func(c *store.Cluster) error {
+				c.Config.DefaultEtcdClusterToken = "beef0001"
+				return nil
+			})
+			require.NoError(t, err)
+		}
+		require.NoError(t, p.EnsureClusterToken(ctx, 3))
+		assert.Equal(t, []int{3}, disc.created)
+		assert.Equal(t, "beef0001", st.Cluster().Config.DefaultEtcdClusterToken, "the first token written wins")
+		assert.NotContains(t, st.Messages(), "Set default etcd cluster to 'f00dfeed'")
 	})
 	t.Run("no discovery", func(t *testing.T) {
 		p, _ := newSiteTest(t, nil, true)
