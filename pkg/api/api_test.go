@@ -101,6 +101,7 @@ func newEnvWithRange(t *testing.T, rangeEnd string, opts ...func(*envConfig)) *e
 		{"yochu/etcd/v2.2.5/etcd", "etcd-binary"},
 		{"static/index.html", "<html>dashboard</html>"},
 		{"static/infopusher", "helper-binary"},
+		{"static/arm64/infopusher", "arm64-helper"},
 		{"secret.txt", "do not serve"},
 	} {
 		p := filepath.Join(dir, f.path)
@@ -315,6 +316,9 @@ func TestImages(t *testing.T) {
 		{"/index.html", 200, "<title>Mayu</title>"}, // built in, whatever the static directory holds
 		{"/infopusher", 200, "helper-binary"},
 		{"/hostinfo-helper", 200, "helper-binary"},
+		{"/hostinfo-helper?arch=amd64", 200, "helper-binary"},
+		{"/hostinfo-helper?arch=arm64", 200, "arm64-helper"},
+		{"/hostinfo-helper?arch=../secret.txt", 400, "no host-info helper for arch"},
 		{"/..%2Fsecret.txt", 404, ""},
 		{"/nothing-here", 404, "does not exist"},
 	}

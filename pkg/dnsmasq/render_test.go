@@ -51,6 +51,12 @@ func TestRenderShippedTemplate(t *testing.T) {
 	secure.SecureBoot = true
 	secureProxy := proxy
 	secureProxy.SecureBoot = true
+	arm64 := seedNetwork()
+	arm64.ARM64 = true
+	arm64UEFI := uefi
+	arm64UEFI.ARM64 = true
+	arm64Proxy := proxy
+	arm64Proxy.ARM64 = true
 	tests := []struct {
 		name    string
 		network config.Network
@@ -65,6 +71,9 @@ func TestRenderShippedTemplate(t *testing.T) {
 		{"pxe-secureboot", secure, true, 4080},
 		{"pxe-proxy-secureboot", secureProxy, true, 4080},
 		{"pxe-secureboot-by-profile", seedNetwork(), true, 4080},
+		{"pxe-arm64", arm64, true, 4080},
+		{"pxe-uefi-arm64", arm64UEFI, true, 4080},
+		{"pxe-proxy-arm64", arm64Proxy, true, 4080},
 		{"nopxe", noPXE, true, 4080},
 		{"norouter-nodns", noRouter, true, 4080},
 	}
