@@ -347,6 +347,9 @@ func (c *Config) check(k *checker) *addrPlan {
 	if n.ARM64 && !n.PXE {
 		k.add("network.arm64", "network.arm64 needs network.pxe: true: arm64 machines boot GRUB over TFTP")
 	}
+	if n.ARM64 && n.ProxyDHCP {
+		k.add("network.arm64", "network.arm64 is not supported with network.proxy_dhcp: Debian's GRUB looks for grub/grub.cfg on the server of the DHCP answer it booted with, the site's in proxyDHCP mode (in qemu it stops at its prompt)")
+	}
 	ips, ipsOK := k.ipRange(n.IPRange, "network.ip_range", true)
 	if !contains(NetworkModels, n.NetworkModel) {
 		k.add("network.network_model", "network.network_model %q is unknown (want one of %s)",

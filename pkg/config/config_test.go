@@ -251,4 +251,8 @@ func TestARM64Option(t *testing.T) {
 	// GRUB and its files come over TFTP: no PXE, no arm64.
 	_, err = Parse([]byte(strings.Replace(valid, "  pxe: true", "  pxe: false\n  arm64: true", 1)))
 	require.ErrorContains(t, err, "network.arm64 needs network.pxe: true")
+
+	// GRUB does not find its configuration beside a site's DHCP server.
+	_, err = Parse([]byte(strings.Replace(valid, "  pxe: true", "  pxe: true\n  arm64: true\n  proxy_dhcp: true", 1)))
+	require.ErrorContains(t, err, "network.arm64 is not supported with network.proxy_dhcp")
 }

@@ -55,8 +55,6 @@ func TestRenderShippedTemplate(t *testing.T) {
 	arm64.ARM64 = true
 	arm64UEFI := uefi
 	arm64UEFI.ARM64 = true
-	arm64Proxy := proxy
-	arm64Proxy.ARM64 = true
 	tests := []struct {
 		name    string
 		network config.Network
@@ -73,7 +71,6 @@ func TestRenderShippedTemplate(t *testing.T) {
 		{"pxe-secureboot-by-profile", seedNetwork(), true, 4080},
 		{"pxe-arm64", arm64, true, 4080},
 		{"pxe-uefi-arm64", arm64UEFI, true, 4080},
-		{"pxe-proxy-arm64", arm64Proxy, true, 4080},
 		{"nopxe", noPXE, true, 4080},
 		{"norouter-nodns", noRouter, true, 4080},
 	}
