@@ -29,7 +29,7 @@ help: ## show this help
 	  awk 'BEGIN {FS = ":.*## "} {printf "  %-16s %s\n", $$1, $$2}'
 
 .PHONY: build
-build: bin/mayu bin/mayuctl bin/infopusher ## build static bin/mayu, bin/mayuctl, bin/infopusher
+build: bin/mayu bin/mayuctl bin/infopusher bin/arm64/infopusher bin/arm64/mayuctl ## build static bin/mayu, bin/mayuctl, bin/infopusher (and the arm64 infopusher, mayuctl for arm64 machines)
 
 bin/mayu: FORCE
 	$(GOBUILD) -o $@ ./mayu
@@ -37,6 +37,11 @@ bin/mayuctl: FORCE
 	$(GOBUILD) -o $@ ./mayuctl
 bin/infopusher: FORCE
 	$(GOBUILD) -o $@ ./mayuctl/cmd/infopusher
+# What arm64 machines run (network.arm64): served as static_html/arm64/.
+bin/arm64/infopusher: FORCE
+	GOARCH=arm64 $(GOBUILD) -o $@ ./mayuctl/cmd/infopusher
+bin/arm64/mayuctl: FORCE
+	GOARCH=arm64 $(GOBUILD) -o $@ ./mayuctl
 
 .PHONY: FORCE
 FORCE:

@@ -40,9 +40,12 @@ dist: build ## release tree dist/mayu.<version>-linux-amd64/ and its .tar.gz
 	mkdir -p $(DIST_DIR)/tftproot $(DIST_DIR)/static_html $(DIST_DIR)/contrib/systemd $(DIST_DIR)/contrib/docker
 	install -m 0755 bin/mayu bin/mayuctl $(DIST_DIR)/
 	install -m 0755 bin/mayuctl bin/infopusher $(DIST_DIR)/static_html/
+	install -D -m 0755 bin/arm64/infopusher $(DIST_DIR)/static_html/arm64/infopusher
+	install -D -m 0755 bin/arm64/mayuctl $(DIST_DIR)/static_html/arm64/mayuctl
 	install -m 0644 $(IPXE_DIR)/undionly.kpxe $(IPXE_DIR)/ipxe.efi $(IPXE_DIR)/snponly.efi $(DIST_DIR)/tftproot/
 	install -m 0644 $(SHIM_EFI) $(DIST_DIR)/tftproot/shimx64.efi
 	install -m 0644 $(GRUB_EFI) $(DIST_DIR)/tftproot/grubx64.efi
+	install -m 0644 tftproot/grubaa64.efi $(DIST_DIR)/tftproot/grubaa64.efi
 	cp -R templates template_snippets $(DIST_DIR)/
 	install -m 0644 config.yaml.example Dockerfile .dockerignore VERSION $(DIST_DIR)/
 	install -m 0755 $(addprefix scripts/,$(DIST_EXEC_SCRIPTS)) $(DIST_DIR)/

@@ -119,6 +119,14 @@ step "reading the machine's serial"
 serial=$(mayu_machine_serial)
 echo "mayu-first-stage: serial $serial, installing $channel to $DEVICE"
 
+# The helper and the install image are of the machine's architecture: mayu
+# serves the arm64 ones for ?arch=arm64 (images/<version>/arm64/).
+case "$(uname -m)" in
+	aarch64)
+		HOST_INFO_HELPER_URL="$HOST_INFO_HELPER_URL?arch=arm64"
+		INSTALL_IMAGE_URL="$INSTALL_IMAGE_URL?arch=arm64"
+		;;
+esac
 step "downloading the host-info helper from $HOST_INFO_HELPER_URL"
 mayu_curl -fsS --retry 3 -o "$WORKDIR/helper" "$HOST_INFO_HELPER_URL"
 chmod 700 "$WORKDIR/helper"

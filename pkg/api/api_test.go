@@ -96,11 +96,13 @@ func newEnvWithRange(t *testing.T, rangeEnd string, opts ...func(*envConfig)) *e
 		{"images/1068.6.0/coreos_production_pxe.vmlinuz", "kernel-1068"},
 		{"images/1068.6.0/coreos_production_pxe_image.cpio.gz", "initrd-1068"},
 		{"images/1068.6.0/coreos_production_image.bin.bz2", "0123456789abcdefghij"},
+		{"images/1068.6.0/arm64/coreos_production_image.bin.bz2", "arm64-image"},
 		{"images/1122.2.0/coreos_production_image.bin.bz2", "image-1122"},
 		{"images/qemu/1068.6.0/coreos_production_qemu.vmlinuz", "qemu-kernel"},
 		{"yochu/etcd/v2.2.5/etcd", "etcd-binary"},
 		{"static/index.html", "<html>dashboard</html>"},
 		{"static/infopusher", "helper-binary"},
+		{"static/arm64/infopusher", "arm64-helper"},
 		{"secret.txt", "do not serve"},
 	} {
 		p := filepath.Join(dir, f.path)
@@ -308,6 +310,10 @@ func TestImages(t *testing.T) {
 		{"/images/m1/qemu/..%2F..%2Fsecret.txt", 404, "no qemu asset"},
 		{"/images/nobody/vmlinuz", 200, "kernel-1068"}, // as Mayu 0.11: the default version's image
 		{"/images/nobody/install_image.bin.bz2", 200, "0123456789abcdefghij"},
+		{"/images/m1/install_image.bin.bz2?arch=arm64", 200, "arm64-image"},
+		{"/images/m1/install_image.bin.bz2?arch=amd64", 200, "0123456789abcdefghij"},
+		{"/images/m1/install_image.bin.bz2?arch=..", 400, "no images for arch"},
+		{"/images/m1/vmlinuz?arch=arm64", 404, "does not exist"},
 		{"/images/..%2F..%2Fsecret.txt/vmlinuz", 400, "invalid serial"},
 		{"/yochu/etcd/v2.2.5/etcd", 200, "etcd-binary"},
 		{"/yochu/../secret.txt", 404, ""},
@@ -315,6 +321,9 @@ func TestImages(t *testing.T) {
 		{"/index.html", 200, "<title>Mayu</title>"}, // built in, whatever the static directory holds
 		{"/infopusher", 200, "helper-binary"},
 		{"/hostinfo-helper", 200, "helper-binary"},
+		{"/hostinfo-helper?arch=amd64", 200, "helper-binary"},
+		{"/hostinfo-helper?arch=arm64", 200, "arm64-helper"},
+		{"/hostinfo-helper?arch=../secret.txt", 400, "no host-info helper for arch"},
 		{"/..%2Fsecret.txt", 404, ""},
 		{"/nothing-here", 404, "does not exist"},
 	}

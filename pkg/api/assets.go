@@ -14,6 +14,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"mayu/pkg/config"
 	"mayu/pkg/provision"
 )
 
@@ -42,13 +43,25 @@ func (s *Server) defaultImage(name string) echo.HandlerFunc {
 }
 
 // hostImage serves a file of the OS version of one host.
+// hostImage serves file name of the host's OS version from
+// images/<version>/, or with ?arch=arm64 (the shipped first-stage script
+// adds it on aarch64 machines) from images/<version>/arm64/
+// (config.ARM64ImagesDir); any other arch is a 400.
 func (s *Server) hostImage(name string) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		version, err := s.hostVersion(c.Param("serial"))
 		if err != nil {
 			return err
 		}
-		return s.serveImage(c, filepath.Join(s.cfg.ImagesDir, version), name)
+		dir := filepath.Join(s.cfg.ImagesDir, version)
+		switch arch := c.QueryParam("arch"); arch {
+		case "", "amd64":
+		case "arm64":
+			dir = filepath.Join(dir, config.ARM64ImagesDir)
+		default:
+			return fmt.Errorf("%w: no images for arch %q (amd64 or arm64)", errBadRequest, arch)
+		}
+		return s.serveImage(c, dir, name)
 	}
 }
 

@@ -149,8 +149,19 @@ func (s *Server) machineSerialScript(c echo.Context) error {
 	return c.Blob(http.StatusOK, "text/x-shellscript; charset=utf-8", []byte(host.SerialScript))
 }
 
+// hostinfoHelper serves the host-info helper (infopusher) from
+// --static-html-path: the x86-64 build, or with ?arch=arm64 (the shipped
+// first-stage script adds it on aarch64 machines) the arm64 build in
+// static_html/arm64/infopusher. Any other arch is a 400.
 func (s *Server) hostinfoHelper(c echo.Context) error {
-	return s.serveFileIn(c, s.cfg.StaticHTMLDir, "infopusher")
+	switch arch := c.QueryParam("arch"); arch {
+	case "", "amd64":
+		return s.serveFileIn(c, s.cfg.StaticHTMLDir, "infopusher")
+	case "arm64":
+		return s.serveFileIn(c, s.cfg.StaticHTMLDir, "arm64/infopusher")
+	default:
+		return fmt.Errorf("%w: no host-info helper for arch %q (amd64 or arm64)", errBadRequest, arch)
+	}
 }
 
 // finalConfig records what the installing machine reports and answers its

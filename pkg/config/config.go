@@ -84,7 +84,28 @@ type Network struct {
 	// is configured, not detected; profiles[].secure_boot picks machines
 	// one by one instead.
 	SecureBoot bool `yaml:"secure_boot"`
+	// ARM64 answers arm64 UEFI PXE clients (DHCP option 93 client
+	// architecture 11, "ARM 64-bit UEFI", RFC 4578 and IANA's Processor
+	// Architecture Types) with ARM64GRUBBootFile, Debian's GRUB network
+	// image for arm64, which reads grub/grub.cfg, the kernel and the
+	// initrd over TFTP; the kernel and initrd are the arm64 ones of
+	// images/<version>/arm64/ (ARM64ImagesDir). Off (Mayu 0.11's
+	// behaviour) arm64 clients are answered as BIOS ones.
+	ARM64 bool `yaml:"arm64"`
 }
+
+// The arm64 boot chain's file in tftproot: Debian's grubnetaa64.efi.signed
+// (package grub-efi-arm64-signed) under the name its firmware's PXE fetches.
+const ARM64GRUBBootFile = "grubaa64.efi"
+
+// ARM64ImagesDir is the subdirectory of images/<version>/ holding the arm64
+// files under the x86-64 names (coreos_production_pxe.vmlinuz, ...): the
+// 0.11 layout stays the x86-64 one.
+const ARM64ImagesDir = "arm64"
+
+// GRUBTree tells whether mayu serves GRUB's TFTP tree (package grubnet):
+// for the Secure Boot chain or for arm64 machines.
+func (c *Config) GRUBTree() bool { return c.SecureBootAnywhere() || c.Network.ARM64 }
 
 // The Secure Boot chain's files in tftproot (Debian's shim-signed and
 // grub-efi-amd64-signed): the Microsoft-signed shim, and the
@@ -322,6 +343,12 @@ func (c *Config) check(k *checker) *addrPlan {
 	}
 	if c.SecureBootAnywhere() && !n.PXE {
 		k.add("network.secure_boot", "secure_boot (network or profile) needs network.pxe: true: the chain is served over TFTP")
+	}
+	if n.ARM64 && !n.PXE {
+		k.add("network.arm64", "network.arm64 needs network.pxe: true: arm64 machines boot GRUB over TFTP")
+	}
+	if n.ARM64 && n.ProxyDHCP {
+		k.add("network.arm64", "network.arm64 is not supported with network.proxy_dhcp: Debian's GRUB looks for grub/grub.cfg on the server of the DHCP answer it booted with, the site's in proxyDHCP mode (in qemu it stops at its prompt)")
 	}
 	ips, ipsOK := k.ipRange(n.IPRange, "network.ip_range", true)
 	if !contains(NetworkModels, n.NetworkModel) {

@@ -235,3 +235,24 @@ func TestSecureBootOptions(t *testing.T) {
 	_, err = Parse([]byte(strings.Replace(proxy, "  pxe: true", "  pxe: true\n  secure_boot: true", 1)))
 	require.NoError(t, err)
 }
+
+func TestARM64Option(t *testing.T) {
+	c, err := Parse([]byte(valid))
+	require.NoError(t, err)
+	assert.False(t, c.Network.ARM64, "off unless configured (Mayu 0.11)")
+	assert.False(t, c.GRUBTree())
+
+	c, err = Parse([]byte(strings.Replace(valid, "  pxe: true", "  pxe: true\n  arm64: true", 1)))
+	require.NoError(t, err)
+	assert.True(t, c.Network.ARM64)
+	assert.True(t, c.GRUBTree(), "arm64 machines boot through GRUB's tree")
+	assert.False(t, c.SecureBootAnywhere(), "arm64 is not the Secure Boot chain")
+
+	// GRUB and its files come over TFTP: no PXE, no arm64.
+	_, err = Parse([]byte(strings.Replace(valid, "  pxe: true", "  pxe: false\n  arm64: true", 1)))
+	require.ErrorContains(t, err, "network.arm64 needs network.pxe: true")
+
+	// GRUB does not find its configuration beside a site's DHCP server.
+	_, err = Parse([]byte(strings.Replace(valid, "  pxe: true", "  pxe: true\n  arm64: true\n  proxy_dhcp: true", 1)))
+	require.ErrorContains(t, err, "network.arm64 is not supported with network.proxy_dhcp")
+}

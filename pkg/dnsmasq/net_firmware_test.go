@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/iana"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -94,6 +95,43 @@ func TestNetFirmwareAnswers(t *testing.T) {
 	})
 	t.Run("iPXE under BIOS", func(t *testing.T) { assert.Equal(t, bootScript, offer(t, netlab.FwIPXEBIOS).BootFileName) })
 	t.Run("iPXE under UEFI", func(t *testing.T) { assert.Equal(t, bootScript, offer(t, netlab.FwIPXEEFI).BootFileName) })
+	// Without network.arm64 an arm64 client is answered as Mayu 0.11 did:
+	// as BIOS (no arm64 loader is configured).
+	t.Run("arm64 arch 11 without network.arm64", func(t *testing.T) { tftp(t, offer(t, netlab.FwARM64), "undionly.kpxe") })
+}
+
+// TestNetFirmwareARM64: with network.arm64, arm64 UEFI PXE clients (option
+// 93 = 11) get GRUB's arm64 network image over TFTP, arm64 UEFI HTTP boot
+// clients (19) an address but no boot file (their firmware then tries its
+// PXE option), and every x86 client exactly what it gets without arm64.
+func TestNetFirmwareARM64(t *testing.T) {
+	l := newLab(t)
+	l.serve(t, func(n *config.Network) { n.ARM64 = true }, nil, nil)
+	for _, tt := range []struct {
+		name string
+		fw   netlab.Firmware
+		file string
+	}{
+		{"arm64 UEFI arch 11", netlab.FwARM64, "grubaa64.efi"},
+		{"arm64 UEFI HTTP boot arch 19", netlab.FwARM64HTTP, ""},
+		{"BIOS", netlab.FwBIOS, "undionly.kpxe"},
+		{"UEFI arch 7", netlab.FwEFI7, "ipxe.efi"},
+		{"UEFI arch 9", netlab.FwEFI9, "ipxe.efi"},
+		{"x86-64 UEFI HTTP boot", netlab.FwHTTPBoot, httpBoot + "ipxe.efi"},
+		{"no option 93 is BIOS", netlab.FwNoArch, "undionly.kpxe"},
+		{"iPXE under UEFI", netlab.FwIPXEEFI, bootScript},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			o := l.Discover(t, "c1", tt.fw, 10)
+			require.NotNil(t, o, "no OFFER")
+			t.Logf("answer: %s", netlab.Describe(o))
+			netlab.InBootstrapRange(t, o.YourIPAddr.String())
+			assert.Equal(t, tt.file, o.BootFileName)
+			if tt.fw.Arch != nil && *tt.fw.Arch == iana.EFI_ARM64_HTTP {
+				assert.NotEqual(t, "HTTPClient", o.ClassIdentifier(), "no HTTP boot answer for arm64")
+			}
+		})
+	}
 }
 
 // TestNetFirmwareOptions: network.efi_boot_file picks the EFI binary (by

@@ -77,6 +77,15 @@ type GlobalContext struct {
 	// machines (Config.SecureBoot is nil), so that a tftproot without the
 	// shim stays valid.
 	SecureBootTag string
+	// ARM64BootFile is the boot loader for arm64 UEFI PXE clients (client
+	// architecture 11, RFC 4578 / IANA Processor Architecture Types),
+	// served from TFTPRoot: config.ARM64GRUBBootFile with network.arm64,
+	// empty otherwise (arm64 clients are then answered as BIOS ones, as
+	// by Mayu 0.11). arm64 UEFI HTTP boot clients (architecture 19) get no
+	// boot file with network.arm64: Debian's GRUB network image finds its
+	// configuration from a PXE boot only, so their firmware moves on to
+	// its PXE boot option.
+	ARM64BootFile string
 	// HTTPBootURL is EFIBootFile over HTTP, the boot file of UEFI HTTP
 	// boot clients (vendor class "HTTPClient", architecture 16):
 	// <boot base>/tftproot/<EFIBootFile>, where the boot base is
@@ -145,7 +154,12 @@ func (s *Supervisor) global(n config.Network) GlobalContext {
 	if s.cfg.BootPort != 0 {
 		bootBase = n.BaseURL(s.cfg.BootPort, true)
 	}
+	arm64File := ""
+	if n.ARM64 {
+		arm64File = config.ARM64GRUBBootFile
+	}
 	return GlobalContext{
+		ARM64BootFile: arm64File,
 		Executable:    s.cfg.Binary,
 		Template:      s.cfg.Template,
 		TFTPRoot:      s.cfg.TFTPRoot,

@@ -51,6 +51,10 @@ func TestRenderShippedTemplate(t *testing.T) {
 	secure.SecureBoot = true
 	secureProxy := proxy
 	secureProxy.SecureBoot = true
+	arm64 := seedNetwork()
+	arm64.ARM64 = true
+	arm64UEFI := uefi
+	arm64UEFI.ARM64 = true
 	tests := []struct {
 		name    string
 		network config.Network
@@ -65,6 +69,8 @@ func TestRenderShippedTemplate(t *testing.T) {
 		{"pxe-secureboot", secure, true, 4080},
 		{"pxe-proxy-secureboot", secureProxy, true, 4080},
 		{"pxe-secureboot-by-profile", seedNetwork(), true, 4080},
+		{"pxe-arm64", arm64, true, 4080},
+		{"pxe-uefi-arm64", arm64UEFI, true, 4080},
 		{"nopxe", noPXE, true, 4080},
 		{"norouter-nodns", noRouter, true, 4080},
 	}

@@ -18,12 +18,21 @@
 // it compares $net_default_mac (the MAC GRUB booted from) with the MACs of
 // the machines that boot from disk.
 //
+// arm64 machines (network.arm64) boot the same way without shim: their
+// firmware (AAVMF, checked under qemu TCG: DHCP option 93 = 11) loads
+// grubaa64.efi (Debian's grubnetaa64.efi.signed) over TFTP, whose prefix is
+// also (tftp,<server>)/grub; the one grub.cfg then picks the kernel by
+// $grub_cpu ("arm64" or "x86_64", set by GRUB's normal module), and on
+// arm64 GRUB's linux command loads the kernel through its EFI stub.
+//
 // The tree:
 //
 //	<Dir>/<entry>                  a symbolic link to every entry of tftproot
 //	<Dir>/grub/grub.cfg            GRUB's configuration (Render)
 //	<Dir>/images/vmlinuz           links to the default PXE kernel and initrd
 //	<Dir>/images/initrd.cpio.gz
+//	<Dir>/images/arm64/vmlinuz     with ARM64Images: the arm64 ones
+//	<Dir>/images/arm64/initrd.cpio.gz
 //
 // dnsmasq follows symbolic links out of its tftp-root; as user nobody it
 // needs every directory on the way readable.
@@ -60,6 +69,10 @@ type Config struct {
 	// default OS version's files); asked on every Sync, so a reloaded
 	// default_coreos_version is followed.
 	Images func() (kernel, initrd string)
+	// ARM64Images returns the arm64 PXE kernel and initrd (the default OS
+	// version's images/<version>/arm64/ files); nil when no arm64 machine
+	// boots here (network.arm64 off), and grub.cfg then has no arm64 branch.
+	ARM64Images func() (kernel, initrd string)
 	// KernelArgs is the kernel command line of the install path
 	// (provision.InstallKernelArgs).
 	KernelArgs string
@@ -107,7 +120,13 @@ func (t *Tree) Sync(hosts []host.Host) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	kernel, initrd := t.cfg.Images()
-	for name, target := range map[string]string{"vmlinuz": kernel, "initrd.cpio.gz": initrd} {
+	links := map[string]string{"vmlinuz": kernel, "initrd.cpio.gz": initrd}
+	if t.cfg.ARM64Images != nil {
+		k, i := t.cfg.ARM64Images()
+		links[ARM64Kernel] = k
+		links[ARM64Initrd] = i
+	}
+	for name, target := range links {
 		// A relative target would be read from the link's own directory.
 		abs, err := filepath.Abs(target)
 		if err != nil {
@@ -117,7 +136,7 @@ func (t *Tree) Sync(hosts []host.Host) error {
 			return err
 		}
 	}
-	cfg := Render(t.cfg.KernelArgs, LocalMACs(hosts, t.cfg.Local))
+	cfg := Render(t.cfg.KernelArgs, LocalMACs(hosts, t.cfg.Local), t.cfg.ARM64Images != nil)
 	if bytes.Equal(cfg, t.applied) {
 		return nil
 	}
@@ -156,13 +175,28 @@ func LocalMACs(hosts []host.Host, local func(host.Host) bool) []string {
 	return macs
 }
 
+// The arm64 kernel and initrd in the tree, under images/.
+const (
+	ARM64Kernel = "arm64/vmlinuz"
+	ARM64Initrd = "arm64/initrd.cpio.gz"
+)
+
+// ARM64Console is what the arm64 kernel line adds to kernelArgs: the
+// PL011 serial port of ARM servers and of qemu's virt machine (ttyS0 of
+// kernelArgs does not exist there; Linux makes the last console= that
+// exists /dev/console, so a machine with an 8250 port keeps ttyS0).
+const ARM64Console = "console=ttyAMA0,115200n8"
+
 // Render is GRUB's configuration (GRUB manual, "Shell-like scripting"):
 // machines whose MAC is in localMACs leave GRUB with exit, so the firmware
 // goes on with its next boot entry, the installed system's (as iPXE's exit
 // under UEFI); every other machine boots the PXE kernel and initrd from
-// /images over TFTP with kernelArgs. GRUB's $net_default_mac is lower-case
-// with colons, the form host.NormalizeMAC gives.
-func Render(kernelArgs string, localMACs []string) []byte {
+// /images over TFTP with kernelArgs. With arm64, a GRUB built for arm64
+// ($grub_cpu, GRUB manual "Special environment variables") boots
+// ARM64Kernel and ARM64Initrd instead, with ARM64Console added. GRUB's
+// $net_default_mac is lower-case with colons, the form host.NormalizeMAC
+// gives.
+func Render(kernelArgs string, localMACs []string, arm64 bool) []byte {
 	var b strings.Builder
 	b.WriteString("# Written by mayu from the host records; rewritten on every change. Do not edit.\n")
 	b.WriteString("set timeout=0\nset mayu_boot=install\n")
@@ -174,6 +208,12 @@ func Render(kernelArgs string, localMACs []string) []byte {
 		"\techo \"mayu: installed: booting from the local disk (network.installed_boot: local)\"\n" +
 		"\texit\n" +
 		"fi\n")
+	if arm64 {
+		b.WriteString("if [ \"$grub_cpu\" = arm64 ]; then\n" +
+			"\techo \"mayu: loading the arm64 PXE kernel and initrd over TFTP\"\n")
+		fmt.Fprintf(&b, "\tlinux /images/%s %s %s\n", ARM64Kernel, kernelArgs, ARM64Console)
+		fmt.Fprintf(&b, "\tinitrd /images/%s\n\tboot\nfi\n", ARM64Initrd)
+	}
 	b.WriteString("echo \"mayu: loading the PXE kernel and initrd over TFTP\"\n")
 	fmt.Fprintf(&b, "linux /images/vmlinuz %s\n", kernelArgs)
 	b.WriteString("initrd /images/initrd.cpio.gz\nboot\n")
@@ -201,7 +241,7 @@ func (t *Tree) linkLoaders() error {
 		}
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("%w: %s has no %s (Debian's shim-signed and grub-efi-amd64-signed; see the README's Secure Boot section)",
+		return fmt.Errorf("%w: %s has no %s (Debian's shim-signed, grub-efi-amd64-signed and for arm64 grub-efi-arm64-signed; see the README's Secure Boot and arm64 sections)",
 			ErrTree, root, strings.Join(missing, ", "))
 	}
 	for _, e := range entries {

@@ -41,6 +41,7 @@ teardown() {
     templates/last_stage_cloudconfig.yaml templates/ignition/gs_install.yaml \
     template_snippets/cloudconfig template_snippets/ignition \
     tftproot/undionly.kpxe tftproot/ipxe.efi tftproot/snponly.efi tftproot/shimx64.efi tftproot/grubx64.efi \
+    tftproot/grubaa64.efi static_html/arm64/infopusher static_html/arm64/mayuctl \
     static_html/mayuctl static_html/infopusher \
     contrib/systemd/mayu.service contrib/systemd/mayu-native.service contrib/mayu.init contrib/docker/healthcheck; do
     [ -e "$REL/$f" ] || {
@@ -48,7 +49,7 @@ teardown() {
       return 1
     }
   done
-  for f in mayu mayuctl static_html/mayuctl static_html/infopusher fetch-coreos-image \
+  for f in mayu mayuctl static_html/mayuctl static_html/infopusher static_html/arm64/infopusher static_html/arm64/mayuctl fetch-coreos-image \
     fetch-coreos-qemu-image fetch-flatcar-image fetch-yochu-assets contrib/mayu.init contrib/docker/healthcheck; do
     [ -x "$REL/$f" ] || {
       echo "not executable: $f" >&2
@@ -61,6 +62,8 @@ teardown() {
   cmp "$REL/tftproot/shimx64.efi" /usr/lib/shim/shimx64.efi.signed
   cmp "$REL/tftproot/grubx64.efi" /usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed
   cmp "$REL/static_html/mayuctl" "$REL/mayuctl"
+  cmp "$REL/tftproot/grubaa64.efi" "$BATS_TEST_DIRNAME/../../tftproot/grubaa64.efi"
+  file -b "$REL/static_html/arm64/infopusher" | grep -q 'ARM aarch64.*statically linked'
 }
 
 @test "the binaries are static and report the VERSION file's version" {

@@ -96,7 +96,7 @@ func TestNetSecureBootTree(t *testing.T) {
 		}
 		m := startMayuWith(t, l, secureBootConfig, "--tftproot", bare)
 		requireFailedExit(t, m, "secure_boot without shim and GRUB in tftproot")
-		assert.Contains(t, m.Out.String(), "has no shimx64.efi, grubx64.efi (Debian's shim-signed and grub-efi-amd64-signed")
+		assert.Contains(t, m.Out.String(), "has no shimx64.efi, grubx64.efi (Debian's shim-signed, grub-efi-amd64-signed")
 		assert.Empty(t, l.NSPIDs(t))
 	})
 }

@@ -32,13 +32,19 @@ var (
 	archEFI7   = iana.EFI_X86_64
 	archEFI9   = iana.EFI_BC
 	archEFI16  = iana.EFI_X86_64_HTTP
+	archARM64  = iana.EFI_ARM64
+	archARM64H = iana.EFI_ARM64_HTTP
 	FwBIOS     = Firmware{Arch: &archBIOS, VendorClass: "PXEClient:Arch:00000:UNDI:002001"}
 	FwEFI7     = Firmware{Arch: &archEFI7, VendorClass: "PXEClient:Arch:00007:UNDI:003016"}
 	FwEFI9     = Firmware{Arch: &archEFI9, VendorClass: "PXEClient:Arch:00009:UNDI:003016"}
 	FwHTTPBoot = Firmware{Arch: &archEFI16, VendorClass: "HTTPClient:Arch:00016:UNDI:003001"}
 	FwNoArch   = Firmware{VendorClass: "PXEClient"}
-	FwIPXEBIOS = Firmware{Arch: &archBIOS, VendorClass: "PXEClient:Arch:00000:UNDI:002001", IPXE: true}
-	FwIPXEEFI  = Firmware{Arch: &archEFI7, VendorClass: "PXEClient:Arch:00007:UNDI:003016", IPXE: true}
+	// arm64 UEFI (AAVMF under qemu sends "PXEClient:Arch:00011:UNDI:003000")
+	// and arm64 UEFI HTTP boot.
+	FwARM64     = Firmware{Arch: &archARM64, VendorClass: "PXEClient:Arch:00011:UNDI:003000"}
+	FwARM64HTTP = Firmware{Arch: &archARM64H, VendorClass: "HTTPClient:Arch:00019:UNDI:003000"}
+	FwIPXEBIOS  = Firmware{Arch: &archBIOS, VendorClass: "PXEClient:Arch:00000:UNDI:002001", IPXE: true}
+	FwIPXEEFI   = Firmware{Arch: &archEFI7, VendorClass: "PXEClient:Arch:00007:UNDI:003016", IPXE: true}
 )
 
 // ArchBIOS is the client architecture of BIOS PXE (0), for PXEBootRequest.

@@ -57,6 +57,11 @@ var BootFiles = []string{"undionly.kpxe", "ipxe.efi", "snponly.efi"}
 // TFTPRoot holds too; they are served over TFTP only.
 var SecureBootFiles = []string{"shimx64.efi", "grubx64.efi"}
 
+// ARM64Files are the arm64 loaders of the repository's tftproot (Debian's
+// grub-efi-arm64-signed: grubnetaa64.efi.signed), which a lab's TFTPRoot
+// holds too.
+var ARM64Files = []string{"grubaa64.efi"}
+
 // Lab is a provisioning segment: namespace Prov with bridge br0 at
 // ProvAddr/24, namespace Cli with veths on that bridge: c0 (static
 // TFTPClient, the TFTP client), c1 (MacMachine), c2 (MacOther).
@@ -65,7 +70,7 @@ type Lab struct {
 	Prov     string // provisioning namespace
 	Cli      string // client namespace
 	Dir      string // the lab's scratch directory
-	TFTPRoot string // Dir/tftproot, holding the repository's BootFiles and SecureBootFiles
+	TFTPRoot string // Dir/tftproot, holding the repository's BootFiles, SecureBootFiles and ARM64Files
 	script   string // udhcpc script that records the lease
 }
 
@@ -103,7 +108,7 @@ func New(t *testing.T) *Lab {
 
 	l.TFTPRoot = filepath.Join(l.Dir, "tftproot")
 	require.NoError(t, os.MkdirAll(l.TFTPRoot, 0o755))
-	for _, f := range append(append([]string{}, BootFiles...), SecureBootFiles...) {
+	for _, f := range append(append(append([]string{}, BootFiles...), SecureBootFiles...), ARM64Files...) {
 		b, err := os.ReadFile(proctest.RepoPath(t, "tftproot", f))
 		require.NoError(t, err)
 		require.NoError(t, os.WriteFile(filepath.Join(l.TFTPRoot, f), b, 0o644))
