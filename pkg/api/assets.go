@@ -42,7 +42,6 @@ func (s *Server) defaultImage(name string) echo.HandlerFunc {
 	}
 }
 
-// hostImage serves a file of the OS version of one host.
 // hostImage serves file name of the host's OS version from
 // images/<version>/, or with ?arch=arm64 (the shipped first-stage script
 // adds it on aarch64 machines) from images/<version>/arm64/
