@@ -347,6 +347,9 @@ func (c *Config) check(k *checker) *addrPlan {
 	if n.ARM64 && !n.PXE {
 		k.add("network.arm64", "network.arm64 needs network.pxe: true: arm64 machines boot GRUB over TFTP")
 	}
+	if n.SecureBoot && n.ProxyDHCP {
+		k.add("network.secure_boot", "network.secure_boot is not supported with network.proxy_dhcp: Debian's signed GRUB looks for grub/grub.cfg on the server of the DHCP answer it booted with, the site's in proxyDHCP mode (in qemu it stops at its prompt)")
+	}
 	if n.ARM64 && n.ProxyDHCP {
 		k.add("network.arm64", "network.arm64 is not supported with network.proxy_dhcp: Debian's GRUB looks for grub/grub.cfg on the server of the DHCP answer it booted with, the site's in proxyDHCP mode (in qemu it stops at its prompt)")
 	}
@@ -383,7 +386,7 @@ func (c *Config) check(k *checker) *addrPlan {
 				what, p.EtcdClusterToken)
 		}
 		if p.SecureBoot && n.ProxyDHCP {
-			k.add(path+".secure_boot", "%s.secure_boot is not supported with network.proxy_dhcp (the per-machine choice is a tag in dnsmasq's hosts file, not proven in proxyDHCP answers); use network.secure_boot", what)
+			k.add(path+".secure_boot", "%s.secure_boot is not supported with network.proxy_dhcp (Debian's signed GRUB reads its grub.cfg from the site's DHCP server in proxyDHCP mode)", what)
 		}
 	}
 
