@@ -163,6 +163,11 @@ stages() {
   instructions | grep -qF 'apt-get download shim-signed grub-efi-amd64-signed'
   instructions | grep -qF 'cp usr/lib/shim/shimx64.efi.signed /usr/lib/mayu/tftproot/shimx64.efi'
   instructions | grep -qF 'cp usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed /usr/lib/mayu/tftproot/grubx64.efi'
+  instructions | grep -qF 'apt-get download grub-efi-arm64-signed:arm64'
+  instructions | grep -qF 'cp usr/lib/grub/arm64-efi-signed/grubnetaa64.efi.signed /usr/lib/mayu/tftproot/grubaa64.efi'
+  instructions | grep -qF 'dpkg --remove-architecture arm64'
+  copies release | grep -qxP -- '-\tstatic_html/arm64/\t/usr/lib/mayu/static_html/arm64/'
+  copies source | grep -qxP 'builder\t/out/arm64/\t/usr/lib/mayu/static_html/arm64/'
   # A config at the wrong path must not be hidden by one in the image.
   run ! grep -E '^COPY .*[[:space:]]/etc/mayu/' "$DOCKERFILE"
   [ "$(json_instruction VOLUME | tr '\n' ' ')" = "/var/lib/mayu /usr/lib/mayu/images /usr/lib/mayu/yochu " ]
