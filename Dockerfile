@@ -32,7 +32,9 @@ FROM debian:bookworm-slim AS runtime
 # undionly.kpxe, ipxe.efi and snponly.efi to tftproot and is purged again; the
 # Secure Boot chain's shimx64.efi and grubx64.efi are unpacked from Debian's
 # shim-signed and grub-efi-amd64-signed (not installed: their scripts would
-# set up this container's own boot). No git: mayu
+# set up this container's own boot), and so is grubaa64.efi for arm64
+# machines (network.arm64) from grub-efi-arm64-signed, an arm64 package:
+# the arm64 architecture is added for that download only. No git: mayu
 # commits to the cluster directory itself. No config: mayu refuses to start
 # without the one mounted at /etc/mayu/config.yaml, rather than provision
 # from an example. mayuctl lives once, in static_html (served to machines),
@@ -47,6 +49,11 @@ RUN apt-get update \
  && for deb in ./*.deb; do dpkg-deb -x "$deb" .; done \
  && cp usr/lib/shim/shimx64.efi.signed /usr/lib/mayu/tftproot/shimx64.efi \
  && cp usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed /usr/lib/mayu/tftproot/grubx64.efi \
+ && dpkg --add-architecture arm64 && apt-get update \
+ && apt-get download grub-efi-arm64-signed:arm64 \
+ && dpkg-deb -x ./grub-efi-arm64-signed_*_arm64.deb . \
+ && cp usr/lib/grub/arm64-efi-signed/grubnetaa64.efi.signed /usr/lib/mayu/tftproot/grubaa64.efi \
+ && dpkg --remove-architecture arm64 \
  && cd / && rm -rf /tmp/secureboot \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log \
  && ln -s /usr/lib/mayu/static_html/mayuctl /usr/bin/mayuctl
@@ -75,6 +82,7 @@ CMD ["-v=12", "--no-git", "--no-tls"]
 FROM runtime AS release
 COPY mayu /usr/bin/
 COPY static_html/mayuctl static_html/infopusher /usr/lib/mayu/static_html/
+COPY static_html/arm64/ /usr/lib/mayu/static_html/arm64/
 
 # --- binaries built from the source tree (go.work workspace) ---------------
 FROM golang:${GO_VERSION}-bookworm AS builder
@@ -91,11 +99,13 @@ COPY tests/ tests/
 # modules the binaries need are downloaded.
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
     set -e; v=$(cat VERSION); \
-    for t in mayu:./mayu mayuctl:./mayuctl infopusher:./mayuctl/cmd/infopusher; do \
-      CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$v" -o "/out/${t%%:*}" "${t#*:}"; \
+    for t in mayu:./mayu mayuctl:./mayuctl infopusher:./mayuctl/cmd/infopusher arm64/mayuctl:./mayuctl arm64/infopusher:./mayuctl/cmd/infopusher; do \
+      case $t in arm64/*) arch=arm64 ;; *) arch= ;; esac; \
+      CGO_ENABLED=0 GOARCH=$arch go build -trimpath -ldflags "-s -w -X main.version=$v" -o "/out/${t%%:*}" "${t#*:}"; \
     done
 
 # --- the source build: the last stage, what a plain docker build makes -----
 FROM runtime AS source
 COPY --from=builder /out/mayu /usr/bin/
 COPY --from=builder /out/mayuctl /out/infopusher /usr/lib/mayu/static_html/
+COPY --from=builder /out/arm64/ /usr/lib/mayu/static_html/arm64/

@@ -101,6 +101,16 @@ func report(t *testing.T, name string, r *storm.Result) {
 		name, r.Machines, r.Completed, r.Failed, r.PerSecond, r.Retries, r.Errors)
 }
 
+// allRunning tells whether every host is running.
+func allRunning(hosts map[string]host.Host) bool {
+	for _, h := range hosts {
+		if h.State != host.Running {
+			return false
+		}
+	}
+	return true
+}
+
 // checkFleet checks that every instance lists the same machines, each
 // running with its own address, with exactly 3 core-services among them,
 // and returns the list.
@@ -109,8 +119,10 @@ func checkFleet(t *testing.T, want int, ds ...*proctest.Daemon) map[string]host.
 	var first map[string]host.Host
 	for i, d := range ds {
 		var hosts map[string]host.Host
-		require.Eventually(t, func() bool { hosts = d.Hosts(); return len(hosts) == want }, 30*time.Second, 100*time.Millisecond,
-			"instance %d lists %d machines", i, want)
+		// An instance learns of the other's changes through its watch, a
+		// moment later: wait until it has seen every machine's last step.
+		require.Eventually(t, func() bool { hosts = d.Hosts(); return len(hosts) == want && allRunning(hosts) }, 30*time.Second, 100*time.Millisecond,
+			"instance %d lists %d machines, all running", i, want)
 		if first == nil {
 			first = hosts
 		}

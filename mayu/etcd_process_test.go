@@ -85,7 +85,10 @@ func TestProcessEtcdStoreTwoInstances(t *testing.T) {
 	}
 	for name, d := range map[string]*proctest.Daemon{"a": a, "b": b} {
 		var hosts map[string]host.Host
-		require.Eventually(t, func() bool { hosts = d.Hosts(); return len(hosts) == 4 }, 10*time.Second, 50*time.Millisecond, name)
+		// Through its watch an instance sees the other's last step a
+		// moment later.
+		require.Eventually(t, func() bool { hosts = d.Hosts(); return len(hosts) == 4 && allRunning(hosts) }, 10*time.Second, 50*time.Millisecond,
+			"%s lists 4 machines, all running", name)
 		for serial, w := range want {
 			assert.Equal(t, w.addr, hosts[serial].InternalAddr.String(), "%s %s", name, serial)
 			assert.Equal(t, w.profile, hosts[serial].Profile, "%s %s", name, serial)

@@ -121,22 +121,25 @@ stages() {
 }
 
 @test "the source and the release build put the same binaries in the same places" {
-  local from src dest built released
+  local from src dest built released pattern
   built=$(instructions | grep -o 'for t in [^;]*;' | sed 's/for t in //; s/;//' | tr ' ' '\n' | cut -d: -f1 | sort | tr '\n' ' ')
-  [ "$built" = "infopusher mayu mayuctl " ]
+  [ "$built" = "arm64/infopusher arm64/mayuctl infopusher mayu mayuctl " ]
   while IFS=$'\t' read -r from src dest; do
     [ "$from" = builder ] || {
       echo "the source stage copies $src from $from, not from the builder" >&2
       return 1
     }
-    [[ " $built " == *" ${src#/out/} "* ]] || {
+    # A file is one the builder makes; a directory (arm64/) holds some.
+    if [[ $src == */ ]]; then pattern=" ${src#/out/}*"; else pattern=" ${src#/out/} "; fi
+    # shellcheck disable=SC2053 # the pattern is meant to match
+    [[ " $built " == *$pattern* ]] || {
       echo "the source stage copies $src, which the builder does not make" >&2
       return 1
     }
   done < <(copies source)
   released=$(copies release | awk -F'\t' '{ n = split($2, p, "/"); print $3 p[n] }' | sort | tr '\n' ' ')
   [ "$released" = "$(copies source | awk -F'\t' '{ n = split($2, p, "/"); print $3 p[n] }' | sort | tr '\n' ' ')" ]
-  [ "$released" = "/usr/bin/mayu /usr/lib/mayu/static_html/infopusher /usr/lib/mayu/static_html/mayuctl " ]
+  [ "$released" = "/usr/bin/mayu /usr/lib/mayu/static_html/arm64/ /usr/lib/mayu/static_html/infopusher /usr/lib/mayu/static_html/mayuctl " ]
 }
 
 @test "the stages are in the order the classic builder and a plain docker build need" {
@@ -163,6 +166,11 @@ stages() {
   instructions | grep -qF 'apt-get download shim-signed grub-efi-amd64-signed'
   instructions | grep -qF 'cp usr/lib/shim/shimx64.efi.signed /usr/lib/mayu/tftproot/shimx64.efi'
   instructions | grep -qF 'cp usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed /usr/lib/mayu/tftproot/grubx64.efi'
+  instructions | grep -qF 'apt-get download grub-efi-arm64-signed:arm64'
+  instructions | grep -qF 'cp usr/lib/grub/arm64-efi-signed/grubnetaa64.efi.signed /usr/lib/mayu/tftproot/grubaa64.efi'
+  instructions | grep -qF 'dpkg --remove-architecture arm64'
+  copies release | grep -qxP -- '-\tstatic_html/arm64/\t/usr/lib/mayu/static_html/arm64/'
+  copies source | grep -qxP 'builder\t/out/arm64/\t/usr/lib/mayu/static_html/arm64/'
   # A config at the wrong path must not be hidden by one in the image.
   run ! grep -E '^COPY .*[[:space:]]/etc/mayu/' "$DOCKERFILE"
   [ "$(json_instruction VOLUME | tr '\n' ' ')" = "/var/lib/mayu /usr/lib/mayu/images /usr/lib/mayu/yochu " ]
@@ -265,7 +273,7 @@ image_root() {
   [ -f "$root/var/lib/mayu/cluster.json" ]
 }
 
-@test "the builder stage builds all three binaries from exactly what its COPY lines bring in" {
+@test "the builder stage builds every binary (and the arm64 ones for arm64) from exactly what its COPY lines bring in" {
   # The source stage replayed on this machine: its COPY lines into a fresh
   # directory, its RUN lines with /src and /out moved there. The module
   # proxy is the local module cache (no network), so a module or go.sum
@@ -299,9 +307,15 @@ image_root() {
     }
   done < <(instructions)
   local b
-  for b in mayu mayuctl infopusher; do
+  for b in mayu mayuctl infopusher arm64/mayuctl arm64/infopusher; do
     [ -x "$t/out/$b" ] || {
       echo "the builder made no /out/$b" >&2
+      return 1
+    }
+  done
+  for b in mayuctl infopusher; do
+    file -b "$t/out/arm64/$b" | grep -q 'ARM aarch64.*statically linked' || {
+      echo "/out/arm64/$b is not a static aarch64 program: $(file -b "$t/out/arm64/$b")" >&2
       return 1
     }
   done
