@@ -34,7 +34,7 @@ func statusOf(err error) int {
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, errNotServed), errors.Is(err, store.ErrNoHistory):
 		return http.StatusNotFound
 	case errors.Is(err, host.ErrForbiddenTransition), errors.Is(err, store.ErrExists), errors.Is(err, provision.ErrConflict),
-		errors.Is(err, store.ErrConflict):
+		errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrMACTaken):
 		return http.StatusConflict
 	case errors.Is(err, provision.ErrTooLarge):
 		return http.StatusRequestEntityTooLarge
