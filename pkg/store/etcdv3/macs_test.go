@@ -230,4 +230,17 @@ func TestCopyCreatesMACKeys(t *testing.T) {
 	require.NoError(t, err)
 	_, err = dst.Update("s4", withMACs("collected host mac addresses", "02:00:00:00:01:02"))
 	assert.ErrorIs(t, err, store.ErrMACTaken)
+
+	// A source in which two records hold one MAC (hand edits of a cluster
+	// directory) is refused at the second, naming both.
+	dup := store.NewMemory()
+	t.Cleanup(func() { _ = dup.Close() })
+	for _, serial := range []string{"d1", "d2"} {
+		_, err := dup.Create(serial, withMACs("host created", "02:00:00:00:09:09"))
+		require.NoError(t, err)
+	}
+	_, err = store.Copy(open(t, ep, "/dup/"), dup, store.CopyOptions{RecordMessage: "host copied", ClusterMessage: func(string) string { return "x" }})
+	require.ErrorIs(t, err, store.ErrMACTaken)
+	assert.Contains(t, err.Error(), "copy d2: ")
+	assert.Contains(t, err.Error(), "is recorded on host d1")
 }
