@@ -49,6 +49,10 @@ var (
 	// The provisioner answers it as it answers a MAC it found taken
 	// itself (provision.ErrMACConflict, 409).
 	ErrMACTaken = errors.New("store: MAC address recorded on another host")
+	// ErrLimit: the record exceeds what the store can write in one
+	// transaction (the etcd store: more than 32 MAC addresses); nothing was
+	// written (413).
+	ErrLimit = errors.New("store: the record exceeds the store's limits")
 )
 
 // MACTakenError is the ErrMACTaken of one MAC: Owner is the record that

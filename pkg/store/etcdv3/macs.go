@@ -25,6 +25,22 @@ import (
 // written before the keys existed; Open also creates the missing keys of
 // every record it loads).
 
+// maxMACs bounds the MAC addresses of one record: a write compares and
+// puts a key per MAC in one transaction, and etcd refuses a transaction
+// of more than --max-txn-ops (128 by default) operations or comparisons.
+// Machines report a few.
+const maxMACs = 32
+
+// checkMACs refuses a record holding more than maxMACs MACs with
+// store.ErrLimit.
+func checkMACs(h host.Host) error {
+	if n := len(macsOf(&h)); n > maxMACs {
+		return fmt.Errorf("%w: the record of %s would hold %d MAC addresses; the etcd store keeps at most %d per record",
+			store.ErrLimit, h.Serial, n, maxMACs)
+	}
+	return nil
+}
+
 // macBatch bounds the operations of one transaction that creates missing
 // MAC keys at start (etcd refuses transactions of more than
 // --max-txn-ops, 128 by default).

@@ -187,6 +187,31 @@ func TestMACKeysFollowTheRecords(t *testing.T) {
 	assert.Equal(t, "x", etcdKeys(t, cli, "/fleet/macs/")[m1])
 }
 
+// A record may hold up to 32 MACs, all claimed in one transaction; more
+// are refused with ErrLimit before etcd would refuse the transaction.
+func TestMACLimit(t *testing.T) {
+	ep := startEtcd(t)
+	s := open(t, ep, "")
+	macs := func(first, n int) []string {
+		var out []string
+		for i := first; i < first+n; i++ {
+			out = append(out, fmt.Sprintf("02:00:00:00:%02x:%02x", i>>8, byte(i)))
+		}
+		return out
+	}
+	_, err := s.Create("many", withMACs("host created", macs(0, 32)...))
+	require.NoError(t, err)
+	_, err = s.Update("many", withMACs("updated host mac addresses", macs(32, 32)...))
+	require.NoError(t, err, "32 dropped and 32 gained in one transaction")
+	_, err = s.Update("many", withMACs("updated host mac addresses", macs(0, 33)...))
+	assert.ErrorIs(t, err, store.ErrLimit)
+	_, err = s.Create("more", withMACs("host created", macs(100, 33)...))
+	assert.ErrorIs(t, err, store.ErrLimit)
+	h, err := s.Get("many")
+	require.NoError(t, err)
+	assert.Equal(t, macs(32, 32), h.MacAddresses)
+}
+
 // Records written before the MAC keys existed get them when an instance
 // opens the prefix; a MAC two of them hold goes to the first serial.
 func TestMACKeysCreatedAtStart(t *testing.T) {

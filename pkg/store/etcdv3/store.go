@@ -271,6 +271,9 @@ func (s *Store) create(serial string, steps []store.Step, r *reservation) (host.
 	}
 	s.stamp(snaps)
 	final := snaps[len(snaps)-1]
+	if err := checkMACs(final); err != nil {
+		return host.Host{}, err
+	}
 	ops, err := s.writeOps(nil, final, snaps, msgs, r)
 	if err != nil {
 		return host.Host{}, err
@@ -353,6 +356,9 @@ func (s *Store) Update(serial string, steps ...store.Step) (host.Host, error) {
 		if len(snaps) > 0 {
 			s.stamp(snaps)
 			final = snaps[len(snaps)-1]
+			if err := checkMACs(final); err != nil {
+				return host.Host{}, err
+			}
 			if ops, err = s.writeOps(&cur, final, snaps, msgs, nil); err != nil {
 				return host.Host{}, err
 			}
