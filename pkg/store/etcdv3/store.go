@@ -189,7 +189,7 @@ func (k keys) audit(txn string, i int) string { return fmt.Sprintf("%s%s/%03d", 
 
 // watchEnd ends the key range the watch covers, [cluster, watchEnd):
 // "cluster" and every "hosts/..." key, none of "alloc/" and "audit/"
-// (which sort before "cluster").
+// (which sort before "cluster") nor of "macs/" (after "hosts0").
 func (k keys) watchEnd() string { return k.prefix + "hosts0" }
 
 // Get implements store.Store.
