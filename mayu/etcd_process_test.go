@@ -8,6 +8,7 @@ package main
 // MAYU_E2E=required (CI).
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"mayu/pkg/host"
 	"mayu/pkg/proctest"
@@ -186,8 +188,9 @@ func TestProcessEtcdStoreUnreachable(t *testing.T) {
 }
 
 // mayu migrate copies a cluster directory into etcd and back: every
-// record arrives byte for byte, a non-empty target is refused unless
-// --overwrite, and the copy back is one commit per record.
+// record arrives byte for byte with the keys that make its MACs its own
+// across instances, a non-empty target is refused unless --overwrite, and
+// the copy back is one commit per record.
 func TestProcessMigrate(t *testing.T) {
 	proctest.RequireCommand(t, "git", "git")
 	ep := startStoreEtcd(t)
@@ -200,6 +203,18 @@ func TestProcessMigrate(t *testing.T) {
 	require.Equal(t, 0, r.Code, r.Stderr)
 	assert.Contains(t, r.Stdout, "copied 3 host records from cluster directory "+src+" to etcd "+ep+" /moved/: 3 created, 0 replaced, 0 already identical; cluster settings copied")
 	assert.Contains(t, r.Stdout, "the target holds 3 host records")
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, DialTimeout: 5 * time.Second})
+	require.NoError(t, err)
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	macs, err := cli.Get(ctx, "/moved/macs/", clientv3.WithPrefix())
+	require.NoError(t, err)
+	gotMACs := map[string]string{}
+	for _, kv := range macs.Kvs {
+		gotMACs[strings.TrimPrefix(string(kv.Key), "/moved/macs/")] = string(kv.Value)
+	}
+	assert.Equal(t, map[string]string{"00:16:3e:00:00:00": "m0", "00:16:3e:00:00:01": "m1", "00:16:3e:00:00:02": "m2"}, gotMACs)
 
 	r = proctest.Run(t, bin, nil, append([]string{"migrate", "--from=" + src, "--to=etcd"}, etcdFlags...)...)
 	assert.Equal(t, 1, r.Code)

@@ -34,9 +34,9 @@ func statusOf(err error) int {
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, errNotServed), errors.Is(err, store.ErrNoHistory):
 		return http.StatusNotFound
 	case errors.Is(err, host.ErrForbiddenTransition), errors.Is(err, store.ErrExists), errors.Is(err, provision.ErrConflict),
-		errors.Is(err, store.ErrConflict):
+		errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrMACTaken):
 		return http.StatusConflict
-	case errors.Is(err, provision.ErrTooLarge):
+	case errors.Is(err, provision.ErrTooLarge), errors.Is(err, store.ErrLimit):
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, provision.ErrRangeFull), errors.Is(err, store.ErrUnavailable):
 		return http.StatusServiceUnavailable

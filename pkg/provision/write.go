@@ -91,6 +91,13 @@ func (p *Provisioner) write(base host.Host, steps []store.Step, check func(host.
 		}})
 	}
 	h, err := commit(steps...)
+	var taken *store.MACTakenError
+	if errors.As(err, &taken) {
+		// A shared store found the MAC taken in its own transaction
+		// (another instance recorded it meanwhile): the same refusal as
+		// claimMACs's.
+		err = macTaken(taken.MAC, taken.Owner)
+	}
 	if err == nil {
 		p.publishState(h, &w)
 	}
@@ -195,9 +202,7 @@ func (p *Provisioner) claimMACs(serial string, macs []string) (release func(), e
 		}
 		other, err := p.store.ByMAC(m)
 		if err == nil && other.Serial != serial {
-			return nil, fmt.Errorf("%w: MAC %s is recorded on host %s (state %s): one network card cannot belong to two machines; "+
-				"if it moved, free it first: mayuctl set %s macs <its remaining MACs, or \"\">",
-				ErrMACConflict, m, other.Serial, other.State, other.Serial)
+			return nil, macTaken(m, other)
 		}
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return nil, err
@@ -217,6 +222,13 @@ func (p *Provisioner) claimMACs(serial string, macs []string) (release func(), e
 		}
 		p.macMu.Unlock()
 	}, nil
+}
+
+// macTaken is the ErrMACConflict of mac, recorded on the host other.
+func macTaken(mac string, other host.Host) error {
+	return fmt.Errorf("%w: MAC %s is recorded on host %s (state %s): one network card cannot belong to two machines; "+
+		"if it moved, free it first: mayuctl set %s macs <its remaining MACs, or \"\">",
+		ErrMACConflict, mac, other.Serial, other.State, other.Serial)
 }
 
 // normalizeMACs normalizes and de-duplicates MAC addresses, keeping their

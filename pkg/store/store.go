@@ -20,6 +20,7 @@ package store
 
 import (
 	"errors"
+	"fmt"
 	"net"
 
 	"mayu/pkg/host"
@@ -41,7 +42,33 @@ var (
 	// change was retried (a shared store's compare-and-swap lost too
 	// often); nothing was written, try again (409).
 	ErrConflict = errors.New("store: the record kept changing under concurrent writers; try again")
+	// ErrMACTaken: the write would record a MAC address that another
+	// host's record holds. A store shared by several instances (etcd)
+	// checks this inside the transaction that writes the record, so two
+	// instances cannot both record one MAC; its errors are *MACTakenError.
+	// The provisioner answers it as it answers a MAC it found taken
+	// itself (provision.ErrMACConflict, 409).
+	ErrMACTaken = errors.New("store: MAC address recorded on another host")
+	// ErrLimit: the record exceeds what the store can write in one
+	// transaction (the etcd store: more than 32 MAC addresses); nothing was
+	// written (413).
+	ErrLimit = errors.New("store: the record exceeds the store's limits")
 )
+
+// MACTakenError is the ErrMACTaken of one MAC: Owner is the record that
+// holds it as the store read it (only Serial is set when that record could
+// not be read).
+type MACTakenError struct {
+	MAC   string // normalized (host.NormalizeMAC)
+	Owner host.Host
+}
+
+func (e *MACTakenError) Error() string {
+	return fmt.Sprintf("%v: MAC %s is recorded on host %s (state %s)", ErrMACTaken, e.MAC, e.Owner.Serial, e.Owner.State)
+}
+
+// Is makes errors.Is(err, ErrMACTaken) hold.
+func (e *MACTakenError) Is(target error) bool { return target == ErrMACTaken }
 
 // Step is one audited change: Apply mutates the record, Message is the audit
 // message (without the "<serial>: " prefix the store adds).

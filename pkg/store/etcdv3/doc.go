@@ -11,6 +11,7 @@
 //	alloc/profile/<name>/h:<serial> one key per record of profile <name>
 //	alloc/profile/<name>/r:<id>    one key per reservation of a profile slot, under a lease
 //	audit/<txn>/<step>             one audit record per step that changed something (AuditRecord)
+//	macs/<mac>                     the serial whose record holds the MAC (normalized, "08:00:27:8e:15:8e")
 //
 // Every change is one etcd transaction. An update is a compare-and-swap on
 // the record's mod revision: the steps run on the record as this instance
@@ -35,6 +36,15 @@
 // created, it puts the record and re-puts the keys without the lease. So
 // no two records or reservations of any instance share an address, and
 // no instance hands out a profile slot beyond the profile's quantity.
+//
+// MACs (macs.go): a write that gives a record a MAC it did not have
+// compares the MAC's key in its transaction (absent, already the record's,
+// or stale: its owner's record, compared too, no longer holds the MAC) and
+// puts it, so that of two instances recording one MAC for two serials at
+// once exactly one commits and the other gets a store.MACTakenError; a
+// write that drops a MAC deletes its key if it is the record's. Keys
+// missing for records written before they existed are created at Open
+// and by the record's next write.
 //
 // Reads are served from a store.Table in memory that a watch on the
 // records keeps current, so several instances see each other's changes

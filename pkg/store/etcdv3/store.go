@@ -162,6 +162,10 @@ func Open(o Options) (*Store, error) {
 		_ = cli.Close()
 		return nil, err
 	}
+	if err := s.claimLoaded(); err != nil {
+		// Each record's next write creates its missing keys too.
+		s.log.Warn("missing MAC keys not created at start", "err", err)
+	}
 	go s.watch(rev)
 	return s, nil
 }
@@ -185,7 +189,7 @@ func (k keys) audit(txn string, i int) string { return fmt.Sprintf("%s%s/%03d", 
 
 // watchEnd ends the key range the watch covers, [cluster, watchEnd):
 // "cluster" and every "hosts/..." key, none of "alloc/" and "audit/"
-// (which sort before "cluster").
+// (which sort before "cluster") nor of "macs/" (after "hosts0").
 func (k keys) watchEnd() string { return k.prefix + "hosts0" }
 
 // Get implements store.Store.
@@ -267,31 +271,54 @@ func (s *Store) create(serial string, steps []store.Step, r *reservation) (host.
 	}
 	s.stamp(snaps)
 	final := snaps[len(snaps)-1]
+	if err := checkMACs(final); err != nil {
+		return host.Host{}, err
+	}
 	ops, err := s.writeOps(nil, final, snaps, msgs, r)
 	if err != nil {
 		return host.Host{}, err
 	}
 	hk := s.keys.host(serial)
-	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(hk), "=", 0)}
-	if r != nil {
-		cmps = append(cmps, r.held()...)
-	}
-	resp, err := s.txn("create "+serial, cmps, ops, []clientv3.Op{clientv3.OpGet(hk)})
-	if err != nil {
-		return host.Host{}, err
-	}
-	if !resp.Succeeded {
-		if _, _, err := s.refresh(serial, resp.Responses[0], resp.Header.Revision); !errors.Is(err, store.ErrNotFound) || r == nil {
+	gained, _, _ := macDiff(nil, final)
+	claims := s.claims(serial)
+	for attempt := 1; ; attempt++ {
+		macCmps, macOps, err := claims.plan(gained)
+		if err != nil {
+			return host.Host{}, err
+		}
+		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(hk), "=", 0)}
+		if r != nil {
+			cmps = append(cmps, r.held()...)
+		}
+		cmps = append(cmps, macCmps...)
+		els := append([]clientv3.Op{clientv3.OpGet(hk)}, claims.reads(gained)...)
+		resp, err := s.txn("create "+serial, cmps, append(ops[:len(ops):len(ops)], macOps...), els)
+		if err != nil {
+			return host.Host{}, err
+		}
+		if resp.Succeeded {
+			if r != nil {
+				r.markUsed()
+			}
+			s.applyLocal(serial, &final, resp.Header.Revision)
+			return final.Clone(), nil
+		}
+		if _, _, err := s.refresh(serial, resp.Responses[0], resp.Header.Revision); !errors.Is(err, store.ErrNotFound) {
 			return host.Host{}, fmt.Errorf("%w: %s", store.ErrExists, serial)
 		}
-		return host.Host{}, fmt.Errorf("%w: %s of %s is no longer reserved for it in etcd (its lease expired or it was released)",
-			store.ErrReservationLost, r.alloc.Addr, serial)
+		if claims.observe(gained, resp.Responses[1:]) {
+			// A MAC's key was not as expected: look again.
+			if attempt == maxCAS {
+				return host.Host{}, fmt.Errorf("%w: the MAC keys of %s changed in etcd %d times while it was created", store.ErrConflict, serial, maxCAS)
+			}
+			continue
+		}
+		if r != nil {
+			return host.Host{}, fmt.Errorf("%w: %s of %s is no longer reserved for it in etcd (its lease expired or it was released)",
+				store.ErrReservationLost, r.alloc.Addr, serial)
+		}
+		return host.Host{}, fmt.Errorf("%w: %s", store.ErrExists, serial)
 	}
-	if r != nil {
-		r.markUsed()
-	}
-	s.applyLocal(serial, &final, resp.Header.Revision)
-	return final.Clone(), nil
 }
 
 // Update implements store.Store: a compare-and-swap on the record's mod
@@ -316,6 +343,7 @@ func (s *Store) Update(serial string, steps ...store.Step) (host.Host, error) {
 			return host.Host{}, err
 		}
 	}
+	claims := s.claims(serial)
 	for attempt := 1; ; attempt++ {
 		snaps, msgs, err := store.ApplySteps(cur, steps)
 		if err != nil {
@@ -323,17 +351,27 @@ func (s *Store) Update(serial string, steps ...store.Step) (host.Host, error) {
 		}
 		final := cur
 		var ops []clientv3.Op
+		var gained []string
+		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(hk), "=", rev)}
 		if len(snaps) > 0 {
 			s.stamp(snaps)
 			final = snaps[len(snaps)-1]
+			if err := checkMACs(final); err != nil {
+				return host.Host{}, err
+			}
 			if ops, err = s.writeOps(&cur, final, snaps, msgs, nil); err != nil {
 				return host.Host{}, err
 			}
+			gained, _, _ = macDiff(&cur, final)
+			macCmps, macOps, err := claims.plan(gained)
+			if err != nil {
+				return host.Host{}, err
+			}
+			cmps, ops = append(cmps, macCmps...), append(ops, macOps...)
 		}
 		// Without changes the transaction only confirms that the record
 		// is the one the steps saw (a read, no write).
-		resp, err := s.txn("update "+serial, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(hk), "=", rev)},
-			ops, []clientv3.Op{clientv3.OpGet(hk)})
+		resp, err := s.txn("update "+serial, cmps, ops, append([]clientv3.Op{clientv3.OpGet(hk)}, claims.reads(gained)...))
 		if err != nil {
 			return host.Host{}, err
 		}
@@ -343,6 +381,7 @@ func (s *Store) Update(serial string, steps ...store.Step) (host.Host, error) {
 			}
 			return final.Clone(), nil
 		}
+		claims.observe(gained, resp.Responses[1:])
 		if cur, rev, err = s.refresh(serial, resp.Responses[0], resp.Header.Revision); err != nil {
 			return host.Host{}, err
 		}
@@ -393,8 +432,9 @@ func (s *Store) writeOps(old *host.Host, final host.Host, snaps []host.Host, msg
 	return ops, nil
 }
 
-// indexOps keep the allocation keys in step with a record going from old
-// (nil: none) to now. A reservation's address key is re-put without its
+// indexOps keep the allocation keys and the MAC keys of the MACs kept
+// and dropped in step with a record going from old (nil: none) to now (the
+// keys of MACs gained need comparisons: macClaims). A reservation's address key is re-put without its
 // lease and its slot key traded for the record's; otherwise an address
 // the record leaves is freed if it is the record's, and one it takes is
 // claimed if no one holds it (an operator may give two records one
@@ -422,6 +462,8 @@ func (s *Store) indexOps(old *host.Host, now host.Host, r *reservation) []client
 				[]clientv3.Op{clientv3.OpPut(k, serial)}, nil))
 		}
 	}
+	_, kept, dropped := macDiff(old, now)
+	ops = append(ops, s.macIndexOps(serial, kept, dropped)...)
 	oldProfile := ""
 	if old != nil {
 		oldProfile = old.Profile
