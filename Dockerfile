@@ -32,8 +32,9 @@ FROM debian:bookworm-slim AS runtime
 # undionly.kpxe, ipxe.efi and snponly.efi to tftproot and is purged again; the
 # Secure Boot chain's shimx64.efi and grubx64.efi are unpacked from Debian's
 # shim-signed and grub-efi-amd64-signed (not installed: their scripts would
-# set up this container's own boot), and so is grubaa64.efi for arm64
-# machines (network.arm64) from grub-efi-arm64-signed, an arm64 package:
+# set up this container's own boot), and so are grubaa64.efi and the
+# arm64 Secure Boot chain's shimaa64.efi for arm64 machines (network.arm64)
+# from grub-efi-arm64-signed and shim-signed of arm64, arm64 packages:
 # the arm64 architecture is added for that download only. No git: mayu
 # commits to the cluster directory itself. No config: mayu refuses to start
 # without the one mounted at /etc/mayu/config.yaml, rather than provision
@@ -50,9 +51,11 @@ RUN apt-get update \
  && cp usr/lib/shim/shimx64.efi.signed /usr/lib/mayu/tftproot/shimx64.efi \
  && cp usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed /usr/lib/mayu/tftproot/grubx64.efi \
  && dpkg --add-architecture arm64 && apt-get update \
- && apt-get download grub-efi-arm64-signed:arm64 \
+ && apt-get download grub-efi-arm64-signed:arm64 shim-signed:arm64 \
  && dpkg-deb -x ./grub-efi-arm64-signed_*_arm64.deb . \
+ && dpkg-deb -x ./shim-signed_*_arm64.deb . \
  && cp usr/lib/grub/arm64-efi-signed/grubnetaa64.efi.signed /usr/lib/mayu/tftproot/grubaa64.efi \
+ && cp usr/lib/shim/shimaa64.efi.signed /usr/lib/mayu/tftproot/shimaa64.efi \
  && dpkg --remove-architecture arm64 \
  && cd / && rm -rf /tmp/secureboot \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log \

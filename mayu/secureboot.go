@@ -20,8 +20,9 @@ import (
 // for arm64 machines (network.arm64), and returns the rule of which hosts
 // get the shim by MAC for dnsmasq (nil without secure_boot). With neither
 // it returns --tftproot and no rule, as before. network.arm64 needs
-// tftproot/grubaa64.efi and the default version's arm64 PXE kernel and
-// initrd (images/<version>/arm64/): missing ones are named in the error.
+// tftproot/grubaa64.efi (with secure_boot also tftproot/shimaa64.efi) and
+// the default version's arm64 PXE kernel and initrd
+// (images/<version>/arm64/): missing ones are named in the error.
 func secureBootChain(o options, p *prepared, log *slog.Logger) (string, func(host.Host) bool, error) {
 	cfg := p.cfg
 	if cfg == nil || !cfg.GRUBTree() {
@@ -34,6 +35,9 @@ func secureBootChain(o options, p *prepared, log *slog.Logger) (string, func(hos
 	var arm64Images func() (string, string)
 	if cfg.Network.ARM64 {
 		loaders = append(loaders, config.ARM64GRUBBootFile)
+		if cfg.SecureBootAnywhere() {
+			loaders = append(loaders, config.ARM64ShimBootFile)
+		}
 		dir := filepath.Join(o.imagesDir, cfg.DefaultCoreOSVersion, config.ARM64ImagesDir)
 		kernel, initrd := filepath.Join(dir, api.PXEKernelFile), filepath.Join(dir, api.PXEInitrdFile)
 		var missing []string

@@ -45,7 +45,7 @@ dist: build ## release tree dist/mayu.<version>-linux-amd64/ and its .tar.gz
 	install -m 0644 $(IPXE_DIR)/undionly.kpxe $(IPXE_DIR)/ipxe.efi $(IPXE_DIR)/snponly.efi $(DIST_DIR)/tftproot/
 	install -m 0644 $(SHIM_EFI) $(DIST_DIR)/tftproot/shimx64.efi
 	install -m 0644 $(GRUB_EFI) $(DIST_DIR)/tftproot/grubx64.efi
-	install -m 0644 tftproot/grubaa64.efi $(DIST_DIR)/tftproot/grubaa64.efi
+	install -m 0644 tftproot/grubaa64.efi tftproot/shimaa64.efi $(DIST_DIR)/tftproot/
 	cp -R templates template_snippets $(DIST_DIR)/
 	install -m 0644 config.yaml.example Dockerfile .dockerignore VERSION $(DIST_DIR)/
 	install -m 0755 $(addprefix scripts/,$(DIST_EXEC_SCRIPTS)) $(DIST_DIR)/

@@ -18,7 +18,7 @@ sandbox-down: ## stop the sandbox (processes by PID) and remove its namespace
 sandbox-assets: build ## build the stand-in OS assets into .sandbox/assets
 	scripts/build-sandbox-assets
 
-e2e: build bin/bootstorm ## acceptance test: the sandbox's flavours (cloud-config on BIOS, UEFI PXE and UEFI HTTP nodes, Ignition, TLS, proxyDHCP, local boot, Secure Boot and its refusal, an arm64 node and its refusal, two instances on two segments sharing one fleet through etcd)
+e2e: build bin/bootstorm ## acceptance test: the sandbox's flavours (cloud-config on BIOS, UEFI PXE and UEFI HTTP nodes, Ignition, TLS, proxyDHCP, local boot, Secure Boot and its refusal, an arm64 node and its refusal, an arm64 Secure Boot node and its refusal, two instances on two segments sharing one fleet through etcd)
 	tests/e2e/sandbox-e2e all
 
 lint-sandbox: ## shellcheck the sandbox scripts, the first-stage script and the serial rule

@@ -89,14 +89,22 @@ type Network struct {
 	// Architecture Types) with ARM64GRUBBootFile, Debian's GRUB network
 	// image for arm64, which reads grub/grub.cfg, the kernel and the
 	// initrd over TFTP; the kernel and initrd are the arm64 ones of
-	// images/<version>/arm64/ (ARM64ImagesDir). Off (Mayu 0.11's
-	// behaviour) arm64 clients are answered as BIOS ones.
+	// images/<version>/arm64/ (ARM64ImagesDir). With secure_boot too
+	// (network or the machine's profile) they get ARM64ShimBootFile
+	// instead, which loads ARM64GRUBBootFile. Off (Mayu 0.11's behaviour)
+	// arm64 clients are answered as BIOS ones.
 	ARM64 bool `yaml:"arm64"`
 }
 
 // The arm64 boot chain's file in tftproot: Debian's grubnetaa64.efi.signed
 // (package grub-efi-arm64-signed) under the name its firmware's PXE fetches.
 const ARM64GRUBBootFile = "grubaa64.efi"
+
+// ARM64ShimBootFile is the arm64 Secure Boot chain's first stage in
+// tftproot: Debian's Microsoft-signed shim for arm64 (package shim-signed
+// of arm64, shimaa64.efi.signed), which loads ARM64GRUBBootFile from the
+// same TFTP directory (shim's default loader name for aa64).
+const ARM64ShimBootFile = "shimaa64.efi"
 
 // ARM64ImagesDir is the subdirectory of images/<version>/ holding the arm64
 // files under the x86-64 names (coreos_production_pxe.vmlinuz, ...): the

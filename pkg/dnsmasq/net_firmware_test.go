@@ -134,6 +134,60 @@ func TestNetFirmwareARM64(t *testing.T) {
 	}
 }
 
+// TestNetFirmwareARM64SecureBoot: with network.arm64 and secure_boot, arm64
+// UEFI PXE clients get Debian's Microsoft-signed arm64 shim (which loads
+// grubaa64.efi) instead of GRUB: every one with network.secure_boot, the
+// ones whose host's profile asks for it (a hosts-file tag) otherwise, and
+// the untagged ones GRUB as without Secure Boot. x86 clients keep their
+// own chain's answers.
+func TestNetFirmwareARM64SecureBoot(t *testing.T) {
+	hosts := []host.Host{{Serial: "m1", Profile: "secure", State: host.Installing, MacAddresses: []string{netlab.MacMachine}}}
+	byProfile := func(c *Config) {
+		c.SecureBoot = func(h host.Host) bool { return h.Profile == "secure" }
+	}
+	type answer struct {
+		name, iface string
+		fw          netlab.Firmware
+		want        string
+	}
+	check := func(t *testing.T, l *lab, cases []answer) {
+		for _, tt := range cases {
+			t.Run(tt.name, func(t *testing.T) {
+				o := l.Discover(t, tt.iface, tt.fw, 10)
+				require.NotNil(t, o, "no OFFER")
+				t.Logf("answer: %s", netlab.Describe(o))
+				assert.Equal(t, tt.want, o.BootFileName)
+			})
+		}
+	}
+	t.Run("per profile", func(t *testing.T) {
+		l := newLab(t)
+		s := l.serve(t, func(n *config.Network) { n.ARM64 = true }, nil, hosts, byProfile)
+		_, hostsPath, _ := s.Paths()
+		require.Eventually(t, func() bool {
+			b, err := os.ReadFile(hostsPath)
+			return err == nil && strings.Contains(string(b), netlab.MacMachine+",set:secureboot")
+		}, 10*time.Second, 20*time.Millisecond, "hosts file")
+		check(t, l, []answer{
+			{"tagged arm64 UEFI arch 11", "c1", netlab.FwARM64, config.ARM64ShimBootFile},
+			{"tagged UEFI arch 7", "c1", netlab.FwEFI7, config.ShimBootFile},
+			{"tagged arm64 HTTP boot arch 19", "c1", netlab.FwARM64HTTP, ""},
+			{"bystander arm64 UEFI arch 11", "c2", netlab.FwARM64, config.ARM64GRUBBootFile},
+			{"bystander UEFI arch 7", "c2", netlab.FwEFI7, "ipxe.efi"},
+		})
+	})
+	t.Run("network.secure_boot", func(t *testing.T) {
+		l := newLab(t)
+		l.serve(t, func(n *config.Network) { n.ARM64, n.SecureBoot = true, true }, nil, nil)
+		check(t, l, []answer{
+			{"arm64 UEFI arch 11", "c2", netlab.FwARM64, config.ARM64ShimBootFile},
+			{"arm64 UEFI HTTP boot arch 19", "c2", netlab.FwARM64HTTP, ""},
+			{"UEFI arch 9", "c2", netlab.FwEFI9, config.ShimBootFile},
+			{"BIOS", "c2", netlab.FwBIOS, "undionly.kpxe"},
+		})
+	})
+}
+
 // TestNetFirmwareOptions: network.efi_boot_file picks the EFI binary (by
 // TFTP and HTTP boot alike); network.uefi gives it to clients that name no
 // architecture, as Mayu 1.x's switch did, and leaves BIOS clients theirs.
@@ -297,7 +351,7 @@ func mustMAC(t *testing.T, s string) net.HardwareAddr {
 func TestNetBootLoadersOverTFTP(t *testing.T) {
 	l := newLab(t)
 	l.serve(t, func(*config.Network) {}, nil, nil)
-	for _, name := range append(append([]string{}, netlab.BootFiles...), netlab.SecureBootFiles...) {
+	for _, name := range append(append(append([]string{}, netlab.BootFiles...), netlab.SecureBootFiles...), netlab.ARM64Files...) {
 		got := filepath.Join(l.Dir, name+".tftp")
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		out, err := exec.CommandContext(ctx, "ip", "netns", "exec", l.Cli, "busybox", "tftp", "-g", "-b", "1468",

@@ -84,8 +84,13 @@ type GlobalContext struct {
 	// by Mayu 0.11). arm64 UEFI HTTP boot clients (architecture 19) get no
 	// boot file with network.arm64: Debian's GRUB network image finds its
 	// configuration from a PXE boot only, so their firmware moves on to
-	// its PXE boot option.
+	// its PXE boot option. With network.secure_boot it is
+	// ARM64ShimBootFile, as EFIBootFile is then ShimBootFile.
 	ARM64BootFile string
+	// ARM64ShimBootFile is the arm64 Secure Boot chain's first stage,
+	// config.ARM64ShimBootFile, for arm64 clients tagged SecureBootTag
+	// (with network.arm64; empty otherwise).
+	ARM64ShimBootFile string
 	// HTTPBootURL is EFIBootFile over HTTP, the boot file of UEFI HTTP
 	// boot clients (vendor class "HTTPClient", architecture 16):
 	// <boot base>/tftproot/<EFIBootFile>, where the boot base is
@@ -154,28 +159,32 @@ func (s *Supervisor) global(n config.Network) GlobalContext {
 	if s.cfg.BootPort != 0 {
 		bootBase = n.BaseURL(s.cfg.BootPort, true)
 	}
-	arm64File := ""
+	arm64File, arm64Shim := "", ""
 	if n.ARM64 {
-		arm64File = config.ARM64GRUBBootFile
+		arm64File, arm64Shim = config.ARM64GRUBBootFile, config.ARM64ShimBootFile
+		if n.SecureBoot {
+			arm64File = config.ARM64ShimBootFile
+		}
 	}
 	return GlobalContext{
-		ARM64BootFile: arm64File,
-		Executable:    s.cfg.Binary,
-		Template:      s.cfg.Template,
-		TFTPRoot:      s.cfg.TFTPRoot,
-		NoTLS:         s.cfg.NoTLS,
-		HTTPPort:      s.cfg.HTTPPort,
-		PXEPort:       s.cfg.HTTPPort,
-		HostsFile:     s.hostsPath,
-		LeaseFile:     s.leasePath,
-		PXEFile:       pxeFile,
-		BootScriptURL: bootBase + "/ipxebootscript",
-		BIOSBootFile:  BIOSBootFile,
-		EFIBootFile:   efiFile,
-		ShimBootFile:  config.ShimBootFile,
-		SecureBootTag: s.secureBootTag(),
-		HTTPBootURL:   bootBase + BootFilePath + httpFile,
-		Limits:        Size(n),
+		ARM64BootFile:     arm64File,
+		ARM64ShimBootFile: arm64Shim,
+		Executable:        s.cfg.Binary,
+		Template:          s.cfg.Template,
+		TFTPRoot:          s.cfg.TFTPRoot,
+		NoTLS:             s.cfg.NoTLS,
+		HTTPPort:          s.cfg.HTTPPort,
+		PXEPort:           s.cfg.HTTPPort,
+		HostsFile:         s.hostsPath,
+		LeaseFile:         s.leasePath,
+		PXEFile:           pxeFile,
+		BootScriptURL:     bootBase + "/ipxebootscript",
+		BIOSBootFile:      BIOSBootFile,
+		EFIBootFile:       efiFile,
+		ShimBootFile:      config.ShimBootFile,
+		SecureBootTag:     s.secureBootTag(),
+		HTTPBootURL:       bootBase + BootFilePath + httpFile,
+		Limits:            Size(n),
 	}
 }
 

@@ -55,6 +55,8 @@ func TestRenderShippedTemplate(t *testing.T) {
 	arm64.ARM64 = true
 	arm64UEFI := uefi
 	arm64UEFI.ARM64 = true
+	arm64Secure := arm64
+	arm64Secure.SecureBoot = true
 	tests := []struct {
 		name    string
 		network config.Network
@@ -71,6 +73,8 @@ func TestRenderShippedTemplate(t *testing.T) {
 		{"pxe-secureboot-by-profile", seedNetwork(), true, 4080},
 		{"pxe-arm64", arm64, true, 4080},
 		{"pxe-uefi-arm64", arm64UEFI, true, 4080},
+		{"pxe-arm64-secureboot", arm64Secure, true, 4080},
+		{"pxe-arm64-secureboot-by-profile", arm64, true, 4080},
 		{"nopxe", noPXE, true, 4080},
 		{"norouter-nodns", noRouter, true, 4080},
 	}
@@ -118,8 +122,13 @@ func TestShippedTemplateAcceptedByDnsmasq(t *testing.T) {
 	proxy.BootstrapRange = config.IPRange{}
 	secure := proxy
 	secure.SecureBoot = true
+	arm64 := seedNetwork()
+	arm64.ARM64 = true
+	arm64Secure := arm64
+	arm64Secure.SecureBoot = true
 	for name, n := range map[string]config.Network{"pxe": seedNetwork(), "nopxe": noPXE, "uefi": uefi, "proxy": proxy,
-		"proxy-secureboot": secure, "secureboot-by-profile": seedNetwork()} {
+		"proxy-secureboot": secure, "secureboot-by-profile": seedNetwork(), "arm64-secureboot": arm64Secure,
+		"arm64-secureboot-by-profile": arm64} {
 		t.Run(name, func(t *testing.T) {
 			s, err := New(Config{Binary: bin, Template: shippedTemplate, RuntimeDir: t.TempDir(),
 				Network: n, TFTPRoot: "/srv/tftproot", HTTPPort: 4080, SecureBoot: secureBootRule(name)})

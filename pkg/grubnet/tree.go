@@ -23,7 +23,10 @@
 // grubaa64.efi (Debian's grubnetaa64.efi.signed) over TFTP, whose prefix is
 // also (tftp,<server>)/grub; the one grub.cfg then picks the kernel by
 // $grub_cpu ("arm64" or "x86_64", set by GRUB's normal module), and on
-// arm64 GRUB's linux command loads the kernel through its EFI stub.
+// arm64 GRUB's linux command loads the kernel through its EFI stub. With
+// secure_boot the firmware (AAVMF with Microsoft's keys) loads
+// shimaa64.efi (Debian's Microsoft-signed shim for arm64) first, which
+// loads grubaa64.efi from the same TFTP directory, as on x86-64.
 //
 // The tree:
 //
@@ -241,7 +244,7 @@ func (t *Tree) linkLoaders() error {
 		}
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("%w: %s has no %s (Debian's shim-signed, grub-efi-amd64-signed and for arm64 grub-efi-arm64-signed; see the README's Secure Boot and arm64 sections)",
+		return fmt.Errorf("%w: %s has no %s (Debian's shim-signed, grub-efi-amd64-signed and for arm64 grub-efi-arm64-signed, with secure_boot also shim-signed of arm64 for shimaa64.efi; see the README's Secure Boot and arm64 sections)",
 			ErrTree, root, strings.Join(missing, ", "))
 	}
 	for _, e := range entries {

@@ -41,7 +41,7 @@ teardown() {
     templates/last_stage_cloudconfig.yaml templates/ignition/gs_install.yaml \
     template_snippets/cloudconfig template_snippets/ignition \
     tftproot/undionly.kpxe tftproot/ipxe.efi tftproot/snponly.efi tftproot/shimx64.efi tftproot/grubx64.efi \
-    tftproot/grubaa64.efi static_html/arm64/infopusher static_html/arm64/mayuctl \
+    tftproot/grubaa64.efi tftproot/shimaa64.efi static_html/arm64/infopusher static_html/arm64/mayuctl \
     static_html/mayuctl static_html/infopusher \
     contrib/systemd/mayu.service contrib/systemd/mayu-native.service contrib/mayu.init contrib/docker/healthcheck; do
     [ -e "$REL/$f" ] || {
@@ -63,6 +63,7 @@ teardown() {
   cmp "$REL/tftproot/grubx64.efi" /usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed
   cmp "$REL/static_html/mayuctl" "$REL/mayuctl"
   cmp "$REL/tftproot/grubaa64.efi" "$BATS_TEST_DIRNAME/../../tftproot/grubaa64.efi"
+  cmp "$REL/tftproot/shimaa64.efi" "$BATS_TEST_DIRNAME/../../tftproot/shimaa64.efi"
   file -b "$REL/static_html/arm64/infopusher" | grep -q 'ARM aarch64.*statically linked'
 }
 

@@ -79,4 +79,21 @@ func TestNetARM64Tree(t *testing.T) {
 		assert.Contains(t, m.Out.String(), "1068.6.0/arm64/coreos_production_pxe.vmlinuz")
 		assert.Empty(t, l.NSPIDs(t))
 	})
+
+	// With secure_boot too the arm64 shim is part of the chain: a tftproot
+	// without shimaa64.efi is refused at start, naming it.
+	t.Run("secure_boot without shimaa64.efi", func(t *testing.T) {
+		bare := filepath.Join(t.TempDir(), "tftproot")
+		require.NoError(t, os.MkdirAll(bare, 0o755))
+		for _, f := range append(append([]string{}, netlab.BootFiles...), append(netlab.SecureBootFiles, "grubaa64.efi")...) {
+			b, err := os.ReadFile(filepath.Join(l.TFTPRoot, f))
+			require.NoError(t, err)
+			require.NoError(t, os.WriteFile(filepath.Join(bare, f), b, 0o644))
+		}
+		secure := strings.Replace(arm64Config, "  arm64: true\n", "  arm64: true\n  secure_boot: true\n", 1)
+		m := startMayuWith(t, l, secure, "--tftproot", bare, "--images-cache-dir="+images(t, true))
+		requireFailedExit(t, m, "network.arm64 and secure_boot without shimaa64.efi in tftproot")
+		assert.Contains(t, m.Out.String(), "has no shimaa64.efi (Debian's shim-signed")
+		assert.Empty(t, l.NSPIDs(t))
+	})
 }

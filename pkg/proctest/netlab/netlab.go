@@ -58,9 +58,9 @@ var BootFiles = []string{"undionly.kpxe", "ipxe.efi", "snponly.efi"}
 var SecureBootFiles = []string{"shimx64.efi", "grubx64.efi"}
 
 // ARM64Files are the arm64 loaders of the repository's tftproot (Debian's
-// grub-efi-arm64-signed: grubnetaa64.efi.signed), which a lab's TFTPRoot
-// holds too.
-var ARM64Files = []string{"grubaa64.efi"}
+// grub-efi-arm64-signed: grubnetaa64.efi.signed, and shim-signed of arm64:
+// shimaa64.efi.signed), which a lab's TFTPRoot holds too.
+var ARM64Files = []string{"grubaa64.efi", "shimaa64.efi"}
 
 // Lab is a provisioning segment: namespace Prov with bridge br0 at
 // ProvAddr/24, namespace Cli with veths on that bridge: c0 (static
