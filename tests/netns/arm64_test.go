@@ -30,14 +30,7 @@ var arm64Config = strings.Replace(netConfig, "  pxe: true\n", "  pxe: true\n  ar
 func TestNetARM64Tree(t *testing.T) {
 	proctest.RequireFile(t, dnsmasq.DefaultBinary, "dnsmasq-base")
 	l := netlab.New(t)
-	tftp := func(t *testing.T, name string) string {
-		t.Helper()
-		got := filepath.Join(t.TempDir(), "got")
-		l.Run(t, "ip", "netns", "exec", l.Cli, "busybox", "tftp", "-g", "-b", "1468", "-r", name, "-l", got, netlab.ProvAddr)
-		b, err := os.ReadFile(got)
-		require.NoError(t, err)
-		return string(b)
-	}
+	tftp := func(t *testing.T, name string) string { t.Helper(); return string(l.TFTPGet(t, name)) }
 	images := func(t *testing.T, arm64 bool) string {
 		t.Helper()
 		dir := filepath.Join(t.TempDir(), "images")

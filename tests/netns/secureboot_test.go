@@ -32,14 +32,7 @@ var secureBootConfig = strings.Replace(netConfig, "  pxe: true\n", "  pxe: true\
 func TestNetSecureBootTree(t *testing.T) {
 	proctest.RequireFile(t, dnsmasq.DefaultBinary, "dnsmasq-base")
 	l := netlab.New(t)
-	tftp := func(t *testing.T, name string) string {
-		t.Helper()
-		got := filepath.Join(t.TempDir(), "got")
-		l.Run(t, "ip", "netns", "exec", l.Cli, "busybox", "tftp", "-g", "-b", "1468", "-r", name, "-l", got, netlab.ProvAddr)
-		b, err := os.ReadFile(got)
-		require.NoError(t, err)
-		return string(b)
-	}
+	tftp := func(t *testing.T, name string) string { t.Helper(); return string(l.TFTPGet(t, name)) }
 
 	t.Run("serves the chain and follows the records", func(t *testing.T) {
 		m := startMayuWith(t, l, secureBootConfig, "--machine-auth=off")

@@ -147,6 +147,18 @@ func (l *Lab) Run(t *testing.T, args ...string) string {
 	return string(out)
 }
 
+// TFTPGet fetches name from ProvAddr over TFTP (RFC 1350; busybox tftp
+// from the client namespace with a 1468-byte block size, RFC 2348) and
+// returns its bytes; a failed transfer (30 s at most) fails t.
+func (l *Lab) TFTPGet(t *testing.T, name string) []byte {
+	t.Helper()
+	got := filepath.Join(t.TempDir(), "tftp")
+	l.Run(t, "ip", "netns", "exec", l.Cli, "busybox", "tftp", "-g", "-b", "1468", "-r", name, "-l", got, ProvAddr)
+	b, err := os.ReadFile(got)
+	require.NoError(t, err)
+	return b
+}
+
 // NSPIDs lists the processes running in the provisioning namespace.
 func (l *Lab) NSPIDs(t *testing.T) []string {
 	return strings.Fields(l.Run(t, "ip", "netns", "pids", l.Prov))
