@@ -153,10 +153,7 @@ func TestNetFirmwareARM64SecureBoot(t *testing.T) {
 	check := func(t *testing.T, l *lab, cases []answer) {
 		for _, tt := range cases {
 			t.Run(tt.name, func(t *testing.T) {
-				o := l.Discover(t, tt.iface, tt.fw, 10)
-				require.NotNil(t, o, "no OFFER")
-				t.Logf("answer: %s", netlab.Describe(o))
-				assert.Equal(t, tt.want, o.BootFileName)
+				offersBootFile(t, l, tt.iface, tt.fw, tt.want)
 			})
 		}
 	}
@@ -207,9 +204,7 @@ func TestNetFirmwareOptions(t *testing.T) {
 		{"iPXE", netlab.FwIPXEEFI, bootScript},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			o := l.Discover(t, "c1", tt.fw, 10)
-			require.NotNil(t, o, "no OFFER")
-			assert.Equal(t, tt.file, o.BootFileName, netlab.Describe(o))
+			offersBootFile(t, l, "c1", tt.fw, tt.file)
 		})
 	}
 }
@@ -346,6 +341,16 @@ func mustMAC(t *testing.T, s string) net.HardwareAddr {
 	return mac
 }
 
+// offersBootFile checks that dnsmasq's OFFER to the client on iface with
+// firmware fw names the boot file want (BOOTP file field, RFC 2131).
+func offersBootFile(t *testing.T, l *lab, iface string, fw netlab.Firmware, want string) {
+	t.Helper()
+	o := l.Discover(t, iface, fw, 10)
+	require.NotNil(t, o, "no OFFER")
+	t.Logf("answer: %s", netlab.Describe(o))
+	assert.Equal(t, want, o.BootFileName)
+}
+
 // TestNetBootLoadersOverTFTP: the EFI binaries are served by dnsmasq's
 // TFTP byte for byte.
 func TestNetBootLoadersOverTFTP(t *testing.T) {
@@ -388,10 +393,7 @@ func TestNetSecureBoot(t *testing.T) {
 			{"bystander UEFI", "c2", netlab.FwEFI7, "ipxe.efi"},
 		} {
 			t.Run(tt.name, func(t *testing.T) {
-				o := l.Discover(t, tt.iface, tt.fw, 10)
-				require.NotNil(t, o, "no OFFER")
-				t.Logf("answer: %s", netlab.Describe(o))
-				assert.Equal(t, tt.want, o.BootFileName)
+				offersBootFile(t, l, tt.iface, tt.fw, tt.want)
 			})
 		}
 	})
@@ -408,10 +410,7 @@ func TestNetSecureBoot(t *testing.T) {
 			{"HTTP boot stays on iPXE", netlab.FwHTTPBoot, httpBoot + "ipxe.efi"},
 		} {
 			t.Run(tt.name, func(t *testing.T) {
-				o := l.Discover(t, "c2", tt.fw, 10)
-				require.NotNil(t, o, "no OFFER")
-				t.Logf("answer: %s", netlab.Describe(o))
-				assert.Equal(t, tt.want, o.BootFileName)
+				offersBootFile(t, l, "c2", tt.fw, tt.want)
 			})
 		}
 	})
